@@ -1,0 +1,415 @@
+/*-------------------------------------------------------------------------
+ *
+ * logical_table.c
+ *	  logical_table_add(): makes a table logical, its rows living on the
+ *	  shards.
+ *
+ * An ordinary (empty) table is replaced by a foreign table of server
+ * tenant_router with the same name, columns, defaults, owner, privileges and
+ * comment; sequences it owned stay, owned by the new table, so ids keep
+ * coming from the coordinator.  Before that, the table is created on every
+ * shard from the statements captured here (columns, keys, indexes; defaults
+ * stay on the coordinator), or an existing copy is checked, and each copy
+ * gets its range constraint.  A foreign table of server tenant_router is
+ * registered as it is.
+ *
+ * What cannot be carried over faithfully is refused with an error that
+ * says what to do: rows (they would have to move in one transaction to
+ * several shards), dependent views, rules, triggers, foreign keys, row level
+ * security, identity columns, inheritance.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
+#include "catalog/pg_type.h"
+#include "foreign/fdwapi.h"
+#include "foreign/foreign.h"
+#include "utils/array.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/ruleutils.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
+#include "tenant_router/route_cache.h"
+#include "tenant_router/shard_ddl.h"
+
+PG_FUNCTION_INFO_V1(tenant_router_logical_table_add);
+
+/* spi_strings runs a query and returns its first column as strings */
+static List *
+spi_strings(const char *sql, Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	List	   *result = NIL;
+	uint64		i;
+
+	if (SPI_execute_with_args(sql, 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "tenant_router: query failed: %s", sql);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		char	   *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (value != NULL)
+			result = lappend(result, value);
+	}
+	return result;
+}
+
+static void
+spi_command(const char *sql)
+{
+	if (SPI_execute(sql, false, 0) < 0)
+		elog(ERROR, "tenant_router: command failed: %s", sql);
+}
+
+static void
+refuse(Relation rel, const char *what, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot make table \"%s\" logical: %s",
+					RelationGetRelationName(rel), what),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/*
+ * check_convertible refuses an ordinary table whose conversion into a
+ * foreign table would lose something.
+ */
+static void
+check_convertible(Relation rel, const char *qualname)
+{
+	Oid			relid = RelationGetRelid(rel);
+	List	   *found;
+	int			i;
+
+	found = spi_strings(psprintf("SELECT 1 FROM ONLY %s LIMIT 1", qualname), relid);
+	if (found != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot make table \"%s\" logical: it has rows",
+						RelationGetRelationName(rel)),
+				 errdetail("logical_table_add() moves no rows: rows of one table may belong to several shards."),
+				 errhint("Copy the rows aside, empty the table, call logical_table_add(), then insert the rows through the logical table.")));
+
+	found = spi_strings("SELECT inhrelid::regclass::text FROM pg_catalog.pg_inherits "
+						"WHERE inhrelid = $1 OR inhparent = $1", relid);
+	if (found != NIL)
+		refuse(rel, "it takes part in table inheritance", NULL);
+
+	found = spi_strings("SELECT ev_class::regclass::text FROM pg_catalog.pg_rewrite r "
+						"JOIN pg_catalog.pg_depend d ON d.objid = r.oid "
+						"AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass "
+						"WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass "
+						"AND d.refobjid = $1 ORDER BY 1", relid);
+	if (found != NIL)
+		refuse(rel, psprintf("view or rule \"%s\" depends on it", (char *) linitial(found)),
+			   "Drop the dependent views, call logical_table_add(), then create them again.");
+
+	found = spi_strings("SELECT conname FROM pg_catalog.pg_constraint "
+						"WHERE contype = 'f' AND (conrelid = $1 OR confrelid = $1)", relid);
+	if (found != NIL)
+		refuse(rel, psprintf("foreign key \"%s\" involves it", (char *) linitial(found)),
+			   "Foreign keys cannot span shards; drop the foreign key first.");
+
+	found = spi_strings("SELECT tgname FROM pg_catalog.pg_trigger "
+						"WHERE tgrelid = $1 AND NOT tgisinternal", relid);
+	if (found != NIL)
+		refuse(rel, psprintf("it has trigger \"%s\"", (char *) linitial(found)),
+			   "Drop the trigger first; create it on the shards' tables if rows need it there.");
+
+	if (rel->rd_rel->relrowsecurity)
+		refuse(rel, "row level security is enabled on it", NULL);
+
+	for (i = 0; i < RelationGetDescr(rel)->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
+
+		if (!att->attisdropped && att->attidentity != '\0')
+			refuse(rel, psprintf("column \"%s\" is an identity column", NameStr(att->attname)),
+				   "Use a default from a sequence (serial or bigserial) instead.");
+	}
+}
+
+/*
+ * column_definitions returns the column list of a CREATE TABLE for rel:
+ * with coordinator, defaults and generation expressions included (for the
+ * foreign table); without, plain columns (for the shards).
+ */
+static char *
+column_definitions(Relation rel, bool coordinator)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	StringInfoData buf;
+	int			i;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (att->attisdropped)
+			continue;
+		appendStringInfo(&buf, "%s%s %s", first ? "" : ", ",
+						 quote_identifier(NameStr(att->attname)),
+						 format_type_with_typemod(att->atttypid, att->atttypmod));
+		first = false;
+		if (OidIsValid(att->attcollation) &&
+			att->attcollation != get_typcollation(att->atttypid))
+			appendStringInfo(&buf, " COLLATE %s", generate_collation_name(att->attcollation));
+		if (att->attnotnull)
+			appendStringInfoString(&buf, " NOT NULL");
+		if (coordinator && att->atthasdef)
+		{
+			Oid			types[2] = {OIDOID, INT2OID};
+			Datum		values[2] = {ObjectIdGetDatum(RelationGetRelid(rel)),
+			Int16GetDatum(att->attnum)};
+			char	   *expr;
+
+			if (SPI_execute_with_args("SELECT pg_catalog.pg_get_expr(adbin, adrelid) "
+									  "FROM pg_catalog.pg_attrdef WHERE adrelid = $1 AND adnum = $2",
+									  2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "tenant_router: default of column \"%s\" not found",
+					 NameStr(att->attname));
+			expr = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			if (att->attgenerated == ATTRIBUTE_GENERATED_STORED)
+				appendStringInfo(&buf, " GENERATED ALWAYS AS (%s) STORED", expr);
+			else
+				appendStringInfo(&buf, " DEFAULT %s", expr);
+		}
+	}
+	return buf.data;
+}
+
+/*
+ * shard_ddl returns the statements that create rel on a shard: schema,
+ * table, constraints (keys, checks, exclusions) and the other indexes.
+ */
+static List *
+shard_ddl(Relation rel, const char *nspname, const char *qualname)
+{
+	Oid			relid = RelationGetRelid(rel);
+	List	   *ddl = NIL;
+	ListCell   *lc;
+
+	ddl = lappend(ddl, psprintf("CREATE SCHEMA IF NOT EXISTS %s", quote_identifier(nspname)));
+	ddl = lappend(ddl, psprintf("CREATE TABLE %s (%s)", qualname,
+								column_definitions(rel, false)));
+	if (rel->rd_rel->relkind != RELKIND_RELATION)
+		return ddl;
+
+	foreach(lc, spi_strings("SELECT oid FROM pg_catalog.pg_constraint "
+							"WHERE conrelid = $1 AND contype IN ('p', 'u', 'c', 'x') "
+							"ORDER BY contype = 'c', oid", relid))
+		ddl = lappend(ddl, pg_get_constraintdef_command(atooid(lfirst(lc))));
+	foreach(lc, spi_strings("SELECT i.indexrelid FROM pg_catalog.pg_index i "
+							"WHERE i.indrelid = $1 AND NOT EXISTS ("
+							"SELECT 1 FROM pg_catalog.pg_constraint c "
+							"WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) "
+							"ORDER BY i.indexrelid", relid))
+		ddl = lappend(ddl, pg_get_indexdef_string(atooid(lfirst(lc))));
+	return ddl;
+}
+
+/*
+ * convert_to_foreign replaces the ordinary table rel by a foreign table of
+ * server tenant_router and returns the new table's OID.
+ */
+static Oid
+convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
+{
+	Oid			relid = RelationGetRelid(rel);
+	Oid			nspid = RelationGetNamespace(rel);
+	char	   *relname = pstrdup(RelationGetRelationName(rel));
+	char	   *owner = GetUserNameFromId(rel->rd_rel->relowner, false);
+	char	   *columns = column_definitions(rel, true);
+	List	   *sequences;
+	List	   *grants;
+	List	   *comment;
+	ListCell   *lc;
+
+	/* sequences owned by a column, as "sequence column" pairs */
+	sequences = spi_strings("SELECT d.objid::pg_catalog.regclass::text || ' ' || "
+							"pg_catalog.quote_ident(a.attname) "
+							"FROM pg_catalog.pg_depend d "
+							"JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+							"JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid "
+							"AND a.attnum = d.refobjsubid "
+							"WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "
+							"AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass "
+							"AND d.refobjid = $1 AND d.deptype = 'a'", relid);
+	/* privileges of others than the owner, table and column level */
+	grants = spi_strings("SELECT 'GRANT ' || a.privilege_type || ' ON TABLE %s TO ' || "
+						 "CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+						 "ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END || "
+						 "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END "
+						 "FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
+						 "WHERE c.oid = $1 AND a.grantee <> c.relowner "
+						 "UNION ALL "
+						 "SELECT 'GRANT ' || a.privilege_type || ' (' || pg_catalog.quote_ident(t.attname) || "
+						 "') ON TABLE %s TO ' || "
+						 "CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+						 "ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END || "
+						 "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END "
+						 "FROM pg_catalog.pg_attribute t, pg_catalog.aclexplode(t.attacl) a "
+						 "WHERE t.attrelid = $1 AND t.attnum > 0 AND NOT t.attisdropped", relid);
+	comment = spi_strings("SELECT pg_catalog.obj_description($1, 'pg_class')", relid);
+
+	foreach(lc, sequences)
+	{
+		char	   *seq = pstrdup(lfirst(lc));
+
+		*strchr(seq, ' ') = '\0';
+		spi_command(psprintf("ALTER SEQUENCE %s OWNED BY NONE", seq));
+	}
+
+	relation_close(rel, NoLock);
+	spi_command(psprintf("DROP TABLE %s", qualname));
+	spi_command(psprintf("CREATE FOREIGN TABLE %s (%s) SERVER " TENANT_ROUTER_SERVER,
+						 qualname, columns));
+	spi_command(psprintf("ALTER FOREIGN TABLE %s OWNER TO %s", qualname,
+						 quote_identifier(owner)));
+	foreach(lc, sequences)
+	{
+		char	   *seq = pstrdup(lfirst(lc));
+		char	   *col = strchr(seq, ' ');
+
+		*col++ = '\0';
+		spi_command(psprintf("ALTER SEQUENCE %s OWNED BY %s.%s", seq, qualname, col));
+	}
+	foreach(lc, grants)
+		spi_command(psprintf(lfirst(lc), qualname));
+	if (comment != NIL)
+		spi_command(psprintf("COMMENT ON FOREIGN TABLE %s IS %s", qualname,
+							 quote_literal_cstr(linitial(comment))));
+
+	(void) nspname;
+	return get_relname_relid(relname, nspid);
+}
+
+/*
+ * LogicalTableAdd makes relid a logical table routed by tenant_column: the
+ * code of logical_table_add().
+ */
+static void
+LogicalTableAdd(Oid relid, const char *tenant_column)
+{
+	Relation	rel = relation_open(relid, AccessExclusiveLock);
+	char	   *nspname = get_namespace_name(RelationGetNamespace(rel));
+	char	   *qualname;
+	AttrNumber	attno;
+	Oid			atttype;
+	LogicalTableRow row;
+	List	   *ddl;
+	ListCell   *lc;
+	Oid			newrelid;
+	int			nestlevel;
+	Datum	   *ddl_datums;
+	int			i;
+	Oid			types[3] = {OIDOID, NAMEOID, TEXTARRAYOID};
+	Datum		values[3];
+
+	if (!pg_class_ownercheck(relid, GetOuterUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind),
+					   RelationGetRelationName(rel));
+
+	if (CatalogGetLogicalTable(relid) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("table \"%s\" is already a logical table",
+						RelationGetRelationName(rel))));
+
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		!(rel->rd_rel->relkind == RELKIND_FOREIGN_TABLE &&
+		  GetForeignServerIdByRelId(relid) == CatalogServerOid()))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("cannot make \"%s\" a logical table", RelationGetRelationName(rel)),
+				 errdetail("Only an ordinary table, or a foreign table of server tenant_router, can be made logical.")));
+
+	attno = get_attnum(relid, tenant_column);
+	if (attno == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						tenant_column, RelationGetRelationName(rel)),
+				 errhint("Name the tenant column as the second argument of logical_table_add().")));
+	atttype = get_atttype(relid, attno);
+	if (atttype != INT2OID && atttype != INT4OID && atttype != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("tenant column \"%s\" must be of type smallint, integer or bigint",
+						tenant_column),
+				 errdetail("Column \"%s\" of relation \"%s\" is of type %s.",
+						   tenant_column, RelationGetRelationName(rel),
+						   format_type_be(atttype))));
+
+	SPI_connect();
+	nestlevel = EnterRemoteSqlSettings();
+	qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
+	if (rel->rd_rel->relkind == RELKIND_RELATION)
+		check_convertible(rel, qualname);
+	ddl = shard_ddl(rel, nspname, qualname);
+
+	/* the shards first: an unreachable or different shard changes nothing */
+	row.relid = relid;
+	row.tenant_column = (char *) tenant_column;
+	row.shard_ddl = ddl;
+	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	{
+		ShardRow   *shard = lfirst(lc);
+
+		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row,
+					   shard->range_start, shard->range_end);
+	}
+
+	if (rel->rd_rel->relkind == RELKIND_RELATION)
+		newrelid = convert_to_foreign(rel, nspname, qualname);
+	else
+	{
+		newrelid = relid;
+		relation_close(rel, NoLock);
+	}
+	LeaveRemoteSqlSettings(nestlevel);
+
+	ddl_datums = palloc(sizeof(Datum) * list_length(ddl));
+	i = 0;
+	foreach(lc, ddl)
+		ddl_datums[i++] = CStringGetTextDatum(lfirst(lc));
+	values[0] = ObjectIdGetDatum(newrelid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(tenant_column));
+	values[2] = PointerGetDatum(construct_array(ddl_datums, i, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	if (SPI_execute_with_args("INSERT INTO tenant_router.logical_table "
+							  "(table_id, tenant_column, shard_ddl) VALUES ($1, $2, $3)",
+							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "tenant_router: could not register the logical table");
+	SPI_finish();
+
+	/* plans that used the table must be made again */
+	CacheInvalidateRelcacheByRelid(newrelid);
+}
+
+Datum
+tenant_router_logical_table_add(PG_FUNCTION_ARGS)
+{
+	LogicalTableAdd(PG_GETARG_OID(0), NameStr(*PG_GETARG_NAME(1)));
+	PG_RETURN_VOID();
+}

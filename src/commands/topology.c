@@ -1,0 +1,301 @@
+/*-------------------------------------------------------------------------
+ *
+ * topology.c
+ *	  shard_add(), shard_remove(), shard_update_range(), shard_for(), and the
+ *	  code the Redis events share with them.
+ *
+ * Every change first bumps tenant_router.topology.version, which takes that
+ * row's lock: changes are serialized, and validation sees the latest
+ * committed topology.  Validation happens before anything is written, and
+ * an error anywhere (including on a shard) rolls back the whole change.
+ * The exclusion constraint on the catalog backs the overlap check, so no
+ * path can create overlapping ranges.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/dsn.h"
+#include "tenant_router/outbox.h"
+#include "tenant_router/route_cache.h"
+#include "tenant_router/shard_ddl.h"
+#include "tenant_router/topology.h"
+
+PG_FUNCTION_INFO_V1(tenant_router_shard_add);
+PG_FUNCTION_INFO_V1(tenant_router_shard_remove);
+PG_FUNCTION_INFO_V1(tenant_router_shard_update_range);
+PG_FUNCTION_INFO_V1(tenant_router_shard_for);
+PG_FUNCTION_INFO_V1(tenant_router_dsn_redact);
+PG_FUNCTION_INFO_V1(tenant_router_is_superuser);
+
+static void
+validate_shard_id(const char *shard_id)
+{
+	const unsigned char *p;
+	size_t		len = strlen(shard_id);
+
+	if (len == 0 || len >= SHARD_ID_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid shard_id \"%s\"", shard_id),
+				 errdetail("A shard_id has 1 to %d characters.", SHARD_ID_MAXLEN - 1)));
+	for (p = (const unsigned char *) shard_id; *p; p++)
+		if (*p <= ' ' || *p == 0x7f)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid shard_id \"%s\"", shard_id),
+					 errdetail("A shard_id may not contain spaces or control characters.")));
+}
+
+static void
+validate_range(int64 range_start, int64 range_end)
+{
+	if (range_start > range_end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("range_start " INT64_FORMAT " is greater than range_end " INT64_FORMAT,
+						range_start, range_end),
+				 errdetail("A shard owns the tenants range_start..range_end, both inclusive.")));
+}
+
+static void
+spi_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+{
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "tenant_router: unexpected result %d from \"%s\"", rc, sql);
+}
+
+/* bump_version takes the topology lock and returns the new version */
+static int64
+bump_version(void)
+{
+	bool		isnull;
+
+	spi_exec("UPDATE tenant_router.topology SET version = version + 1, changed_at = now() "
+			 "RETURNING version", 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed != 1)
+		elog(ERROR, "tenant_router: the topology row is missing");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
+}
+
+/* lock_shard returns the shard's row locked for update, or NULL */
+static ShardRow *
+lock_shard(const char *shard_id)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+	ShardRow   *row;
+	bool		isnull;
+	HeapTuple	tuple;
+	TupleDesc	tupdesc;
+
+	spi_exec("SELECT range_start, range_end, dsn FROM tenant_router.shard "
+			 "WHERE shard_id = $1 FOR UPDATE", 1, types, values, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return NULL;
+	tuple = SPI_tuptable->vals[0];
+	tupdesc = SPI_tuptable->tupdesc;
+	row = palloc0(sizeof(ShardRow));
+	row->shard_id = pstrdup(shard_id);
+	row->range_start = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+	row->range_end = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 2, &isnull));
+	row->dsn = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 3, &isnull));
+	return row;
+}
+
+static void
+unknown_shard(const char *shard_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("shard \"%s\" does not exist", shard_id)));
+}
+
+/* check_overlap raises an error naming a shard, other than self, that overlaps */
+static void
+check_overlap(const char *self, int64 range_start, int64 range_end)
+{
+	Oid			types[3] = {INT8OID, INT8OID, TEXTOID};
+	Datum		values[3] = {Int64GetDatum(range_start), Int64GetDatum(range_end),
+	CStringGetTextDatum(self ? self : "")};
+	bool		isnull;
+
+	spi_exec("SELECT shard_id, range_start, range_end FROM tenant_router.shard "
+			 "WHERE numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
+			 "AND shard_id <> $3 ORDER BY range_start LIMIT 1",
+			 3, types, values, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[0];
+		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+		char	   *other = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 1, &isnull));
+		int64		other_start = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 2, &isnull));
+		int64		other_end = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 3, &isnull));
+
+		ereport(ERROR,
+				(errcode(ERRCODE_EXCLUSION_VIOLATION),
+				 errmsg("range " INT64_FORMAT ".." INT64_FORMAT " overlaps shard \"%s\" (" INT64_FORMAT ".." INT64_FORMAT ")",
+						range_start, range_end, other, other_start, other_end),
+				 errhint("Ranges may not overlap: shrink or remove shard \"%s\" first (shard_update_range, shard_remove).",
+						 other)));
+	}
+}
+
+/*
+ * TopologyAddShard adds a shard owning range_start..range_end, creates the
+ * logical tables on it and returns the new topology version.
+ */
+int64
+TopologyAddShard(const char *shard_id, int64 range_start, int64 range_end,
+				 const char *dsn, TopologySource source)
+{
+	int64		version;
+	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID};
+	Datum		values[5];
+
+	validate_shard_id(shard_id);
+	validate_range(range_start, range_end);
+	DsnValidate(dsn);
+
+	SPI_connect();
+	version = bump_version();
+	if (lock_shard(shard_id) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("shard \"%s\" already exists", shard_id)));
+	check_overlap(NULL, range_start, range_end);
+
+	values[0] = CStringGetTextDatum(shard_id);
+	values[1] = Int64GetDatum(range_start);
+	values[2] = Int64GetDatum(range_end);
+	values[3] = CStringGetTextDatum(dsn);
+	values[4] = Int64GetDatum(version);
+	spi_exec("INSERT INTO tenant_router.shard "
+			 "(shard_id, range_start, range_end, dsn, version) "
+			 "VALUES ($1, $2, $3, $4, $5)", 5, types, values, SPI_OK_INSERT);
+
+	ShardSyncAllTables(shard_id, dsn, range_start, range_end);
+	if (source == TOPOLOGY_FROM_SQL)
+		OutboxAddShard(shard_id, range_start, range_end, dsn, version);
+	SPI_finish();
+	return version;
+}
+
+/*
+ * TopologyRemoveShard takes a shard out of routing; its data stays where it
+ * is, and the shard is not contacted (so a dead shard can be removed).
+ */
+int64
+TopologyRemoveShard(const char *shard_id, TopologySource source)
+{
+	int64		version;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+
+	SPI_connect();
+	version = bump_version();
+	if (lock_shard(shard_id) == NULL)
+		unknown_shard(shard_id);
+	spi_exec("DELETE FROM tenant_router.shard WHERE shard_id = $1",
+			 1, types, values, SPI_OK_DELETE);
+	if (source == TOPOLOGY_FROM_SQL)
+		OutboxRemoveShard(shard_id, version);
+	SPI_finish();
+	return version;
+}
+
+/*
+ * TopologyUpdateRange changes a shard's range and its tables' range
+ * constraint; rows outside the new range on the shard make it fail.
+ */
+int64
+TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
+					TopologySource source)
+{
+	int64		version;
+	ShardRow   *shard;
+	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, INT8OID};
+	Datum		values[4];
+
+	validate_range(range_start, range_end);
+
+	SPI_connect();
+	version = bump_version();
+	shard = lock_shard(shard_id);
+	if (shard == NULL)
+		unknown_shard(shard_id);
+	check_overlap(shard_id, range_start, range_end);
+
+	values[0] = CStringGetTextDatum(shard_id);
+	values[1] = Int64GetDatum(range_start);
+	values[2] = Int64GetDatum(range_end);
+	values[3] = Int64GetDatum(version);
+	spi_exec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, "
+			 "version = $4, updated_at = now() WHERE shard_id = $1",
+			 4, types, values, SPI_OK_UPDATE);
+
+	ShardSyncAllTables(shard_id, shard->dsn, range_start, range_end);
+	if (source == TOPOLOGY_FROM_SQL)
+		OutboxUpdateRange(shard_id, range_start, range_end, version);
+	SPI_finish();
+	return version;
+}
+
+Datum
+tenant_router_shard_add(PG_FUNCTION_ARGS)
+{
+	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					 PG_GETARG_INT64(1), PG_GETARG_INT64(2),
+					 text_to_cstring(PG_GETARG_TEXT_PP(3)),
+					 TOPOLOGY_FROM_SQL);
+	PG_RETURN_VOID();
+}
+
+Datum
+tenant_router_shard_remove(PG_FUNCTION_ARGS)
+{
+	TopologyRemoveShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), TOPOLOGY_FROM_SQL);
+	PG_RETURN_VOID();
+}
+
+Datum
+tenant_router_shard_update_range(PG_FUNCTION_ARGS)
+{
+	TopologyUpdateRange(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+						PG_GETARG_INT64(1), PG_GETARG_INT64(2),
+						TOPOLOGY_FROM_SQL);
+	PG_RETURN_VOID();
+}
+
+/* shard_for(tenant) returns the shard that owns the tenant now, or NULL. */
+Datum
+tenant_router_shard_for(PG_FUNCTION_ARGS)
+{
+	ShardRoute *route = RouteTenant(PG_GETARG_INT64(0));
+
+	if (route == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(route->shard_id));
+}
+
+Datum
+tenant_router_dsn_redact(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(DsnRedact(text_to_cstring(PG_GETARG_TEXT_PP(0)))));
+}
+
+Datum
+tenant_router_is_superuser(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(superuser());
+}

@@ -1,0 +1,981 @@
+/*-------------------------------------------------------------------------
+ *
+ * connection.c
+ *	  Shard connection cache and remote transactions, postgres_fdw-style.
+ *
+ * One connection per DSN per backend, kept across transactions (shards that
+ * share a DSN share the connection).  A remote transaction is opened lazily,
+ * at the local transaction's isolation level, by the first statement that
+ * needs one, and committed or rolled back with the local transaction;
+ * subtransactions are mirrored by savepoints.  BEGIN, SAVEPOINT and RELEASE
+ * are never a round trip of their own: they are queued and sent in one
+ * pipeline with the next statement (or the COMMIT).  A top-level statement
+ * outside a transaction block runs without any remote transaction: exactly
+ * one round trip.
+ *
+ * Remote errors are re-raised with the remote SQLSTATE and the name of the
+ * shard; a lost connection is ERRCODE_CONNECTION_FAILURE naming the shard.
+ * Nothing here ever prints a DSN.
+ *
+ * Invariants: at most one query is in flight per connection; a stream that
+ * is still reading when another command needs its connection is drained
+ * into memory first.  At the end of every local transaction, every
+ * connection is idle and outside any remote transaction, or closed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "lib/stringinfo.h"
+#include "libpq/libpq-be-fe-helpers.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "tenant_router/connection.h"
+#include "tenant_router/guc.h"
+#include "tenant_router/route_cache.h"
+
+/* remote prepared statements kept per connection */
+#define MAX_PREPARED_PER_CONN 1000
+/* how long cleanup after an error waits for a shard */
+#define CLEANUP_TIMEOUT_MS 30000
+
+typedef struct PreparedStmt
+{
+	uint64		key;			/* hash of the SQL text: hash key */
+	char	   *sql;
+	bool		ready;			/* the shard confirmed the PREPARE */
+	char		name[24];
+} PreparedStmt;
+
+struct ShardConn
+{
+	uint64		key;			/* hash of the DSN: hash key */
+	PGconn	   *conn;			/* NULL when not connected */
+	char	   *dsn;
+	char		label[SHARD_ID_MAXLEN]; /* the shard named in messages */
+	int			xact_depth;		/* 0: no remote transaction; n: savepoint level */
+	bool		xact_wrote;		/* written in the current remote transaction */
+	bool		broken;			/* remote transaction lost: fail until its end */
+	bool		in_pipeline;	/* the command in flight was pipelined */
+	List	   *pending;		/* commands to send before the next statement */
+	ShardStream *active;		/* stream reading from conn, if any */
+	HTAB	   *prepared;
+	uint32		next_stmt;
+};
+
+struct ShardStream
+{
+	ShardConn  *sc;
+	char	   *sql;
+	MemoryContext mcxt;
+	List	   *buffered;		/* results drained while conn was needed */
+	PGresult   *current;		/* row returned by the last ShardStreamNext */
+	bool		done;
+	uint64		affected;
+	MemoryContextCallback cleanup;
+};
+
+static HTAB *ConnHash = NULL;
+static bool xact_callbacks_registered = false;
+
+static void xact_callback(XactEvent event, void *arg);
+static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							 SubTransactionId parentSubid, void *arg);
+static void sc_release_active(ShardConn *sc);
+static void sc_finish_command(ShardConn *sc, const char *sql);
+
+static void
+sc_disconnect(ShardConn *sc)
+{
+	if (sc->conn != NULL)
+	{
+		libpqsrv_disconnect(sc->conn);
+		sc->conn = NULL;
+	}
+	if (sc->prepared != NULL)
+	{
+		hash_destroy(sc->prepared);
+		sc->prepared = NULL;
+	}
+	sc->in_pipeline = false;
+	sc->active = NULL;
+	list_free_deep(sc->pending);
+	sc->pending = NIL;
+}
+
+static char *
+libpq_message(PGconn *conn)
+{
+	char	   *msg = pchomp(PQerrorMessage(conn));
+
+	return msg[0] ? msg : pstrdup("no message from libpq");
+}
+
+/*
+ * sc_connection_lost raises the error for a connection that broke: the
+ * remote transaction, if any, is gone, so the rest of the local transaction
+ * fails too.
+ */
+static void
+sc_connection_lost(ShardConn *sc)
+{
+	char	   *msg = sc->conn ? libpq_message(sc->conn) : pstrdup("not connected");
+
+	if (sc->xact_depth > 0)
+		sc->broken = true;
+	sc_disconnect(sc);
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("lost connection to shard \"%s\"", sc->label),
+			 errdetail_internal("%s", msg)));
+}
+
+static void
+sc_connect(ShardConn *sc)
+{
+	const char *keywords[4];
+	const char *values[4];
+	PGconn	   *conn;
+	PGresult   *res;
+
+	/* later keywords win over the DSN, earlier ones are defaults */
+	keywords[0] = "fallback_application_name";
+	values[0] = "tenant_router";
+	keywords[1] = "connect_timeout";
+	values[1] = "10";
+	keywords[2] = "dbname";
+	values[2] = sc->dsn;
+	keywords[3] = NULL;
+	values[3] = NULL;
+
+	conn = libpqsrv_connect_params(keywords, values, true, PG_WAIT_EXTENSION);
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+	{
+		char	   *msg = conn ? libpq_message(conn) : pstrdup("out of memory");
+
+		if (conn)
+			libpqsrv_disconnect(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to shard \"%s\"", sc->label),
+				 errdetail_internal("%s", msg)));
+	}
+
+	/*
+	 * Everything the router sends is schema-qualified and uses ISO formats,
+	 * so the session runs with a fixed environment whatever the shard's
+	 * defaults are.
+	 */
+	res = libpqsrv_exec(conn,
+						"SET search_path = pg_catalog; SET datestyle = ISO; "
+						"SET intervalstyle = postgres; SET extra_float_digits = 3; "
+						"SET timezone = 'UTC'",
+						PG_WAIT_EXTENSION);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		char	   *msg = libpq_message(conn);
+
+		PQclear(res);
+		libpqsrv_disconnect(conn);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not set up the session on shard \"%s\"", sc->label),
+				 errdetail_internal("%s", msg)));
+	}
+	PQclear(res);
+	sc->conn = conn;
+	sc->next_stmt = 0;
+}
+
+/*
+ * ShardConnGet returns the connection for the shard, connecting if needed.
+ * A connection found dead before it is used in a transaction is reconnected
+ * silently; one that dies inside a remote transaction fails that transaction.
+ */
+ShardConn *
+ShardConnGet(const char *shard_id, const char *dsn)
+{
+	uint64		key = hash_bytes_extended((const unsigned char *) dsn, strlen(dsn), 0);
+	ShardConn  *sc;
+	bool		found;
+
+	if (ConnHash == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(ShardConn);
+		ctl.hcxt = TopMemoryContext;
+		ConnHash = hash_create("tenant_router connections", 8, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (!xact_callbacks_registered)
+	{
+		RegisterXactCallback(xact_callback, NULL);
+		RegisterSubXactCallback(subxact_callback, NULL);
+		xact_callbacks_registered = true;
+	}
+
+	sc = hash_search(ConnHash, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(((char *) sc) + sizeof(uint64), 0, sizeof(ShardConn) - sizeof(uint64));
+		sc->dsn = MemoryContextStrdup(TopMemoryContext, dsn);
+	}
+	else if (strcmp(sc->dsn, dsn) != 0)
+		elog(ERROR, "tenant_router: connection cache key collision");
+	strlcpy(sc->label, shard_id, sizeof(sc->label));
+
+	if (sc->broken)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("connection to shard \"%s\" was lost earlier in this transaction",
+						sc->label),
+				 errhint("Roll back the transaction and retry.")));
+
+	/* a connection idle since before a shard restart is dead: notice it now */
+	if (sc->conn != NULL && sc->xact_depth == 0 && sc->active == NULL &&
+		(PQconsumeInput(sc->conn) == 0 || PQstatus(sc->conn) != CONNECTION_OK))
+		sc_disconnect(sc);
+
+	if (sc->conn == NULL)
+	{
+		if (sc->xact_depth > 0)
+			sc_connection_lost(sc);
+		sc_connect(sc);
+	}
+	return sc;
+}
+
+/* ShardConnLabel returns the shard the connection was last requested for. */
+const char *
+ShardConnLabel(ShardConn *sc)
+{
+	return sc->label;
+}
+
+/*
+ * ShardConnCanAutocommit tells whether a statement may run on its shard
+ * without a remote transaction: it is the only statement of its local
+ * transaction (top level, no transaction block) and no remote transaction
+ * is open.
+ */
+bool
+ShardConnCanAutocommit(void)
+{
+	HASH_SEQ_STATUS status;
+	ShardConn  *sc;
+
+	if (IsTransactionBlock() || ExecutorNestLevel > 1 ||
+		GetCurrentTransactionNestLevel() > 1)
+		return false;
+	if (ConnHash == NULL)
+		return true;
+	hash_seq_init(&status, ConnHash);
+	while ((sc = hash_seq_search(&status)) != NULL)
+	{
+		if (sc->xact_depth > 0)
+		{
+			hash_seq_term(&status);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ShardConnQueue queues a command to be sent before the next statement. */
+void
+ShardConnQueue(ShardConn *sc, const char *sql)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	sc->pending = lappend(sc->pending, pstrdup(sql));
+	MemoryContextSwitchTo(old);
+}
+
+static void
+check_single_writer(ShardConn *writer)
+{
+	HASH_SEQ_STATUS status;
+	ShardConn  *sc;
+
+	hash_seq_init(&status, ConnHash);
+	while ((sc = hash_seq_search(&status)) != NULL)
+	{
+		if (sc != writer && sc->xact_wrote)
+		{
+			hash_seq_term(&status);
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("transaction would write to more than one shard"),
+					 errdetail("Shard \"%s\" was written earlier in this transaction; this statement writes to shard \"%s\".",
+							   sc->label, writer->label),
+					 errhint("Write to one shard per transaction: commit before writing rows of tenants on another shard.")));
+		}
+	}
+}
+
+/*
+ * ShardConnBegin prepares sc for a statement: in SHARD_READ or SHARD_WRITE
+ * mode it opens the remote transaction (and savepoints up to the current
+ * subtransaction level) unless already open; the commands go with the
+ * statement.  A write to a second shard in one transaction is refused.
+ */
+void
+ShardConnBegin(ShardConn *sc, ShardXactMode mode)
+{
+	int			curlevel = GetCurrentTransactionNestLevel();
+	char		sql[64];
+
+	if (mode == SHARD_AUTOCOMMIT)
+	{
+		Assert(sc->xact_depth == 0);
+		return;
+	}
+	if (mode == SHARD_WRITE && !sc->xact_wrote)
+	{
+		check_single_writer(sc);
+		sc->xact_wrote = true;
+	}
+	if (sc->xact_depth == 0)
+	{
+		const char *level;
+
+		switch (XactIsoLevel)
+		{
+			case XACT_SERIALIZABLE:
+				level = "SERIALIZABLE";
+				break;
+			case XACT_REPEATABLE_READ:
+				level = "REPEATABLE READ";
+				break;
+			default:
+				level = "READ COMMITTED";
+				break;
+		}
+		snprintf(sql, sizeof(sql), "START TRANSACTION ISOLATION LEVEL %s%s",
+				 level, XactReadOnly ? " READ ONLY" : "");
+		ShardConnQueue(sc, sql);
+		sc->xact_depth = 1;
+	}
+	while (sc->xact_depth < curlevel)
+	{
+		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", ++sc->xact_depth);
+		ShardConnQueue(sc, sql);
+	}
+}
+
+/*
+ * sc_get_result waits for the next result while processing interrupts; a
+ * broken connection raises the connection error.
+ */
+static PGresult *
+sc_get_result(ShardConn *sc)
+{
+	PGresult   *res = libpqsrv_get_result(sc->conn, PG_WAIT_EXTENSION);
+
+	if (PQstatus(sc->conn) != CONNECTION_OK)
+	{
+		PQclear(res);
+		sc_connection_lost(sc);
+	}
+	return res;
+}
+
+/*
+ * sc_report raises a remote error with its SQLSTATE, message, detail and
+ * hint, naming the shard and the remote SQL.  It frees res.
+ */
+static void
+sc_report(ShardConn *sc, PGresult *res, const char *sql)
+{
+	char	   *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	char	   *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char	   *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	char	   *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+	char	   *context = PQresultErrorField(res, PG_DIAG_CONTEXT);
+	int			code = ERRCODE_CONNECTION_FAILURE;
+
+	if (sqlstate && strlen(sqlstate) == 5)
+		code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
+							 sqlstate[3], sqlstate[4]);
+	primary = primary ? pstrdup(primary) : libpq_message(sc->conn);
+	detail = detail ? pstrdup(detail) : NULL;
+	hint = hint ? pstrdup(hint) : NULL;
+	context = context ? pstrdup(context) : NULL;
+	PQclear(res);
+
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg_internal("%s", primary),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0,
+			 context ? errcontext("%s", context) : 0,
+			 errcontext("remote SQL on shard \"%s\": %s", sc->label, sql)));
+}
+
+static PreparedStmt *
+sc_prepared_lookup(ShardConn *sc, const char *sql, bool *need_prepare)
+{
+	uint64		key = hash_bytes_extended((const unsigned char *) sql, strlen(sql), 0);
+	PreparedStmt *ps;
+	bool		found;
+
+	*need_prepare = false;
+	if (sc->prepared == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(PreparedStmt);
+		ctl.hcxt = TopMemoryContext;
+		sc->prepared = hash_create("tenant_router prepared statements", 32, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	ps = hash_search(sc->prepared, &key, HASH_FIND, &found);
+	if (found)
+	{
+		if (strcmp(ps->sql, sql) != 0)
+			return NULL;		/* hash collision: run unprepared */
+		*need_prepare = !ps->ready;
+		return ps;
+	}
+	if (hash_get_num_entries(sc->prepared) >= MAX_PREPARED_PER_CONN)
+		return NULL;
+	ps = hash_search(sc->prepared, &key, HASH_ENTER, &found);
+	ps->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	ps->ready = false;
+	snprintf(ps->name, sizeof(ps->name), "tenant_router_%u", ++sc->next_stmt);
+	*need_prepare = true;
+	return ps;
+}
+
+/*
+ * sc_send sends the queued commands, a PREPARE if wanted, and the statement,
+ * in one pipeline when there is more than the statement, and reads the
+ * results of everything but the statement.
+ */
+static void
+sc_send(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+		const char *const *values, bool prepare, bool single_row)
+{
+	PGconn	   *conn = sc->conn;
+	PreparedStmt *ps = NULL;
+	bool		need_prepare = false;
+	int			nprefix;
+	ListCell   *lc;
+	bool		ok = true;
+	PGresult   *first_error = NULL;
+	int			i;
+
+	sc_release_active(sc);
+	Assert(!PQisBusy(conn));
+
+	if (prepare && TenantRouterRemotePrepare)
+		ps = sc_prepared_lookup(sc, sql, &need_prepare);
+
+	nprefix = list_length(sc->pending) + (need_prepare ? 1 : 0);
+	sc->in_pipeline = (nprefix > 0);
+	if (sc->in_pipeline)
+	{
+		if (!PQenterPipelineMode(conn))
+			sc_connection_lost(sc);
+		foreach(lc, sc->pending)
+			ok = ok && PQsendQueryParams(conn, lfirst(lc), 0, NULL, NULL, NULL, NULL, 0);
+		if (need_prepare)
+			ok = ok && PQsendPrepare(conn, ps->name, sql, nparams, types);
+	}
+	list_free_deep(sc->pending);
+	sc->pending = NIL;
+
+	if (ps != NULL)
+		ok = ok && PQsendQueryPrepared(conn, ps->name, nparams, values, NULL, NULL, 0);
+	else
+		ok = ok && PQsendQueryParams(conn, sql, nparams, types, values, NULL, NULL, 0);
+	if (sc->in_pipeline)
+		ok = ok && PQpipelineSync(conn);
+	if (!ok)
+		sc_connection_lost(sc);
+
+	for (i = 0; i < nprefix; i++)
+	{
+		PGresult   *res = sc_get_result(sc);
+		ExecStatusType status = PQresultStatus(res);
+
+		if (status == PGRES_FATAL_ERROR && first_error == NULL)
+			first_error = res;
+		else
+		{
+			if (status == PGRES_COMMAND_OK && need_prepare && i == nprefix - 1)
+				ps->ready = true;
+			PQclear(res);
+		}
+		/* each command's results end with NULL */
+		while ((res = sc_get_result(sc)) != NULL)
+			PQclear(res);
+	}
+	if (first_error != NULL)
+	{
+		/* the statement was skipped: read its outcome and the sync */
+		sc_finish_command(sc, sql);
+		sc_report(sc, first_error, sql);
+	}
+	if (single_row)
+		PQsetSingleRowMode(conn);
+}
+
+/*
+ * sc_finish_command reads whatever is left of the command in flight,
+ * including the pipeline's sync, and leaves the connection idle.
+ */
+static void
+sc_finish_command(ShardConn *sc, const char *sql)
+{
+	PGresult   *res;
+
+	for (;;)
+	{
+		res = sc_get_result(sc);
+		if (res == NULL)
+		{
+			if (!sc->in_pipeline)
+				break;
+			continue;			/* end of one pipelined command */
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+		{
+			PQclear(res);
+			if (!PQexitPipelineMode(sc->conn))
+				sc_connection_lost(sc);
+			sc->in_pipeline = false;
+			break;
+		}
+		PQclear(res);
+	}
+}
+
+/*
+ * ShardConnExec runs one statement on the shard and returns its result
+ * (PGRES_COMMAND_OK or PGRES_TUPLES_OK), which the caller must PQclear.
+ * A remote error is raised.
+ */
+PGresult *
+ShardConnExec(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+			  const char *const *values)
+{
+	PGresult   *res;
+	PGresult   *next;
+
+	sc_send(sc, sql, nparams, types, values, false, false);
+	res = sc_get_result(sc);
+	if (res == NULL)
+		sc_connection_lost(sc);
+	/* a multi-statement string yields several results: keep the last */
+	while (!sc->in_pipeline && (next = sc_get_result(sc)) != NULL)
+	{
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+			PQclear(next);
+		else
+		{
+			PQclear(res);
+			res = next;
+		}
+	}
+	if (sc->in_pipeline)
+		sc_finish_command(sc, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+		PQresultStatus(res) != PGRES_TUPLES_OK)
+		sc_report(sc, res, sql);
+	return res;
+}
+
+static void
+stream_cleanup(void *arg)
+{
+	ShardStream *stream = (ShardStream *) arg;
+	ListCell   *lc;
+
+	foreach(lc, stream->buffered)
+		PQclear(lfirst(lc));
+	stream->buffered = NIL;
+	PQclear(stream->current);
+	stream->current = NULL;
+	if (stream->sc != NULL && stream->sc->active == stream)
+		stream->sc->active = NULL;	/* the transaction end cleans the conn */
+}
+
+/*
+ * ShardStreamOpen sends a statement whose rows are read one at a time with
+ * ShardStreamNext.  With prepare, the statement is prepared on the shard
+ * the first time and executed by name after that.  The stream belongs to
+ * the current memory context.
+ */
+ShardStream *
+ShardStreamOpen(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+				const char *const *values, bool prepare)
+{
+	ShardStream *stream = palloc0(sizeof(ShardStream));
+
+	stream->sql = pstrdup(sql);
+	stream->mcxt = CurrentMemoryContext;
+	stream->cleanup.func = stream_cleanup;
+	stream->cleanup.arg = stream;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, &stream->cleanup);
+
+	sc_send(sc, sql, nparams, types, values, prepare, true);
+	stream->sc = sc;
+	sc->active = stream;
+	return stream;
+}
+
+/*
+ * stream_read reads the next result of the stream from its connection;
+ * it returns a row, or NULL once the statement is complete.
+ */
+static PGresult *
+stream_read(ShardStream *stream)
+{
+	ShardConn  *sc = stream->sc;
+	PGresult   *res = sc_get_result(sc);
+
+	if (res == NULL)
+		sc_connection_lost(sc);
+	switch (PQresultStatus(res))
+	{
+		case PGRES_SINGLE_TUPLE:
+			return res;
+		case PGRES_TUPLES_OK:
+		case PGRES_COMMAND_OK:
+			{
+				char	   *tuples = PQcmdTuples(res);
+
+				stream->affected = tuples[0] ? strtou64(tuples, NULL, 10) : 0;
+				PQclear(res);
+				stream->done = true;
+				sc->active = NULL;
+				sc_finish_command(sc, stream->sql);
+				return NULL;
+			}
+		default:
+			stream->done = true;
+			sc->active = NULL;
+			sc_finish_command(sc, stream->sql);
+			sc_report(sc, res, stream->sql);
+	}
+	return NULL;				/* not reached */
+}
+
+/*
+ * ShardStreamNext returns the next row (a one-row PGresult, valid until the
+ * next call), or NULL when there are no more.
+ */
+PGresult *
+ShardStreamNext(ShardStream *stream)
+{
+	PQclear(stream->current);
+	stream->current = NULL;
+
+	if (stream->buffered != NIL)
+	{
+		stream->current = linitial(stream->buffered);
+		stream->buffered = list_delete_first(stream->buffered);
+		return stream->current;
+	}
+	if (stream->done)
+		return NULL;
+	stream->current = stream_read(stream);
+	return stream->current;
+}
+
+/* ShardStreamRowsAffected returns the row count of the finished statement. */
+uint64
+ShardStreamRowsAffected(ShardStream *stream)
+{
+	return stream->affected;
+}
+
+/*
+ * sc_release_active frees the connection from the stream reading it, by
+ * reading the stream's remaining rows into memory.
+ */
+static void
+sc_release_active(ShardConn *sc)
+{
+	ShardStream *stream = sc->active;
+	MemoryContext old;
+
+	if (stream == NULL)
+		return;
+	old = MemoryContextSwitchTo(stream->mcxt);
+	while (!stream->done)
+	{
+		PGresult   *res = stream_read(stream);
+
+		if (res != NULL)
+			stream->buffered = lappend(stream->buffered, res);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * ShardStreamClose ends a stream.  Rows not read are discarded; outside a
+ * remote transaction the statement is cancelled rather than read to its end.
+ */
+void
+ShardStreamClose(ShardStream *stream)
+{
+	ShardConn  *sc = stream->sc;
+
+	if (!stream->done && sc != NULL && sc->active == stream)
+	{
+		if (sc->xact_depth == 0)
+		{
+			PGcancel   *cancel = PQgetCancel(sc->conn);
+			char		errbuf[256];
+
+			if (cancel)
+			{
+				PQcancel(cancel, errbuf, sizeof(errbuf));
+				PQfreeCancel(cancel);
+			}
+			/* the cancel error, if it arrives, is expected: drop it */
+			while (!stream->done)
+			{
+				PGresult   *res = sc_get_result(sc);
+
+				if (res == NULL)
+					sc_connection_lost(sc);
+				if (PQresultStatus(res) != PGRES_SINGLE_TUPLE)
+				{
+					stream->done = true;
+					sc->active = NULL;
+					sc_finish_command(sc, stream->sql);
+				}
+				PQclear(res);
+			}
+		}
+		else
+		{
+			while (!stream->done)
+				PQclear(stream_read(stream));
+		}
+	}
+	stream_cleanup(stream);
+	stream->done = true;
+}
+
+/*
+ * cleanup_wait waits up to CLEANUP_TIMEOUT_MS for the command in flight to
+ * finish, discarding its results.  It returns false if the connection must
+ * be given up.
+ */
+static bool
+cleanup_wait(ShardConn *sc)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   CLEANUP_TIMEOUT_MS);
+
+	for (;;)
+	{
+		PGresult   *res;
+
+		while (PQisBusy(sc->conn))
+		{
+			long		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																  deadline);
+			int			rc;
+
+			if (timeout <= 0)
+				return false;
+			rc = WaitLatchOrSocket(MyLatch,
+								   WL_LATCH_SET | WL_SOCKET_READABLE |
+								   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								   PQsocket(sc->conn), timeout, PG_WAIT_EXTENSION);
+			if (rc & WL_LATCH_SET)
+				ResetLatch(MyLatch);
+			if ((rc & WL_SOCKET_READABLE) && !PQconsumeInput(sc->conn))
+				return false;
+		}
+		res = PQgetResult(sc->conn);
+		if (res == NULL)
+		{
+			if (sc->in_pipeline)
+				continue;
+			return PQstatus(sc->conn) == CONNECTION_OK;
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+		{
+			PQclear(res);
+			sc->in_pipeline = false;
+			return PQexitPipelineMode(sc->conn) == 1;
+		}
+		PQclear(res);
+	}
+}
+
+/*
+ * cleanup_exec sends a command after an error and waits for it, without
+ * raising errors; false means the connection must be given up.
+ */
+static bool
+cleanup_exec(ShardConn *sc, const char *sql)
+{
+	if (!PQsendQuery(sc->conn, sql))
+		return false;
+	return cleanup_wait(sc) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+}
+
+/*
+ * cleanup_in_flight stops whatever the connection is doing after an error:
+ * a query still running is cancelled and its results discarded.
+ */
+static bool
+cleanup_in_flight(ShardConn *sc)
+{
+	sc->active = NULL;
+	if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
+	{
+		PGcancel   *cancel = PQgetCancel(sc->conn);
+		char		errbuf[256];
+
+		if (cancel)
+		{
+			PQcancel(cancel, errbuf, sizeof(errbuf));
+			PQfreeCancel(cancel);
+		}
+		if (!cleanup_wait(sc))
+			return false;
+	}
+	return PQstatus(sc->conn) == CONNECTION_OK;
+}
+
+static void
+commit_remote(ShardConn *sc)
+{
+	PGresult   *res;
+
+	sc_release_active(sc);
+	res = ShardConnExec(sc, "COMMIT TRANSACTION", 0, NULL, NULL);
+	PQclear(res);
+}
+
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	HASH_SEQ_STATUS status;
+	ShardConn  *sc;
+
+	if (ConnHash == NULL)
+		return;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+			hash_seq_init(&status, ConnHash);
+			while ((sc = hash_seq_search(&status)) != NULL)
+			{
+				if (sc->broken)
+					ereport(ERROR,
+							(errcode(ERRCODE_CONNECTION_FAILURE),
+							 errmsg("connection to shard \"%s\" was lost during the transaction",
+									sc->label)));
+				if (sc->conn == NULL)
+					continue;
+				if (sc->xact_depth > 0)
+				{
+					commit_remote(sc);
+					sc->xact_depth = 0;
+					sc->xact_wrote = false;
+				}
+				else
+					sc_release_active(sc);
+			}
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			hash_seq_init(&status, ConnHash);
+			while ((sc = hash_seq_search(&status)) != NULL)
+			{
+				if (sc->xact_depth > 0)
+				{
+					hash_seq_term(&status);
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("cannot PREPARE a transaction that has used shards")));
+				}
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			hash_seq_init(&status, ConnHash);
+			while ((sc = hash_seq_search(&status)) != NULL)
+			{
+				bool		keep = (sc->conn != NULL && !sc->broken);
+
+				list_free_deep(sc->pending);
+				sc->pending = NIL;
+				if (keep)
+					keep = cleanup_in_flight(sc);
+				if (keep && PQtransactionStatus(sc->conn) != PQTRANS_IDLE)
+					keep = cleanup_exec(sc, "ROLLBACK TRANSACTION");
+				if (!keep)
+					sc_disconnect(sc);
+				sc->xact_depth = 0;
+				sc->xact_wrote = false;
+				sc->broken = false;
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	HASH_SEQ_STATUS status;
+	ShardConn  *sc;
+	int			curlevel;
+	char		sql[100];
+
+	if (ConnHash == NULL ||
+		(event != SUBXACT_EVENT_PRE_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB))
+		return;
+
+	curlevel = GetCurrentTransactionNestLevel();
+	hash_seq_init(&status, ConnHash);
+	while ((sc = hash_seq_search(&status)) != NULL)
+	{
+		if (sc->xact_depth < curlevel || sc->conn == NULL)
+			continue;
+		if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
+		{
+			snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
+			ShardConnQueue(sc, sql);
+		}
+		else if (!sc->broken)
+		{
+			if (!cleanup_in_flight(sc))
+			{
+				sc_disconnect(sc);
+				sc->broken = true;
+			}
+			else
+			{
+				snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT s%d", curlevel);
+				ShardConnQueue(sc, sql);
+				snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
+				ShardConnQueue(sc, sql);
+			}
+		}
+		sc->xact_depth = curlevel - 1;
+	}
+}

@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ *
+ * dsn.c
+ *	  Shard connection strings (libpq conninfo or URI).
+ *
+ * DsnValidate parses with libpq's own parser and applies the options policy
+ * PostgreSQL uses for its own server-side connections.  DsnRedact rebuilds
+ * a connection string with the password hidden: it is what non-superusers
+ * see, and the only form of a DSN that ever goes into a message.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "libpq-fe.h"
+#include "libpq/libpq-be-fe-helpers.h"
+
+#include "tenant_router/dsn.h"
+
+#define REDACTED "********"
+
+/*
+ * DsnValidate raises an error unless dsn is a connection string libpq can
+ * parse, with only the options a server-side connection may use.  The DSN
+ * itself is never quoted in the error, since it may hold a password.
+ */
+void
+DsnValidate(const char *dsn)
+{
+	char	   *parse_error = NULL;
+	PQconninfoOption *opts;
+
+	if (dsn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid shard DSN"),
+				 errdetail("The connection string is empty.")));
+
+	opts = PQconninfoParse(dsn, &parse_error);
+	if (opts == NULL)
+	{
+		char	   *detail = pstrdup(parse_error ? parse_error : "out of memory");
+		int			len = strlen(detail);
+
+		if (parse_error)
+			PQfreemem(parse_error);
+		while (len > 0 && (detail[len - 1] == '\n' || detail[len - 1] == ' '))
+			detail[--len] = '\0';
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid shard DSN"),
+				 errdetail("libpq could not parse the connection string: %s", detail),
+				 errhint("Use a libpq connection string such as 'host=... port=... dbname=...' or a postgres:// URI.")));
+	}
+
+	PG_TRY();
+	{
+		libpqsrv_check_proxy_conninfo_opts(opts);
+	}
+	PG_FINALLY();
+	{
+		PQconninfoFree(opts);
+	}
+	PG_END_TRY();
+}
+
+static void
+append_conninfo_value(StringInfo buf, const char *val)
+{
+	const char *p;
+	bool		needs_quotes = (val[0] == '\0');
+
+	for (p = val; *p; p++)
+		if (*p == ' ' || *p == '\'' || *p == '\\' || *p == '\t' || *p == '\n')
+			needs_quotes = true;
+	if (!needs_quotes)
+	{
+		appendStringInfoString(buf, val);
+		return;
+	}
+	appendStringInfoChar(buf, '\'');
+	for (p = val; *p; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '\'');
+}
+
+/*
+ * DsnRedact returns dsn as "keyword=value ..." with every secret option
+ * (password, sslpassword) replaced by asterisks.  A string libpq cannot parse comes back as a fixed marker, so
+ * that nothing of it leaks.
+ */
+char *
+DsnRedact(const char *dsn)
+{
+	PQconninfoOption *opts;
+	PQconninfoOption *opt;
+	StringInfoData buf;
+	char	   *parse_error = NULL;
+
+	opts = PQconninfoParse(dsn, &parse_error);
+	if (opts == NULL)
+	{
+		if (parse_error)
+			PQfreemem(parse_error);
+		return pstrdup("(invalid connection string)");
+	}
+
+	initStringInfo(&buf);
+	for (opt = opts; opt->keyword != NULL; opt++)
+	{
+		if (opt->val == NULL)
+			continue;
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, ' ');
+		appendStringInfo(&buf, "%s=", opt->keyword);
+		/* libpq marks its secret options (password, sslpassword) with '*' */
+		if (opt->dispchar && opt->dispchar[0] == '*')
+			appendStringInfoString(&buf, REDACTED);
+		else
+			append_conninfo_value(&buf, opt->val);
+	}
+	PQconninfoFree(opts);
+	return buf.data;
+}

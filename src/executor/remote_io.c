@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote_io.c
+ *	  Converts values to the text a shard reads and rows it returns back
+ *	  to datums.
+ *
+ * Parameters are sent in text form, produced under the shard sessions'
+ * settings (ISO dates, full float precision) when their type's output
+ * depends on settings.  Rows come back in text form and go through the
+ * coordinator's input functions.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/sysattr.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "tenant_router/deparse.h"
+#include "tenant_router/remote_io.h"
+#include "tenant_router/shippable.h"
+
+/* output_is_plain tells whether a type's text form ignores every setting */
+static bool
+output_is_plain(Oid typid)
+{
+	switch (typid)
+	{
+		case BOOLOID:
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case NUMERICOID:
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case NAMEOID:
+		case UUIDOID:
+		case JSONOID:
+		case JSONBOID:
+		case BYTEAOID:
+		case CHAROID:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/* RemoteParamsInit prepares n parameters of the given types. */
+void
+RemoteParamsInit(RemoteParams *params, int n, const Oid *typids)
+{
+	int			i;
+
+	params->n = n;
+	params->types = palloc0(sizeof(Oid) * (n + 1));
+	params->values = palloc0(sizeof(char *) * (n + 1));
+	params->out_funcs = palloc0(sizeof(FmgrInfo) * (n + 1));
+	params->needs_settings = false;
+	for (i = 0; i < n; i++)
+	{
+		Oid			outfunc;
+		bool		isvarlena;
+
+		params->types[i] = RemoteParamType(typids[i]);
+		getTypeOutputInfo(typids[i], &outfunc, &isvarlena);
+		fmgr_info(outfunc, &params->out_funcs[i]);
+		if (!output_is_plain(typids[i]))
+			params->needs_settings = true;
+	}
+}
+
+/* RemoteParamsFill converts the values to text, in the current memory context. */
+void
+RemoteParamsFill(RemoteParams *params, const Datum *values, const bool *nulls)
+{
+	int			nestlevel = 0;
+	int			i;
+
+	if (params->needs_settings)
+		nestlevel = EnterRemoteSqlSettings();
+	for (i = 0; i < params->n; i++)
+		params->values[i] = nulls[i] ? NULL :
+			OutputFunctionCall(&params->out_funcs[i], values[i]);
+	if (params->needs_settings)
+		LeaveRemoteSqlSettings(nestlevel);
+}
+
+/*
+ * RemoteRowDecode converts row of res into values/nulls (indexed by
+ * attribute number - 1); retrieved_attrs gives the attribute number of each
+ * column of res, SelfItemPointerAttributeNumber meaning the ctid.
+ */
+void
+RemoteRowDecode(PGresult *res, int row, List *retrieved_attrs,
+				AttInMetadata *attinmeta, Datum *values, bool *nulls,
+				ItemPointer ctid)
+{
+	ListCell   *lc;
+	int			col = 0;
+
+	if (PQnfields(res) != list_length(retrieved_attrs))
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_COLUMN_NUMBER),
+				 errmsg("shard returned %d columns where %d were expected",
+						PQnfields(res), list_length(retrieved_attrs))));
+	foreach(lc, retrieved_attrs)
+	{
+		int			attnum = lfirst_int(lc);
+		char	   *text = PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+
+		if (attnum == SelfItemPointerAttributeNumber)
+		{
+			if (text != NULL && ctid != NULL)
+				*ctid = *((ItemPointer) DatumGetPointer(DirectFunctionCall1(tidin, CStringGetDatum(text))));
+		}
+		else
+		{
+			int			i = attnum - 1;
+
+			nulls[i] = (text == NULL);
+			values[i] = InputFunctionCall(&attinmeta->attinfuncs[i], text,
+										  attinmeta->attioparams[i],
+										  attinmeta->atttypmods[i]);
+		}
+		col++;
+	}
+}
+
+/* TenantDatumToInt64 widens a tenant value of type int2, int4 or int8. */
+int64
+TenantDatumToInt64(Datum value, Oid typid)
+{
+	switch (typid)
+	{
+		case INT2OID:
+			return DatumGetInt16(value);
+		case INT4OID:
+			return DatumGetInt32(value);
+		case INT8OID:
+			return DatumGetInt64(value);
+		default:
+			elog(ERROR, "tenant_router: tenant value of unexpected type %u", typid);
+	}
+	return 0;					/* not reached */
+}

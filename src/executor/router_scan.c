@@ -1,0 +1,316 @@
+/*-------------------------------------------------------------------------
+ *
+ * router_scan.c
+ *	  Executes fast-path plans: computes the tenant and the parameters,
+ *	  chooses the shard, sends the statement and streams its rows back.
+ *
+ * A top-level statement outside a transaction block runs on the shard
+ * without a remote transaction: one round trip.  Otherwise the statement
+ * joins the shard's remote transaction (whose BEGIN travels with it).
+ * Statements repeated with parameters are prepared on the shard.
+ *
+ * A tenant that no shard owns has no rows: a read or an UPDATE/DELETE then
+ * runs on the first shard, where it finds none (so count(*) is 0), while an
+ * INSERT is refused with SQLSTATE 23514, naming the tenant.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "nodes/extensible.h"
+#include "nodes/nodeFuncs.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/connection.h"
+#include "tenant_router/fast_path.h"
+#include "tenant_router/remote_io.h"
+#include "tenant_router/route_cache.h"
+
+typedef struct RouterScanState
+{
+	CustomScanState css;
+	char	   *sql;
+	int			flags;
+	int			tenant_param;
+	char	   *table_name;
+	ExprState  *tenant_state;
+	Oid			tenant_type;
+	List	   *param_states;
+	RemoteParams params;
+	AttInMetadata *attinmeta;
+	List	   *retrieved_attrs;
+	MemoryContext exec_cxt;
+
+	bool		started;
+	ShardStream *stream;
+	char	   *shard_id;		/* for EXPLAIN */
+	int64		tenant;
+	bool		tenant_known;
+} RouterScanState;
+
+static bool contain_extern_param(Node *expr);
+static void begin_router_scan(CustomScanState *node, EState *estate, int eflags);
+static TupleTableSlot *exec_router_scan(CustomScanState *node);
+static void end_router_scan(CustomScanState *node);
+static void rescan_router_scan(CustomScanState *node);
+static void explain_router_scan(CustomScanState *node, List *ancestors, ExplainState *es);
+
+CustomScanMethods RouterScanMethods = {
+	"TenantRouter",
+	CreateRouterScanState
+};
+
+static CustomExecMethods RouterExecMethods = {
+	.CustomName = "TenantRouter",
+	.BeginCustomScan = begin_router_scan,
+	.ExecCustomScan = exec_router_scan,
+	.EndCustomScan = end_router_scan,
+	.ReScanCustomScan = rescan_router_scan,
+	.ExplainCustomScan = explain_router_scan,
+};
+
+Node *
+CreateRouterScanState(CustomScan *cscan)
+{
+	RouterScanState *state = palloc0(sizeof(RouterScanState));
+
+	NodeSetTag(state, T_CustomScanState);
+	state->css.methods = &RouterExecMethods;
+	return (Node *) state;
+}
+
+static void
+begin_router_scan(CustomScanState *node, EState *estate, int eflags)
+{
+	RouterScanState *state = (RouterScanState *) node;
+	CustomScan *cscan = (CustomScan *) node->ss.ps.plan;
+	List	   *param_exprs = list_delete_first(list_copy(cscan->custom_exprs));
+	TupleDesc	tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
+	Oid		   *typids = palloc(sizeof(Oid) * (list_length(param_exprs) + 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	state->sql = strVal(list_nth(cscan->custom_private, RouterScanSql));
+	state->flags = intVal(list_nth(cscan->custom_private, RouterScanFlags));
+	state->tenant_param = intVal(list_nth(cscan->custom_private, RouterScanTenantParam));
+	state->table_name = strVal(list_nth(cscan->custom_private, RouterScanTenantColumn));
+	state->tenant_state = ExecInitExpr(linitial(cscan->custom_exprs), &node->ss.ps);
+	state->tenant_type = getBaseType(exprType(linitial(cscan->custom_exprs)));
+	state->param_states = ExecInitExprList(param_exprs, &node->ss.ps);
+	foreach(lc, param_exprs)
+		typids[i++] = exprType(lfirst(lc));
+	if (state->tenant_param > 0)
+		state->tenant_type = getBaseType(typids[state->tenant_param - 1]);
+	RemoteParamsInit(&state->params, i, typids);
+
+	state->attinmeta = TupleDescGetAttInMetadata(tupdesc);
+	for (i = 1; i <= tupdesc->natts; i++)
+		state->retrieved_attrs = lappend_int(state->retrieved_attrs, i);
+	state->exec_cxt = AllocSetContextCreate(estate->es_query_cxt,
+											"tenant_router fast path",
+											ALLOCSET_SMALL_SIZES);
+
+	/* EXPLAIN shows the shard when the tenant is known without running anything */
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && !(state->flags & ROUTER_INSERT) &&
+		(estate->es_param_list_info != NULL ||
+		 !contain_extern_param(linitial(cscan->custom_exprs))))
+	{
+		bool		isnull;
+		Datum		value = ExecEvalExpr(state->tenant_state, node->ss.ps.ps_ExprContext,
+										 &isnull);
+
+		if (!isnull)
+		{
+			ShardRoute *route;
+
+			state->tenant = TenantDatumToInt64(value, state->tenant_type);
+			state->tenant_known = true;
+			route = RouteTenant(state->tenant);
+			state->shard_id = route ? pstrdup(route->shard_id) : NULL;
+		}
+	}
+}
+
+static bool
+extern_param_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXTERN)
+		return true;
+	return expression_tree_walker(node, extern_param_walker, context);
+}
+
+/* contain_extern_param tells whether expr needs the statement's parameters */
+static bool
+contain_extern_param(Node *expr)
+{
+	return extern_param_walker(expr, NULL);
+}
+
+/* start evaluates the tenant and the parameters and sends the statement */
+static void
+start(RouterScanState *state)
+{
+	ExprContext *econtext = state->css.ss.ps.ps_ExprContext;
+	Datum	   *values = palloc(sizeof(Datum) * (state->params.n + 1));
+	bool	   *nulls = palloc(sizeof(bool) * (state->params.n + 1));
+	Datum		tenant_value;
+	bool		tenant_null;
+	ShardRoute *route;
+	ShardConn  *sc;
+	ListCell   *lc;
+	int			i = 0;
+	MemoryContext old = MemoryContextSwitchTo(state->exec_cxt);
+
+	foreach(lc, state->param_states)
+	{
+		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
+		i++;
+	}
+	if (state->tenant_param > 0)
+	{
+		tenant_value = values[state->tenant_param - 1];
+		tenant_null = nulls[state->tenant_param - 1];
+	}
+	else if (state->flags & ROUTER_INSERT)
+	{
+		tenant_value = (Datum) 0;
+		tenant_null = true;
+	}
+	else
+		tenant_value = ExecEvalExpr(state->tenant_state, econtext, &tenant_null);
+
+	if (tenant_null)
+	{
+		if (state->flags & ROUTER_INSERT)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("tenant column of logical table \"%s\" is null", state->table_name),
+					 errdetail("Every row of a logical table belongs to a tenant.")));
+		/* tenant_column = NULL matches nothing: no shard needed */
+		state->started = true;
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	state->tenant = TenantDatumToInt64(tenant_value, state->tenant_type);
+	state->tenant_known = true;
+
+	route = RouteTenant(state->tenant);
+	if (route == NULL && (state->flags & ROUTER_INSERT))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("no shard owns tenant " INT64_FORMAT, state->tenant),
+				 errdetail("The row was to be inserted into logical table \"%s\".", state->table_name),
+				 errhint("Add a shard whose range includes the tenant with shard_add().")));
+
+	RemoteParamsFill(&state->params, values, nulls);
+	if (route != NULL)
+	{
+		state->shard_id = pstrdup(route->shard_id);
+		sc = ShardConnGet(route->shard_id, route->dsn);
+	}
+	else
+	{
+		/* no shard owns the tenant, so it has no rows: any shard says so */
+		List	   *shards = CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX);
+		ShardRow   *any;
+
+		if (shards == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("no shard owns tenant " INT64_FORMAT, state->tenant),
+					 errdetail("There are no shards."),
+					 errhint("Add shards with shard_add().")));
+		any = linitial(shards);
+		state->shard_id = pstrdup(any->shard_id);
+		sc = ShardConnGet(any->shard_id, any->dsn);
+	}
+
+	if (ShardConnCanAutocommit())
+	{
+		/* the shard commits on its own: commit here right after, too */
+		if (state->flags & ROUTER_WRITE)
+			MyXactFlags |= XACT_FLAGS_NEEDIMMEDIATECOMMIT;
+		ShardConnBegin(sc, SHARD_AUTOCOMMIT);
+	}
+	else
+		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && route != NULL ?
+					   SHARD_WRITE : SHARD_READ);
+
+	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,
+									state->params.values,
+									(state->flags & ROUTER_PREPARE) != 0);
+	state->started = true;
+	MemoryContextSwitchTo(old);
+}
+
+static TupleTableSlot *
+exec_router_scan(CustomScanState *node)
+{
+	RouterScanState *state = (RouterScanState *) node;
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+	PGresult   *row;
+
+	if (!state->started)
+		start(state);
+	if (state->stream == NULL)
+		return ExecClearTuple(slot);
+
+	row = ShardStreamNext(state->stream);
+	if (row == NULL)
+	{
+		if (state->flags & ROUTER_COUNT_ROWS)
+			node->ss.ps.state->es_processed += ShardStreamRowsAffected(state->stream);
+		ShardStreamClose(state->stream);
+		state->stream = NULL;
+		return ExecClearTuple(slot);
+	}
+	ExecClearTuple(slot);
+	RemoteRowDecode(row, 0, state->retrieved_attrs, state->attinmeta,
+					slot->tts_values, slot->tts_isnull, NULL);
+	return ExecStoreVirtualTuple(slot);
+}
+
+static void
+end_router_scan(CustomScanState *node)
+{
+	RouterScanState *state = (RouterScanState *) node;
+
+	if (state->stream != NULL)
+	{
+		ShardStreamClose(state->stream);
+		state->stream = NULL;
+	}
+}
+
+static void
+rescan_router_scan(CustomScanState *node)
+{
+	RouterScanState *state = (RouterScanState *) node;
+
+	end_router_scan(node);
+	state->started = false;
+	MemoryContextReset(state->exec_cxt);
+}
+
+static void
+explain_router_scan(CustomScanState *node, List *ancestors, ExplainState *es)
+{
+	RouterScanState *state = (RouterScanState *) node;
+
+	if (state->tenant_known)
+	{
+		ExplainPropertyInteger("Tenant", NULL, state->tenant, es);
+		ExplainPropertyText("Shard", state->shard_id ? state->shard_id : "none", es);
+	}
+	else
+		ExplainPropertyText("Shard", "chosen at execution by tenant", es);
+	if (es->verbose)
+		ExplainPropertyText("Remote SQL", state->sql, es);
+}

@@ -1,0 +1,465 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw_modify.c
+ *	  INSERT, UPDATE, DELETE, COPY FROM and TRUNCATE on logical tables
+ *	  through the foreign-data wrapper.
+ *
+ * Every inserted row goes to the shard owning its tenant; a row whose tenant
+ * no shard owns is an error naming the tenant (SQLSTATE 23514, like a row
+ * that fits no partition), and the statement is rolled back everywhere.
+ * Rows to update or delete are identified by the shard they were read from
+ * (the shard of their tenant) and their ctid there.  Defaults and volatile
+ * functions have been evaluated on the coordinator before a row gets here.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "foreign/fdwapi.h"
+#include "lib/stringinfo.h"
+#include "nodes/makefuncs.h"
+#include "optimizer/appendinfo.h"
+#include "optimizer/inherit.h"
+#include "optimizer/pathnode.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/connection.h"
+#include "tenant_router/fdw.h"
+#include "tenant_router/remote_io.h"
+#include "tenant_router/route_cache.h"
+
+#define TENANT_JUNK_NAME "tenant_router_tenant"
+
+typedef struct TrModifyState
+{
+	Relation	rel;
+	LogicalTable *table;
+	CmdType		operation;
+	char	   *sql;
+	List	   *target_attrs;
+	List	   *retrieved_attrs;	/* RETURNING columns, or NIL */
+	AttrNumber	ctid_attno;		/* junk columns of the subplan */
+	AttrNumber	tenant_attno;
+	RemoteParams params;
+	Datum	   *values;
+	bool	   *nulls;
+	AttInMetadata *attinmeta;
+	MemoryContext row_cxt;
+} TrModifyState;
+
+void
+TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
+						  RangeTblEntry *target_rte, Relation target_relation)
+{
+	LogicalTable *table = GetLogicalTableOrError(target_relation);
+	Var		   *var;
+
+	/* the row's ctid on its shard ... */
+	var = makeVar(rtindex, SelfItemPointerAttributeNumber, TIDOID, -1, InvalidOid, 0);
+	add_row_identity_var(root, var, rtindex, "ctid");
+	/* ... and its tenant, which names the shard */
+	var = makeVar(rtindex, table->tenant_attno, table->tenant_type, -1, InvalidOid, 0);
+	add_row_identity_var(root, var, rtindex, TENANT_JUNK_NAME);
+}
+
+static void
+append_column_list(StringInfo buf, Relation rel, List *attrs)
+{
+	ListCell   *lc;
+
+	foreach(lc, attrs)
+		appendStringInfo(buf, "%s%s", lc == list_head(attrs) ? "" : ", ",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																lfirst_int(lc) - 1)->attname)));
+}
+
+static List *
+all_columns(Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	List	   *attrs = NIL;
+	int			i;
+
+	for (i = 0; i < tupdesc->natts; i++)
+		if (!TupleDescAttr(tupdesc, i)->attisdropped)
+			attrs = lappend_int(attrs, i + 1);
+	return attrs;
+}
+
+/* insert_sql builds the INSERT of one row into rel's shard copy */
+static char *
+insert_sql(Relation rel, LogicalTable *table, List *target_attrs, bool do_nothing,
+		   List *returning)
+{
+	StringInfoData sql;
+	int			i;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s (", table->remote_name);
+	append_column_list(&sql, rel, target_attrs);
+	appendStringInfoString(&sql, ") VALUES (");
+	for (i = 1; i <= list_length(target_attrs); i++)
+		appendStringInfo(&sql, "%s$%d", i > 1 ? ", " : "", i);
+	appendStringInfoChar(&sql, ')');
+	if (do_nothing)
+		appendStringInfoString(&sql, " ON CONFLICT DO NOTHING");
+	if (returning != NIL)
+	{
+		appendStringInfoString(&sql, " RETURNING ");
+		append_column_list(&sql, rel, returning);
+	}
+	return sql.data;
+}
+
+List *
+TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
+					int subplan_index)
+{
+	CmdType		operation = plan->operation;
+	RangeTblEntry *rte = planner_rt_fetch(resultRelation, root);
+	Relation	rel = table_open(rte->relid, NoLock);
+	LogicalTable *table = GetLogicalTableOrError(rel);
+	List	   *target_attrs = NIL;
+	List	   *returning = NIL;
+	StringInfoData sql;
+	ListCell   *lc;
+	int			i;
+
+	if (plan->returningLists != NIL)
+		returning = all_columns(rel);
+
+	initStringInfo(&sql);
+	switch (operation)
+	{
+		case CMD_INSERT:
+			if (plan->onConflictAction == ONCONFLICT_UPDATE)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("INSERT ... ON CONFLICT DO UPDATE on logical table \"%s\" needs the tenant",
+								RelationGetRelationName(rel)),
+						 errhint("Insert one row with a constant or parameter tenant, so that the statement goes to one shard whole.")));
+			target_attrs = all_columns(rel);
+			appendStringInfoString(&sql, insert_sql(rel, table, target_attrs,
+													plan->onConflictAction == ONCONFLICT_NOTHING,
+													returning));
+			break;
+		case CMD_UPDATE:
+			{
+				RelOptInfo *baserel = find_base_rel(root, resultRelation);
+				Bitmapset  *updated = get_rel_all_updated_cols(root, baserel);
+				int			col = -1;
+
+				while ((col = bms_next_member(updated, col)) >= 0)
+				{
+					AttrNumber	attno = col + FirstLowInvalidHeapAttributeNumber;
+
+					if (attno > 0)
+						target_attrs = lappend_int(target_attrs, attno);
+				}
+				appendStringInfo(&sql, "UPDATE %s SET ", table->remote_name);
+				i = 1;
+				foreach(lc, target_attrs)
+					appendStringInfo(&sql, "%s%s = $%d", i > 1 ? ", " : "",
+									 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																			lfirst_int(lc) - 1)->attname)),
+									 i), i++;
+				appendStringInfo(&sql, " WHERE ctid = $%d", i);
+				break;
+			}
+		case CMD_DELETE:
+			appendStringInfo(&sql, "DELETE FROM %s WHERE ctid = $1", table->remote_name);
+			break;
+		default:
+			elog(ERROR, "tenant_router: unexpected operation %d", (int) operation);
+	}
+	if (operation != CMD_INSERT && returning != NIL)
+	{
+		appendStringInfoString(&sql, " RETURNING ");
+		append_column_list(&sql, rel, returning);
+	}
+	table_close(rel, NoLock);
+	return list_make3(makeString(sql.data), target_attrs, returning);
+}
+
+static TrModifyState *
+create_modify_state(Relation rel, CmdType operation, char *sql, List *target_attrs,
+					List *retrieved_attrs)
+{
+	TrModifyState *state = palloc0(sizeof(TrModifyState));
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	int			nparams = list_length(target_attrs) + (operation == CMD_INSERT ? 0 : 1);
+	Oid		   *typids = palloc(sizeof(Oid) * (nparams + 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	state->rel = rel;
+	state->table = GetLogicalTableOrError(rel);
+	state->operation = operation;
+	state->sql = sql;
+	state->target_attrs = target_attrs;
+	state->retrieved_attrs = retrieved_attrs;
+	foreach(lc, target_attrs)
+		typids[i++] = TupleDescAttr(tupdesc, lfirst_int(lc) - 1)->atttypid;
+	if (operation != CMD_INSERT)
+		typids[i++] = TIDOID;
+	RemoteParamsInit(&state->params, nparams, typids);
+	state->values = palloc0(sizeof(Datum) * (nparams + tupdesc->natts + 1));
+	state->nulls = palloc0(sizeof(bool) * (nparams + tupdesc->natts + 1));
+	state->attinmeta = TupleDescGetAttInMetadata(tupdesc);
+	state->row_cxt = AllocSetContextCreate(CurrentMemoryContext,
+										   "tenant_router modify row",
+										   ALLOCSET_SMALL_SIZES);
+	return state;
+}
+
+void
+TrBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+					 List *fdw_private, int subplan_index, int eflags)
+{
+	TrModifyState *state;
+
+	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
+		return;
+	state = create_modify_state(rinfo->ri_RelationDesc, mtstate->operation,
+								strVal(list_nth(fdw_private, FdwModifySql)),
+								list_nth(fdw_private, FdwModifyTargetAttrs),
+								list_nth(fdw_private, FdwModifyRetrievedAttrs));
+	if (mtstate->operation != CMD_INSERT)
+	{
+		Plan	   *subplan = outerPlanState(mtstate)->plan;
+
+		state->ctid_attno = ExecFindJunkAttributeInTlist(subplan->targetlist, "ctid");
+		state->tenant_attno = ExecFindJunkAttributeInTlist(subplan->targetlist, TENANT_JUNK_NAME);
+		if (state->ctid_attno == InvalidAttrNumber || state->tenant_attno == InvalidAttrNumber)
+			elog(ERROR, "tenant_router: row identity columns not found");
+	}
+	rinfo->ri_FdwState = state;
+}
+
+/* shard_of returns the connection of the shard owning tenant, ready to write */
+static ShardConn *
+shard_of(TrModifyState *state, int64 tenant)
+{
+	ShardRoute *route = RouteTenant(tenant);
+	ShardConn  *sc;
+
+	if (route == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
+				 errdetail("Logical table \"%s\" routes rows by column %s.",
+						   RelationGetRelationName(state->rel), state->table->tenant_column),
+				 errhint("Add a shard whose range includes the tenant with shard_add().")));
+	sc = ShardConnGet(route->shard_id, route->dsn);
+	ShardConnBegin(sc, SHARD_WRITE);
+	return sc;
+}
+
+static int64
+tenant_of_slot(TrModifyState *state, TupleTableSlot *slot)
+{
+	bool		isnull;
+	Datum		value = slot_getattr(slot, state->table->tenant_attno, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("tenant column %s of logical table \"%s\" is null",
+						state->table->tenant_column, RelationGetRelationName(state->rel)),
+				 errdetail("Every row of a logical table belongs to a tenant.")));
+	return TenantDatumToInt64(value, state->table->tenant_type);
+}
+
+/*
+ * execute runs the statement for one row and fills slot from RETURNING;
+ * it returns NULL when the shard changed no row.
+ */
+static TupleTableSlot *
+execute(TrModifyState *state, ShardConn *sc, TupleTableSlot *slot)
+{
+	PGresult   *res;
+	uint64		affected;
+	MemoryContext old = MemoryContextSwitchTo(state->row_cxt);
+
+	RemoteParamsFill(&state->params, state->values, state->nulls);
+	res = ShardConnExec(sc, state->sql, state->params.n, state->params.types,
+						state->params.values);
+	affected = strtou64(PQcmdTuples(res), NULL, 10);
+	if (affected > 0 && state->retrieved_attrs != NIL && PQntuples(res) > 0)
+	{
+		TupleDesc	tupdesc = slot->tts_tupleDescriptor;
+		int			i;
+
+		ExecClearTuple(slot);
+		for (i = 0; i < tupdesc->natts; i++)
+		{
+			slot->tts_values[i] = (Datum) 0;
+			slot->tts_isnull[i] = true;
+		}
+		MemoryContextSwitchTo(old);
+		PG_TRY();
+		{
+			RemoteRowDecode(res, 0, state->retrieved_attrs, state->attinmeta,
+							slot->tts_values, slot->tts_isnull, NULL);
+		}
+		PG_FINALLY();
+		{
+			PQclear(res);
+		}
+		PG_END_TRY();
+		ExecStoreVirtualTuple(slot);
+	}
+	else
+	{
+		PQclear(res);
+		MemoryContextSwitchTo(old);
+	}
+	MemoryContextReset(state->row_cxt);
+	return affected > 0 ? slot : NULL;
+}
+
+/* collect_values copies the target columns of slot into state->values */
+static void
+collect_values(TrModifyState *state, TupleTableSlot *slot)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	slot_getallattrs(slot);
+	foreach(lc, state->target_attrs)
+	{
+		int			attno = lfirst_int(lc);
+
+		state->values[i] = slot->tts_values[attno - 1];
+		state->nulls[i] = slot->tts_isnull[attno - 1];
+		i++;
+	}
+}
+
+TupleTableSlot *
+TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
+					TupleTableSlot *planSlot)
+{
+	TrModifyState *state = rinfo->ri_FdwState;
+	ShardConn  *sc = shard_of(state, tenant_of_slot(state, slot));
+
+	collect_values(state, slot);
+	return execute(state, sc, slot);
+}
+
+static TupleTableSlot *
+update_or_delete(TrModifyState *state, TupleTableSlot *slot, TupleTableSlot *planSlot)
+{
+	bool		isnull;
+	Datum		ctid = ExecGetJunkAttribute(planSlot, state->ctid_attno, &isnull);
+	Datum		tenant;
+	ShardConn  *sc;
+	int			n;
+
+	if (isnull)
+		elog(ERROR, "tenant_router: ctid is null");
+	tenant = ExecGetJunkAttribute(planSlot, state->tenant_attno, &isnull);
+	if (isnull)
+		elog(ERROR, "tenant_router: tenant of the row is null");
+	sc = shard_of(state, TenantDatumToInt64(tenant, state->table->tenant_type));
+
+	if (state->operation == CMD_UPDATE)
+		collect_values(state, slot);
+	n = list_length(state->target_attrs);
+	state->values[n] = ctid;
+	state->nulls[n] = false;
+	return execute(state, sc, slot);
+}
+
+TupleTableSlot *
+TrExecForeignUpdate(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
+					TupleTableSlot *planSlot)
+{
+	return update_or_delete(rinfo->ri_FdwState, slot, planSlot);
+}
+
+TupleTableSlot *
+TrExecForeignDelete(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
+					TupleTableSlot *planSlot)
+{
+	return update_or_delete(rinfo->ri_FdwState, slot, planSlot);
+}
+
+void
+TrEndForeignModify(EState *estate, ResultRelInfo *rinfo)
+{
+}
+
+/* TrBeginForeignInsert prepares COPY FROM (and routing into a partition). */
+void
+TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
+{
+	Relation	rel = rinfo->ri_RelationDesc;
+	LogicalTable *table = GetLogicalTableOrError(rel);
+	List	   *attrs = all_columns(rel);
+	List	   *returning = rinfo->ri_returningList ? attrs : NIL;
+
+	rinfo->ri_FdwState = create_modify_state(rel, CMD_INSERT,
+											 insert_sql(rel, table, attrs, false, returning),
+											 attrs, returning);
+}
+
+void
+TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
+{
+}
+
+int
+TrIsForeignRelUpdatable(Relation rel)
+{
+	return (1 << CMD_INSERT) | (1 << CMD_UPDATE) | (1 << CMD_DELETE);
+}
+
+void
+TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+					   List *fdw_private, int subplan_index, ExplainState *es)
+{
+	if (es->verbose)
+		ExplainPropertyText("Remote SQL", strVal(list_nth(fdw_private, FdwModifySql)), es);
+}
+
+/*
+ * TrExecForeignTruncate truncates the tables on every shard, in the shards'
+ * remote transactions.
+ */
+void
+TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "TRUNCATE ");
+	foreach(lc, rels)
+	{
+		Relation	rel = lfirst(lc);
+
+		appendStringInfo(&sql, "%s%s", lc == list_head(rels) ? "" : ", ",
+						 GetLogicalTableOrError(rel)->remote_name);
+	}
+	if (behavior == DROP_CASCADE)
+		appendStringInfoString(&sql, " CASCADE");
+
+	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	{
+		ShardRow   *shard = lfirst(lc);
+		ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
+
+		ShardConnBegin(sc, SHARD_READ);
+		PQclear(ShardConnExec(sc, sql.data, 0, NULL, NULL));
+	}
+}

@@ -1,0 +1,64 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw.h
+ *	  The foreign-data wrapper of logical tables.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_FDW_H
+#define TENANT_ROUTER_FDW_H
+
+#include "foreign/fdwapi.h"
+
+#include "tenant_router/route_cache.h"
+
+/* ForeignScan.fdw_private */
+enum FdwScanPrivate
+{
+	FdwScanSql,					/* remote SELECT (String) */
+	FdwScanRetrievedAttrs,		/* attnums of its columns (IntList) */
+	FdwScanNumParams,			/* shipped parameters (Integer) */
+	FdwScanTenantStrategies		/* tenant conditions (IntList) */
+};
+
+/* ModifyTable.fdw_privlist entries */
+enum FdwModifyPrivate
+{
+	FdwModifySql,				/* remote statement (String) */
+	FdwModifyTargetAttrs,		/* attnums of its parameters (IntList) */
+	FdwModifyRetrievedAttrs		/* attnums of RETURNING columns (IntList) */
+};
+
+/* fdw_scan.c */
+extern void TrBeginForeignScan(ForeignScanState *node, int eflags);
+extern TupleTableSlot *TrIterateForeignScan(ForeignScanState *node);
+extern void TrReScanForeignScan(ForeignScanState *node);
+extern void TrEndForeignScan(ForeignScanState *node);
+extern void TrExplainForeignScan(ForeignScanState *node, struct ExplainState *es);
+
+/* fdw_modify.c */
+extern void TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
+									  RangeTblEntry *target_rte,
+									  Relation target_relation);
+extern List *TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan,
+								 Index resultRelation, int subplan_index);
+extern void TrBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+								 List *fdw_private, int subplan_index, int eflags);
+extern TupleTableSlot *TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo,
+										   TupleTableSlot *slot, TupleTableSlot *planSlot);
+extern TupleTableSlot *TrExecForeignUpdate(EState *estate, ResultRelInfo *rinfo,
+										   TupleTableSlot *slot, TupleTableSlot *planSlot);
+extern TupleTableSlot *TrExecForeignDelete(EState *estate, ResultRelInfo *rinfo,
+										   TupleTableSlot *slot, TupleTableSlot *planSlot);
+extern void TrEndForeignModify(EState *estate, ResultRelInfo *rinfo);
+extern void TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo);
+extern void TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo);
+extern int	TrIsForeignRelUpdatable(Relation rel);
+extern void TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
+								   List *fdw_private, int subplan_index,
+								   struct ExplainState *es);
+extern void TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs);
+
+extern LogicalTable *GetLogicalTableOrError(Relation rel);
+
+#endif

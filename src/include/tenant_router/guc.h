@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.h
+ *	  Settings of tenant_router (tenant_router.*), defined in tenant_router.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_GUC_H
+#define TENANT_ROUTER_GUC_H
+
+extern char *TenantRouterDatabase;
+extern bool TenantRouterEnableFastPath;
+extern int	TenantRouterEventLogSize;
+extern char *TenantRouterNodeName;
+extern int	TenantRouterRedisDb;
+extern char *TenantRouterRedisHost;
+extern char *TenantRouterRedisPassword;
+extern int	TenantRouterRedisPort;
+extern bool TenantRouterRemotePrepare;
+extern char *TenantRouterTopologyChannel;
+
+/* ExecutorNestLevel is 0 outside any executor/utility call, 1 at top level. */
+extern int	ExecutorNestLevel;
+
+#endif

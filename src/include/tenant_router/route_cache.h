@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * route_cache.h
+ *	  Per-backend cache: tenant -> shard, relation -> logical table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_ROUTE_CACHE_H
+#define TENANT_ROUTER_ROUTE_CACHE_H
+
+#include "access/attnum.h"
+
+#define SHARD_ID_MAXLEN 64
+
+/* what the router knows about a shard */
+typedef struct ShardRoute
+{
+	char		shard_id[SHARD_ID_MAXLEN];	/* hash key */
+	int64		range_start;
+	int64		range_end;
+	char	   *dsn;
+	int64		version;
+} ShardRoute;
+
+/* what the router knows about a logical table */
+typedef struct LogicalTable
+{
+	Oid			relid;			/* hash key */
+	bool		is_logical;		/* false: cached "not a logical table" */
+	AttrNumber	tenant_attno;
+	Oid			tenant_type;	/* int2, int4 or int8 */
+	char	   *tenant_column;	/* quoted for SQL */
+	char	   *remote_name;	/* schema-qualified and quoted for SQL */
+	bool		has_triggers;
+	bool		has_generated;
+} LogicalTable;
+
+extern void RouteCacheInit(void);
+extern ShardRoute *RouteTenant(int64 tenant);
+extern LogicalTable *LookupLogicalTable(Oid relid);
+
+#endif

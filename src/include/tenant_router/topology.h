@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * topology.h
+ *	  Changing the topology: the code behind shard_add(), shard_remove(),
+ *	  shard_update_range() and the matching Redis events.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_TOPOLOGY_H
+#define TENANT_ROUTER_TOPOLOGY_H
+
+/* where a topology change comes from */
+typedef enum TopologySource
+{
+	TOPOLOGY_FROM_SQL,			/* an admin function: published to Redis */
+	TOPOLOGY_FROM_EVENT			/* a Redis event: not published again */
+} TopologySource;
+
+extern int64 TopologyAddShard(const char *shard_id, int64 range_start,
+							  int64 range_end, const char *dsn,
+							  TopologySource source);
+extern int64 TopologyRemoveShard(const char *shard_id, TopologySource source);
+extern int64 TopologyUpdateRange(const char *shard_id, int64 range_start,
+								 int64 range_end, TopologySource source);
+
+#endif

@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *	  The topology worker: applies Redis topology events, publishes the
+ *	  outbox.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_WORKER_H
+#define TENANT_ROUTER_WORKER_H
+
+extern void WorkerInit(void);
+extern void WorkerWake(void);
+extern void TenantRouterWorkerMain(Datum main_arg) pg_attribute_noreturn();
+
+#endif

@@ -1,0 +1,339 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reads the tenant_router catalog tables through their indexes.
+ *
+ * Reads use the catalog snapshot (latest committed rows plus this
+ * transaction's own changes) and no permission checks: the shard table is
+ * superuser-only because of the DSNs, yet every backend must route.  Writes
+ * happen in commands/topology.c through SPI, so that the catalog triggers
+ * fire and invalidate every backend's routing cache.
+ *
+ * The OIDs of the catalog relations are looked up once and forgotten when
+ * route_cache.c sees a relcache invalidation for them (e.g. DROP EXTENSION).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "foreign/foreign.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "tenant_router/catalog.h"
+
+/* attribute numbers of tenant_router.shard */
+#define Anum_shard_shard_id		1
+#define Anum_shard_range_start	2
+#define Anum_shard_range_end	3
+#define Anum_shard_dsn			4
+#define Anum_shard_state		5
+#define Anum_shard_version		6
+#define Natts_shard_min			6
+
+/* attribute numbers of tenant_router.logical_table */
+#define Anum_logical_table_table_id			1
+#define Anum_logical_table_tenant_column	2
+#define Anum_logical_table_shard_ddl		3
+
+static Oid	shard_relid = InvalidOid;
+static Oid	shard_pkey_relid = InvalidOid;
+static Oid	shard_range_start_relid = InvalidOid;
+static Oid	logical_table_relid = InvalidOid;
+static Oid	logical_table_pkey_relid = InvalidOid;
+static Oid	server_oid = InvalidOid;
+
+static Oid
+lookup_relid(const char *relname, bool missing_ok)
+{
+	Oid			nspid = get_namespace_oid(TENANT_ROUTER_SCHEMA, true);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(nspid))
+		relid = get_relname_relid(relname, nspid);
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"tenant_router\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION tenant_router.")));
+	return relid;
+}
+
+static void
+lookup_oids(bool missing_ok)
+{
+	if (OidIsValid(shard_relid))
+		return;
+	shard_relid = lookup_relid("shard", missing_ok);
+	if (!OidIsValid(shard_relid))
+		return;
+	shard_pkey_relid = lookup_relid("shard_pkey", false);
+	shard_range_start_relid = lookup_relid("shard_range_start_key", false);
+	logical_table_relid = lookup_relid("logical_table", false);
+	logical_table_pkey_relid = lookup_relid("logical_table_pkey", false);
+}
+
+/* CatalogShardRelid returns the OID of tenant_router.shard. */
+Oid
+CatalogShardRelid(bool missing_ok)
+{
+	lookup_oids(missing_ok);
+	return shard_relid;
+}
+
+/* CatalogLogicalTableRelid returns the OID of tenant_router.logical_table. */
+Oid
+CatalogLogicalTableRelid(bool missing_ok)
+{
+	lookup_oids(missing_ok);
+	return logical_table_relid;
+}
+
+/*
+ * CatalogServerOid returns the OID of foreign server tenant_router, or
+ * InvalidOid where the extension is not installed.
+ */
+Oid
+CatalogServerOid(void)
+{
+	if (!OidIsValid(server_oid))
+	{
+		ForeignServer *server = GetForeignServerByName(TENANT_ROUTER_SERVER, true);
+
+		if (server != NULL)
+			server_oid = server->serverid;
+	}
+	return server_oid;
+}
+
+/*
+ * CatalogIsCatalogRelation tells whether relid is one of the remembered
+ * catalog relations; it does no lookups, so invalidation callbacks may call it.
+ */
+bool
+CatalogIsCatalogRelation(Oid relid)
+{
+	return OidIsValid(relid) &&
+		(relid == shard_relid || relid == logical_table_relid);
+}
+
+/* CatalogForgetOids drops the remembered OIDs; the next use looks them up. */
+void
+CatalogForgetOids(void)
+{
+	shard_relid = InvalidOid;
+	shard_pkey_relid = InvalidOid;
+	shard_range_start_relid = InvalidOid;
+	logical_table_relid = InvalidOid;
+	logical_table_pkey_relid = InvalidOid;
+	server_oid = InvalidOid;
+}
+
+static ShardRow *
+shard_row_from_tuple(HeapTuple tuple, TupleDesc tupdesc)
+{
+	Datum		values[Natts_shard_min];
+	bool		isnull[Natts_shard_min];
+	ShardRow   *row = palloc(sizeof(ShardRow));
+	int			i;
+
+	for (i = 0; i < Natts_shard_min; i++)
+		values[i] = heap_getattr(tuple, i + 1, tupdesc, &isnull[i]);
+
+	row->shard_id = TextDatumGetCString(values[Anum_shard_shard_id - 1]);
+	row->range_start = DatumGetInt64(values[Anum_shard_range_start - 1]);
+	row->range_end = DatumGetInt64(values[Anum_shard_range_end - 1]);
+	row->dsn = TextDatumGetCString(values[Anum_shard_dsn - 1]);
+	row->state = TextDatumGetCString(values[Anum_shard_state - 1]);
+	row->version = DatumGetInt64(values[Anum_shard_version - 1]);
+	return row;
+}
+
+/* CatalogGetShard returns the row of shard_id, or NULL if there is none. */
+ShardRow *
+CatalogGetShard(const char *shard_id)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	ShardRow   *row = NULL;
+
+	lookup_oids(false);
+	rel = table_open(shard_relid, AccessShareLock);
+	ScanKeyInit(&key, Anum_shard_shard_id, BTEqualStrategyNumber, F_TEXTEQ,
+				CStringGetTextDatum(shard_id));
+	scan = systable_beginscan(rel, shard_pkey_relid, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		row = shard_row_from_tuple(tuple, RelationGetDescr(rel));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return row;
+}
+
+/*
+ * scan_ranges returns, in range_start order, up to max rows (max <= 0: all)
+ * of the shards whose range may contain tenants >= lo, stopping at the first
+ * one that starts after hi.  It starts at the shard owning or preceding lo,
+ * so that its cost is O(log n + rows returned).
+ */
+static List *
+scan_ranges(int64 lo, int64 hi, int max)
+{
+	Relation	rel;
+	Relation	idx;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	int64		first_start = lo;
+	List	   *rows = NIL;
+
+	lookup_oids(false);
+	rel = table_open(shard_relid, AccessShareLock);
+	idx = index_open(shard_range_start_relid, AccessShareLock);
+
+	/* the shard starting at or before lo, if any, may own lo */
+	ScanKeyInit(&key, Anum_shard_range_start, BTLessEqualStrategyNumber, F_INT8LE,
+				Int64GetDatum(lo));
+	scan = systable_beginscan_ordered(rel, idx, NULL, 1, &key);
+	tuple = systable_getnext_ordered(scan, BackwardScanDirection);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+
+		first_start = DatumGetInt64(heap_getattr(tuple, Anum_shard_range_start,
+												 RelationGetDescr(rel), &isnull));
+	}
+	systable_endscan_ordered(scan);
+
+	ScanKeyInit(&key, Anum_shard_range_start, BTGreaterEqualStrategyNumber, F_INT8GE,
+				Int64GetDatum(first_start));
+	scan = systable_beginscan_ordered(rel, idx, NULL, 1, &key);
+	while (HeapTupleIsValid(tuple = systable_getnext_ordered(scan, ForwardScanDirection)))
+	{
+		ShardRow   *row = shard_row_from_tuple(tuple, RelationGetDescr(rel));
+
+		if (row->range_start > hi)
+			break;
+		rows = lappend(rows, row);
+		if (max > 0 && list_length(rows) >= max)
+			break;
+	}
+	systable_endscan_ordered(scan);
+	index_close(idx, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return rows;
+}
+
+/*
+ * CatalogShardsOverlapping returns the shards owning any tenant in lo..hi,
+ * in range order.
+ */
+List *
+CatalogShardsOverlapping(int64 lo, int64 hi)
+{
+	List	   *rows = scan_ranges(lo, hi, 0);
+
+	/* the first row may end before lo */
+	if (rows != NIL && ((ShardRow *) linitial(rows))->range_end < lo)
+		rows = list_delete_first(rows);
+	return rows;
+}
+
+/*
+ * CatalogShardChunk returns up to max consecutive shards in range order,
+ * starting with the one owning or preceding tenant: the unit in which the
+ * routing cache loads the catalog.
+ */
+List *
+CatalogShardChunk(int64 tenant, int max)
+{
+	return scan_ranges(tenant, PG_INT64_MAX, max);
+}
+
+static LogicalTableRow *
+logical_table_from_tuple(HeapTuple tuple, TupleDesc tupdesc)
+{
+	LogicalTableRow *row = palloc0(sizeof(LogicalTableRow));
+	bool		isnull;
+	Datum		d;
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	int			i;
+
+	row->relid = DatumGetObjectId(heap_getattr(tuple, Anum_logical_table_table_id,
+											   tupdesc, &isnull));
+	d = heap_getattr(tuple, Anum_logical_table_tenant_column, tupdesc, &isnull);
+	row->tenant_column = pstrdup(NameStr(*DatumGetName(d)));
+	d = heap_getattr(tuple, Anum_logical_table_shard_ddl, tupdesc, &isnull);
+	arr = DatumGetArrayTypeP(d);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &nelems);
+	for (i = 0; i < nelems; i++)
+		if (!nulls[i])
+			row->shard_ddl = lappend(row->shard_ddl, TextDatumGetCString(elems[i]));
+	return row;
+}
+
+/*
+ * CatalogGetLogicalTable returns the catalog row of relid, or NULL if relid
+ * is not a logical table.
+ */
+LogicalTableRow *
+CatalogGetLogicalTable(Oid relid)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	LogicalTableRow *row = NULL;
+
+	lookup_oids(false);
+	rel = table_open(logical_table_relid, AccessShareLock);
+	ScanKeyInit(&key, Anum_logical_table_table_id, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, logical_table_pkey_relid, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		row = logical_table_from_tuple(tuple, RelationGetDescr(rel));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return row;
+}
+
+/*
+ * CatalogLogicalTables returns every logical table whose relation still
+ * exists, in OID order.
+ */
+List *
+CatalogLogicalTables(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	List	   *rows = NIL;
+
+	lookup_oids(false);
+	rel = table_open(logical_table_relid, AccessShareLock);
+	scan = systable_beginscan(rel, logical_table_pkey_relid, true, NULL, 0, NULL);
+	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+	{
+		LogicalTableRow *row = logical_table_from_tuple(tuple, RelationGetDescr(rel));
+
+		if (get_rel_relkind(row->relid) != '\0')
+			rows = lappend(rows, row);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return rows;
+}

@@ -1,0 +1,328 @@
+/*-------------------------------------------------------------------------
+ *
+ * route_cache.c
+ *	  Per-backend routing cache: which shard owns a tenant, and which
+ *	  relations are logical tables.
+ *
+ * Ranges are loaded lazily, in chunks of consecutive ranges read through the
+ * catalog's range_start index, into sorted arrays searched by bisection: a
+ * lookup is O(log n), and a new session pays for the ranges it routes to,
+ * not for the size of the catalog.
+ *
+ * Invariants: the arrays hold non-overlapping ranges sorted by range_start;
+ * any relcache invalidation of the catalog tables (sent at commit by the
+ * catalog triggers, and locally at the next command of the transaction that
+ * made the change) marks the cache stale, and the next lookup starts from an
+ * empty cache.  A ShardRoute stays valid until the next RouteTenant call.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/pg_foreign_table.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "foreign/fdwapi.h"
+#include "foreign/foreign.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/route_cache.h"
+
+/* ranges loaded per catalog probe */
+#define RANGE_CHUNK 64
+
+static MemoryContext RouteCacheContext = NULL;
+static bool route_cache_stale = true;
+static HTAB *shard_hash = NULL;
+static int64 *range_starts = NULL;
+static int64 *range_ends = NULL;
+static ShardRoute **range_routes = NULL;
+static int	range_count = 0;
+
+static HTAB *table_hash = NULL;
+
+PG_FUNCTION_INFO_V1(tenant_router_catalog_changed);
+
+static void
+route_cache_reset(void)
+{
+	if (RouteCacheContext == NULL)
+		RouteCacheContext = AllocSetContextCreate(CacheMemoryContext,
+												  "tenant_router route cache",
+												  ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(RouteCacheContext);
+	shard_hash = NULL;
+	range_starts = range_ends = NULL;
+	range_routes = NULL;
+	range_count = 0;
+	route_cache_stale = false;
+}
+
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || CatalogIsCatalogRelation(relid))
+	{
+		route_cache_stale = true;
+		if (table_hash != NULL)
+		{
+			hash_destroy(table_hash);
+			table_hash = NULL;
+		}
+		if (relid == InvalidOid)
+			CatalogForgetOids();
+	}
+	else if (table_hash != NULL)
+		hash_search(table_hash, &relid, HASH_REMOVE, NULL);
+}
+
+static void
+server_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	/* a dropped or recreated server: forget its OID and every table */
+	CatalogForgetOids();
+	route_cache_stale = true;
+	if (table_hash != NULL)
+	{
+		hash_destroy(table_hash);
+		table_hash = NULL;
+	}
+}
+
+/* RouteCacheInit registers the invalidation callbacks; called from _PG_init. */
+void
+RouteCacheInit(void)
+{
+	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(FOREIGNSERVEROID, server_callback, (Datum) 0);
+}
+
+static ShardRoute *
+remember_shard(ShardRow *row)
+{
+	ShardRoute *route;
+	bool		found;
+
+	if (shard_hash == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = SHARD_ID_MAXLEN;
+		ctl.entrysize = sizeof(ShardRoute);
+		ctl.hcxt = RouteCacheContext;
+		shard_hash = hash_create("tenant_router shards", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	route = hash_search(shard_hash, row->shard_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		route->range_start = row->range_start;
+		route->range_end = row->range_end;
+		route->dsn = MemoryContextStrdup(RouteCacheContext, row->dsn);
+		route->version = row->version;
+	}
+	return route;
+}
+
+/* bisect returns the index of the last range starting at or before tenant, or -1 */
+static inline int
+bisect(int64 tenant)
+{
+	int			lo = 0;
+	int			hi = range_count - 1;
+	int			found = -1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (range_starts[mid] <= tenant)
+		{
+			found = mid;
+			lo = mid + 1;
+		}
+		else
+			hi = mid - 1;
+	}
+	return found;
+}
+
+/* merge_chunk merges rows (sorted by range_start) into the arrays */
+static void
+merge_chunk(List *rows)
+{
+	int			nrows = list_length(rows);
+	int			cap = range_count + nrows;
+	int64	   *starts = MemoryContextAlloc(RouteCacheContext, sizeof(int64) * cap);
+	int64	   *ends = MemoryContextAlloc(RouteCacheContext, sizeof(int64) * cap);
+	ShardRoute **routes = MemoryContextAlloc(RouteCacheContext, sizeof(ShardRoute *) * cap);
+	int			i = 0;
+	int			n = 0;
+	ListCell   *lc = list_head(rows);
+
+	while (i < range_count || lc != NULL)
+	{
+		ShardRow   *row = lc ? (ShardRow *) lfirst(lc) : NULL;
+
+		if (row == NULL || (i < range_count && range_starts[i] < row->range_start))
+		{
+			starts[n] = range_starts[i];
+			ends[n] = range_ends[i];
+			routes[n++] = range_routes[i++];
+			continue;
+		}
+		if (i < range_count && range_starts[i] == row->range_start)
+			i++;				/* already loaded: take the row */
+		starts[n] = row->range_start;
+		ends[n] = row->range_end;
+		routes[n++] = remember_shard(row);
+		lc = lnext(rows, lc);
+	}
+
+	if (range_starts)
+	{
+		pfree(range_starts);
+		pfree(range_ends);
+		pfree(range_routes);
+	}
+	range_starts = starts;
+	range_ends = ends;
+	range_routes = routes;
+	range_count = n;
+}
+
+/*
+ * RouteTenant returns the shard that owns tenant, or NULL if no shard does.
+ * The result is valid until the next call.
+ */
+ShardRoute *
+RouteTenant(int64 tenant)
+{
+	int			i;
+	List	   *rows;
+
+	if (route_cache_stale)
+		route_cache_reset();
+
+	i = bisect(tenant);
+	if (i >= 0 && tenant <= range_ends[i])
+		return range_routes[i];
+
+	/* not loaded yet, or not owned: ask the catalog */
+	rows = CatalogShardChunk(tenant, RANGE_CHUNK);
+	if (route_cache_stale)
+		route_cache_reset();	/* invalidated while reading */
+	if (rows == NIL)
+		return NULL;
+	merge_chunk(rows);
+	list_free_deep(rows);
+
+	i = bisect(tenant);
+	if (i >= 0 && tenant <= range_ends[i])
+		return range_routes[i];
+	return NULL;
+}
+
+/*
+ * LookupLogicalTable returns what the router needs to know about relid, or
+ * NULL if relid is not a logical table (not a foreign table of server
+ * tenant_router with a row in tenant_router.logical_table).
+ */
+LogicalTable *
+LookupLogicalTable(Oid relid)
+{
+	LogicalTable *table;
+	bool		found;
+	Oid			serverid;
+	LogicalTableRow *row;
+	LogicalTable entry;
+
+	if (table_hash == NULL)
+	{
+		HASHCTL		ctl;
+
+		if (RouteCacheContext == NULL)
+			route_cache_reset();
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(LogicalTable);
+		ctl.hcxt = CacheMemoryContext;
+		table_hash = hash_create("tenant_router logical tables", 32, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+
+	table = hash_search(table_hash, &relid, HASH_FIND, &found);
+	if (found)
+		return table->is_logical ? table : NULL;
+
+	serverid = CatalogServerOid();
+	row = NULL;
+	if (OidIsValid(serverid) && get_rel_relkind(relid) == RELKIND_FOREIGN_TABLE &&
+		GetForeignServerIdByRelId(relid) == serverid)
+		row = CatalogGetLogicalTable(relid);
+
+	/* the lookups above may have processed invalidations */
+	if (table_hash == NULL)
+		return LookupLogicalTable(relid);
+
+	memset(&entry, 0, sizeof(entry));
+	entry.relid = relid;
+	if (row != NULL)
+	{
+		Relation	rel = table_open(relid, AccessShareLock);
+		AttrNumber	attno = get_attnum(relid, row->tenant_column);
+
+		if (attno == InvalidAttrNumber)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("tenant column \"%s\" of logical table \"%s\" does not exist",
+							row->tenant_column, RelationGetRelationName(rel))));
+		entry.is_logical = true;
+		entry.tenant_attno = attno;
+		entry.tenant_type = get_atttype(relid, attno);
+		entry.tenant_column = MemoryContextStrdup(CacheMemoryContext,
+												  quote_identifier(row->tenant_column));
+		entry.remote_name =
+			MemoryContextStrdup(CacheMemoryContext,
+								quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+														   RelationGetRelationName(rel)));
+		entry.has_triggers = (rel->trigdesc != NULL);
+		entry.has_generated = (RelationGetDescr(rel)->constr != NULL &&
+							   RelationGetDescr(rel)->constr->has_generated_stored);
+		table_close(rel, AccessShareLock);
+	}
+
+	/* the lookups above may have processed invalidations */
+	if (table_hash == NULL)
+		return LookupLogicalTable(relid);
+	table = hash_search(table_hash, &relid, HASH_ENTER, &found);
+	*table = entry;
+	return table->is_logical ? table : NULL;
+}
+
+/*
+ * tenant_router_catalog_changed is the statement trigger on the catalog
+ * tables: it invalidates the routing cache of every backend once the change
+ * commits, and of this backend at its next command.
+ */
+Datum
+tenant_router_catalog_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("tenant_router.catalog_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	PG_RETURN_POINTER(NULL);
+}

@@ -1,0 +1,681 @@
+/*-------------------------------------------------------------------------
+ *
+ * fast_path.c
+ *	  The router's fast path: a planner hook that sends a statement whose
+ *	  logical tables are all pinned to one tenant whole to that tenant's
+ *	  shard, as one round trip.
+ *
+ * A logical table is pinned when a condition that filters its rows says
+ * tenant_column = value, where the value is a constant, a parameter or a
+ * stable expression, or equates its tenant column with that of a pinned
+ * table (a join, a correlated subquery).  WHERE and INNER JOIN conditions
+ * filter every table they mention; a LEFT JOIN's ON condition only its
+ * right side.  Every logical table scanned anywhere in the statement
+ * (subqueries, CTEs, sublinks, views) must be pinned, to the same value.
+ * A single-row INSERT is pinned by the value of its tenant column; its
+ * values, defaults included, are computed on the coordinator.
+ *
+ * The plan is a CustomScan holding the statement's text for the shard,
+ * produced by PostgreSQL's own deparser under search_path = pg_catalog, and
+ * the expressions that compute the tenant and the parameters.  The shard is
+ * chosen when the plan runs, so a cached generic plan follows topology
+ * changes.  Anything the fast path cannot take is planned by the standard
+ * planner, through the foreign-data wrapper: correct, if slower.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_class.h"
+#include "catalog/pg_opfamily.h"
+#include "access/stratnum.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/planner.h"
+#include "parser/parsetree.h"
+#include "utils/lsyscache.h"
+#include "utils/ruleutils.h"
+
+#include "tenant_router/deparse.h"
+#include "tenant_router/fast_path.h"
+#include "tenant_router/guc.h"
+#include "tenant_router/remote_io.h"
+#include "tenant_router/route_cache.h"
+#include "tenant_router/shippable.h"
+
+static planner_hook_type prev_planner = NULL;
+
+/* one query level of the statement being analyzed */
+typedef struct Level
+{
+	struct Level *parent;
+	Query	   *query;
+	Node	  **pin;			/* [rtindex]: the tenant value, or NULL */
+	AttrNumber *tenant;			/* [rtindex]: tenant column of a logical
+								 * table scanned here, or 0 */
+} Level;
+
+typedef struct Analysis
+{
+	bool		ok;
+	const char *reason;
+	List	   *pins;			/* the pin of every scanned logical table */
+	List	   *rtable;			/* RTE_RELATION entries, for the plan */
+	List	   *relids;
+	bool		writes;
+	LogicalTable *target;		/* the table an INSERT/UPDATE/DELETE writes */
+} Analysis;
+
+/* a condition and the range table entries whose rows it filters */
+typedef struct Cond
+{
+	Expr	   *clause;
+	Bitmapset  *filters;
+} Cond;
+
+static void analyze_level(Query *query, Level *parent, Analysis *a, bool top);
+
+static bool
+fail(Analysis *a, const char *reason)
+{
+	if (a->ok)
+	{
+		a->ok = false;
+		a->reason = reason;
+	}
+	return false;
+}
+
+static Node *
+strip_relabel(Node *node)
+{
+	while (node && IsA(node, RelabelType))
+		node = (Node *) ((RelabelType *) node)->arg;
+	return node;
+}
+
+/* standalone_walker finds what keeps an expression from being computed alone */
+static bool
+standalone_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
+		IsA(node, GroupingFunc) || IsA(node, SubLink) || IsA(node, Query) ||
+		IsA(node, CaseTestExpr) || IsA(node, SetToDefault) || IsA(node, CurrentOfExpr) ||
+		IsA(node, PlaceHolderVar))
+		return true;
+	return expression_tree_walker(node, standalone_walker, context);
+}
+
+/* is_value tells whether expr can be computed on the coordinator on its own */
+static bool
+is_value(Node *expr, bool allow_volatile)
+{
+	return !standalone_walker(expr, NULL) &&
+		(allow_volatile || !contain_volatile_functions(expr)) &&
+		!expression_returns_set(expr);
+}
+
+static Bitmapset *
+jointree_relids(Node *jtnode)
+{
+	Bitmapset  *relids = NULL;
+	ListCell   *lc;
+
+	if (jtnode == NULL)
+		return NULL;
+	if (IsA(jtnode, RangeTblRef))
+		return bms_make_singleton(((RangeTblRef *) jtnode)->rtindex);
+	if (IsA(jtnode, FromExpr))
+	{
+		foreach(lc, ((FromExpr *) jtnode)->fromlist)
+			relids = bms_add_members(relids, jointree_relids(lfirst(lc)));
+		return relids;
+	}
+	if (IsA(jtnode, JoinExpr))
+	{
+		JoinExpr   *j = (JoinExpr *) jtnode;
+
+		relids = bms_union(jointree_relids(j->larg), jointree_relids(j->rarg));
+		return bms_add_member(relids, j->rtindex);
+	}
+	return NULL;
+}
+
+static void
+add_conds(List **conds, Node *quals, Bitmapset *filters)
+{
+	ListCell   *lc;
+
+	if (quals == NULL || filters == NULL)
+		return;
+	foreach(lc, make_ands_implicit((Expr *) quals))
+	{
+		Cond	   *cond = palloc(sizeof(Cond));
+
+		cond->clause = lfirst(lc);
+		cond->filters = filters;
+		*conds = lappend(*conds, cond);
+	}
+}
+
+/* collect_conds gathers the conditions of the join tree with what they filter */
+static void
+collect_conds(Node *jtnode, List **conds)
+{
+	ListCell   *lc;
+
+	if (jtnode == NULL || IsA(jtnode, RangeTblRef))
+		return;
+	if (IsA(jtnode, FromExpr))
+	{
+		FromExpr   *f = (FromExpr *) jtnode;
+
+		foreach(lc, f->fromlist)
+			collect_conds(lfirst(lc), conds);
+		add_conds(conds, f->quals, jointree_relids(jtnode));
+	}
+	else if (IsA(jtnode, JoinExpr))
+	{
+		JoinExpr   *j = (JoinExpr *) jtnode;
+
+		collect_conds(j->larg, conds);
+		collect_conds(j->rarg, conds);
+		switch (j->jointype)
+		{
+			case JOIN_INNER:
+				add_conds(conds, j->quals, jointree_relids(jtnode));
+				break;
+			case JOIN_LEFT:
+				add_conds(conds, j->quals, jointree_relids(j->rarg));
+				break;
+			case JOIN_RIGHT:
+				add_conds(conds, j->quals, jointree_relids(j->larg));
+				break;
+			default:
+				break;			/* FULL: filters nobody */
+		}
+	}
+}
+
+/*
+ * tenant_var returns the range table index of a logical table's tenant
+ * column at this level, or 0; for an outer-level reference it sets *outer
+ * to the level holding the table.
+ */
+static Index
+tenant_var(Node *node, Level *lv, Level **outer)
+{
+	Var		   *var;
+	Level	   *l = lv;
+	Index		i;
+
+	node = strip_relabel(node);
+	if (!IsA(node, Var))
+		return 0;
+	var = (Var *) node;
+	for (i = 0; i < var->varlevelsup && l != NULL; i++)
+		l = l->parent;
+	if (l == NULL || var->varno < 1 || var->varno > list_length(l->query->rtable))
+		return 0;
+	if (l->tenant[var->varno] == 0 || l->tenant[var->varno] != var->varattno)
+		return 0;
+	*outer = l;
+	return var->varno;
+}
+
+static bool
+is_tenant_equality(Expr *clause)
+{
+	return IsA(clause, OpExpr) && list_length(((OpExpr *) clause)->args) == 2 &&
+		get_op_opfamily_strategy(((OpExpr *) clause)->opno, INTEGER_BTREE_FAM_OID) ==
+		BTEqualStrategyNumber;
+}
+
+/*
+ * find_pins sets lv->pin for the logical tables of this level from its
+ * conditions, following equalities between tenant columns.
+ */
+static void
+find_pins(Level *lv, int nrtes)
+{
+	List	   *conds = NIL;
+	List	   *edges = NIL;	/* pairs (from, to): to gets from's pin */
+	ListCell   *lc;
+	bool		changed = true;
+
+	collect_conds((Node *) lv->query->jointree, &conds);
+	foreach(lc, conds)
+	{
+		Cond	   *cond = lfirst(lc);
+		Node	   *l,
+				   *r;
+		Level	   *ll = NULL,
+				   *rl = NULL;
+		Index		li,
+					ri;
+		int			side;
+
+		if (!is_tenant_equality(cond->clause))
+			continue;
+		l = linitial(((OpExpr *) cond->clause)->args);
+		r = lsecond(((OpExpr *) cond->clause)->args);
+		li = tenant_var(l, lv, &ll);
+		ri = tenant_var(r, lv, &rl);
+		for (side = 0; side < 2; side++)
+		{
+			Index		xi = side == 0 ? li : ri;
+			Level	   *xl = side == 0 ? ll : rl;
+			Index		yi = side == 0 ? ri : li;
+			Level	   *yl = side == 0 ? rl : ll;
+			Node	   *other = side == 0 ? r : l;
+
+			/* only a table of this level gets a pin here */
+			if (xi == 0 || xl != lv || !bms_is_member(xi, cond->filters))
+				continue;
+			if (yi == 0 && is_value(other, false))
+			{
+				if (lv->pin[xi] == NULL)
+					lv->pin[xi] = other;
+			}
+			else if (yi != 0 && yl == lv)
+				edges = lappend(edges, list_make2_int(yi, xi));
+			else if (yi != 0 && yl->pin[yi] != NULL && lv->pin[xi] == NULL)
+				lv->pin[xi] = yl->pin[yi];
+		}
+	}
+	while (changed)
+	{
+		changed = false;
+		foreach(lc, edges)
+		{
+			int			from = linitial_int(lfirst(lc));
+			int			to = lsecond_int(lfirst(lc));
+
+			if (lv->pin[from] != NULL && lv->pin[to] == NULL)
+			{
+				lv->pin[to] = lv->pin[from];
+				changed = true;
+			}
+		}
+	}
+	(void) nrtes;
+}
+
+static bool
+sublink_walker(Node *node, void *context)
+{
+	void	  **args = (void **) context;
+
+	if (node == NULL)
+		return false;
+	if (IsA(node, SubLink))
+	{
+		SubLink    *sublink = (SubLink *) node;
+
+		analyze_level((Query *) sublink->subselect, args[0], args[1], false);
+		return sublink_walker(sublink->testexpr, context);
+	}
+	if (IsA(node, Query))
+		return false;			/* levels are analyzed by analyze_level */
+	return expression_tree_walker(node, sublink_walker, context);
+}
+
+/*
+ * analyze_level checks one query level and, recursively, the levels under
+ * it: every table is a logical table, and every one scanned is pinned.
+ */
+static void
+analyze_level(Query *query, Level *parent, Analysis *a, bool top)
+{
+	int			nrtes = list_length(query->rtable);
+	Level		lv;
+	Bitmapset  *scanned = jointree_relids((Node *) query->jointree);
+	ListCell   *lc;
+	Index		rti;
+	void	   *walker_args[2];
+
+	if (!a->ok)
+		return;
+	if (query->commandType == CMD_MERGE || query->utilityStmt != NULL)
+	{
+		fail(a, "statement kind");
+		return;
+	}
+	if (query->withCheckOptions != NIL)
+	{
+		fail(a, "WITH CHECK OPTION");
+		return;
+	}
+	if (!top && query->commandType == CMD_INSERT)
+	{
+		fail(a, "INSERT in a WITH clause");
+		return;
+	}
+	if (query->rowMarks != NIL || query->commandType != CMD_SELECT)
+		a->writes = true;
+
+	lv.parent = parent;
+	lv.query = query;
+	lv.pin = palloc0(sizeof(Node *) * (nrtes + 1));
+	lv.tenant = palloc0(sizeof(AttrNumber) * (nrtes + 1));
+
+	rti = 0;
+	foreach(lc, query->rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+		bool		is_scanned;
+		LogicalTable *table;
+
+		rti++;
+		if (rte->rtekind == RTE_NAMEDTUPLESTORE)
+		{
+			fail(a, "transition table");
+			return;
+		}
+		if (rte->rtekind != RTE_RELATION)
+			continue;
+		a->rtable = lappend(a->rtable, copyObject(rte));
+		a->relids = list_append_unique_oid(a->relids, rte->relid);
+		is_scanned = bms_is_member(rti, scanned);
+		if (!is_scanned && rti != query->resultRelation)
+			continue;			/* a view's placeholder, ON CONFLICT's EXCLUDED */
+		table = rte->relkind == RELKIND_FOREIGN_TABLE ? LookupLogicalTable(rte->relid) : NULL;
+		if (table == NULL)
+		{
+			fail(a, "a table that is not a logical table");
+			return;
+		}
+		if (rte->securityQuals != NIL || rte->tablesample != NULL)
+		{
+			fail(a, "row level security or TABLESAMPLE");
+			return;
+		}
+		if (rti == query->resultRelation)
+		{
+			if (table->has_triggers || table->has_generated)
+			{
+				fail(a, "triggers or generated columns");
+				return;
+			}
+			if (top)
+				a->target = table;
+		}
+		if (is_scanned)
+			lv.tenant[rti] = table->tenant_attno;
+	}
+
+	find_pins(&lv, nrtes);
+	for (rti = 1; rti <= nrtes; rti++)
+	{
+		if (lv.tenant[rti] == 0)
+			continue;
+		if (lv.pin[rti] == NULL)
+		{
+			fail(a, "a logical table not pinned to one tenant");
+			return;
+		}
+		a->pins = lappend(a->pins, lv.pin[rti]);
+	}
+
+	/* the levels below */
+	foreach(lc, query->rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+
+		if (rte->rtekind == RTE_SUBQUERY)
+			analyze_level(rte->subquery, &lv, a, false);
+	}
+	foreach(lc, query->cteList)
+		analyze_level((Query *) ((CommonTableExpr *) lfirst(lc))->ctequery, &lv, a, false);
+	walker_args[0] = &lv;
+	walker_args[1] = a;
+	query_tree_walker(query, sublink_walker, walker_args, QTW_IGNORE_RC_SUBQUERIES);
+}
+
+/* same_pin tells whether two pins are certainly the same tenant */
+static bool
+same_pin(Node *x, Node *y)
+{
+	x = strip_relabel(x);
+	y = strip_relabel(y);
+	if (equal(x, y))
+		return true;
+	if (IsA(x, Const) && IsA(y, Const) &&
+		!((Const *) x)->constisnull && !((Const *) y)->constisnull)
+		return TenantDatumToInt64(((Const *) x)->constvalue, getBaseType(((Const *) x)->consttype)) ==
+			TenantDatumToInt64(((Const *) y)->constvalue, getBaseType(((Const *) y)->consttype));
+	return false;
+}
+
+/*
+ * insert_values turns the single row of an INSERT into parameters computed
+ * on the coordinator; it returns the number of the tenant's parameter, or 0.
+ */
+static int
+insert_values(Query *copy, LogicalTable *table, ShipContext *ctx, Analysis *a)
+{
+	ListCell   *lc;
+	int			tenant_param = 0;
+
+	foreach(lc, copy->targetList)
+	{
+		TargetEntry *tle = lfirst(lc);
+		Node	   *param;
+
+		if (tle->resjunk)
+			continue;
+		if (!is_value((Node *) tle->expr, true))
+		{
+			fail(a, "INSERT value that needs a subquery");
+			return 0;
+		}
+		param = ShipParam((Node *) tle->expr, ctx);
+		if (tle->resno == table->tenant_attno)
+			tenant_param = ((Param *) strip_relabel(param))->paramid;
+		tle->expr = (Expr *) param;
+	}
+	return tenant_param;
+}
+
+static TargetEntry *
+output_entry(TargetEntry *tle, int resno, Index varno)
+{
+	Var		   *var = makeVar(varno, resno, exprType((Node *) tle->expr),
+							  exprTypmod((Node *) tle->expr),
+							  exprCollation((Node *) tle->expr), 0);
+
+	return makeTargetEntry((Expr *) var, resno, tle->resname, false);
+}
+
+/*
+ * make_plan builds the PlannedStmt: a CustomScan producing the statement's
+ * output (or RETURNING) from the shard's rows.
+ */
+static PlannedStmt *
+make_plan(Query *parse, Analysis *a, char *sql, Node *tenant_expr, int tenant_param,
+		  List *param_exprs, int flags)
+{
+	CustomScan *cscan = makeNode(CustomScan);
+	PlannedStmt *stmt = makeNode(PlannedStmt);
+	List	   *outputs = parse->commandType == CMD_SELECT ? parse->targetList :
+		parse->returningList;
+	List	   *colnames = NIL;
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	Index		output_varno = list_length(a->rtable) + 1;
+	List	   *exprs = NIL;
+	ListCell   *lc;
+	int			resno = 0;
+	char	   *label;
+
+	foreach(lc, outputs)
+	{
+		TargetEntry *tle = lfirst(lc);
+
+		if (tle->resjunk)
+			continue;
+		resno++;
+		cscan->scan.plan.targetlist = lappend(cscan->scan.plan.targetlist,
+											  output_entry(tle, resno, INDEX_VAR));
+		cscan->custom_scan_tlist = lappend(cscan->custom_scan_tlist,
+										   output_entry(tle, resno, output_varno));
+		colnames = lappend(colnames, makeString(tle->resname ? tle->resname : "?column?"));
+	}
+	/* a range table entry naming the shard's output columns, for EXPLAIN */
+	rte->rtekind = RTE_VALUES;
+	rte->eref = makeAlias("remote", colnames);
+	rte->inFromCl = false;
+
+	exprs = lappend(exprs, tenant_expr ? expression_planner((Expr *) tenant_expr) :
+					(Expr *) makeNullConst(INT8OID, -1, InvalidOid));
+	foreach(lc, param_exprs)
+		exprs = lappend(exprs, expression_planner(lfirst(lc)));
+
+	label = a->target ? get_rel_name(a->target->relid) : "";
+
+	cscan->scan.plan.startup_cost = 0;
+	cscan->scan.plan.total_cost = 1;
+	cscan->scan.plan.plan_rows = 1;
+	cscan->scan.plan.plan_width = 32;
+	cscan->scan.plan.parallel_safe = false;
+	cscan->scan.scanrelid = 0;
+	cscan->flags = 0;
+	cscan->custom_exprs = exprs;
+	cscan->custom_private = list_make4(makeString(sql), makeInteger(flags),
+									   makeInteger(tenant_param), makeString(label));
+	cscan->methods = &RouterScanMethods;
+
+	stmt->commandType = parse->commandType;
+	stmt->queryId = parse->queryId;
+	stmt->hasReturning = (parse->returningList != NIL);
+	stmt->hasModifyingCTE = parse->hasModifyingCTE;
+	stmt->canSetTag = parse->canSetTag;
+	stmt->transientPlan = false;
+	stmt->dependsOnRole = false;
+	stmt->parallelModeNeeded = false;
+	stmt->jitFlags = 0;
+	stmt->planTree = (Plan *) cscan;
+	stmt->rtable = lappend(list_copy(a->rtable), rte);
+	stmt->relationOids = a->relids;
+	stmt->stmt_location = parse->stmt_location;
+	stmt->stmt_len = parse->stmt_len;
+	return stmt;
+}
+
+/*
+ * try_fast_path returns the plan that sends parse whole to one shard, or
+ * NULL if the statement is not pinned to one tenant or cannot be shipped.
+ */
+static PlannedStmt *
+try_fast_path(Query *parse)
+{
+	Analysis	a;
+	ShipContext ctx;
+	Query	   *copy;
+	Node	   *tenant_expr = NULL;
+	int			tenant_param = -1;
+	int			flags = 0;
+	char	   *sql;
+	int			nestlevel;
+	ListCell   *lc;
+
+	memset(&a, 0, sizeof(a));
+	a.ok = true;
+
+	if (parse->commandType == CMD_INSERT)
+	{
+		/* one row of VALUES: nothing in the FROM list */
+		if (parse->jointree->fromlist != NIL || parse->cteList != NIL)
+			return NULL;
+	}
+	analyze_level(parse, NULL, &a, true);
+	if (!a.ok)
+		return NULL;
+
+	ShipContextInit(&ctx, 0, true);
+	if (parse->commandType == CMD_INSERT)
+	{
+		if (a.target == NULL)
+			return NULL;
+		copy = copyObject(parse);
+		tenant_param = insert_values(copy, a.target, &ctx, &a);
+		if (!a.ok)
+			return NULL;
+		if (tenant_param == 0)
+			tenant_param = -1;	/* no tenant given: NULL, refused at run time */
+		copy->returningList = (List *) ShipExpr((Node *) copy->returningList, &ctx);
+		copy->onConflict = (OnConflictExpr *) ShipExpr((Node *) copy->onConflict, &ctx);
+		flags |= ROUTER_INSERT;
+	}
+	else
+	{
+		if (a.pins == NIL)
+			return NULL;
+		foreach(lc, a.pins)
+			if (!same_pin(linitial(a.pins), lfirst(lc)))
+				return NULL;
+		tenant_expr = linitial(a.pins);
+		copy = (Query *) ShipExpr((Node *) parse, &ctx);
+	}
+	if (!ctx.ok)
+		return NULL;
+
+	nestlevel = EnterRemoteSqlSettings();
+	sql = pg_get_querydef(copy, false);
+	LeaveRemoteSqlSettings(nestlevel);
+
+	if (a.writes)
+		flags |= ROUTER_WRITE;
+	if (parse->commandType != CMD_SELECT)
+		flags |= ROUTER_COUNT_ROWS;
+	if (ctx.param_exprs != NIL)
+		flags |= ROUTER_PREPARE;
+	return make_plan(parse, &a, sql, tenant_expr, tenant_param, ctx.param_exprs, flags);
+}
+
+static bool
+has_logical_table_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, RangeTblEntry))
+	{
+		RangeTblEntry *rte = (RangeTblEntry *) node;
+
+		return rte->rtekind == RTE_RELATION && rte->relkind == RELKIND_FOREIGN_TABLE &&
+			LookupLogicalTable(rte->relid) != NULL;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, has_logical_table_walker, context,
+								 QTW_EXAMINE_RTES_BEFORE);
+	return expression_tree_walker(node, has_logical_table_walker, context);
+}
+
+static PlannedStmt *
+tr_planner(Query *parse, const char *query_string, int cursorOptions,
+		   ParamListInfo boundParams)
+{
+	if (TenantRouterEnableFastPath && parse->commandType != CMD_UTILITY &&
+		(cursorOptions & CURSOR_OPT_SCROLL) == 0 &&
+		has_logical_table_walker((Node *) parse, NULL))
+	{
+		PlannedStmt *stmt = try_fast_path(parse);
+
+		if (stmt != NULL)
+			return stmt;
+	}
+	if (prev_planner)
+		return prev_planner(parse, query_string, cursorOptions, boundParams);
+	return standard_planner(parse, query_string, cursorOptions, boundParams);
+}
+
+/* InstallPlannerHook installs the fast path; called from _PG_init. */
+void
+InstallPlannerHook(void)
+{
+	prev_planner = planner_hook;
+	planner_hook = tr_planner;
+	RegisterCustomScanMethods(&RouterScanMethods);
+}

@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * shippable.c
+ *	  Decides what may be sent to a shard, and rewrites expressions so that
+ *	  what only the coordinator can compute is sent as a parameter.
+ *
+ * An expression is shipped as text when everything in it means the same on
+ * the shard: built-in (initdb) functions and operators that are immutable,
+ * columns, constants.  A subexpression without columns that is stable
+ * (now(), current_user), refers to parameters, or calls a function the
+ * shard does not have, is computed on the coordinator at execution and sent
+ * as a parameter $n; so are the query's own parameters, renumbered.  Volatile
+ * functions are never shipped (the FDW then evaluates them locally, and the
+ * fast path leaves the statement to the FDW).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "utils/lsyscache.h"
+
+#include "tenant_router/shippable.h"
+
+void
+ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query)
+{
+	memset(ctx, 0, sizeof(ShipContext));
+	ctx->scan_varno = scan_varno;
+	ctx->whole_query = whole_query;
+	ctx->ok = true;
+}
+
+/* IsBuiltinObject tells whether oid belongs to an object made by initdb. */
+bool
+IsBuiltinObject(Oid oid)
+{
+	return oid < FirstGenbkiObjectId;
+}
+
+/*
+ * RemoteParamType returns the type OID to declare for a parameter: built-in
+ * types have the same OID everywhere; others are left to the shard to infer
+ * (the deparsed text casts them by name).
+ */
+Oid
+RemoteParamType(Oid typid)
+{
+	return IsBuiltinObject(typid) ? typid : InvalidOid;
+}
+
+static bool
+not_builtin_immutable(Oid funcid, void *context)
+{
+	return !IsBuiltinObject(funcid) || func_volatile(funcid) != PROVOLATILE_IMMUTABLE;
+}
+
+static bool
+is_volatile_func(Oid funcid, void *context)
+{
+	return func_volatile(funcid) == PROVOLATILE_VOLATILE;
+}
+
+/*
+ * needs_row_walker finds what makes an expression depend on the row or the
+ * query around it, so that it cannot be computed on its own.
+ */
+static bool
+needs_row_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
+		IsA(node, GroupingFunc) || IsA(node, SubLink) || IsA(node, PlaceHolderVar) ||
+		IsA(node, CurrentOfExpr) || IsA(node, CaseTestExpr) ||
+		IsA(node, SetToDefault) || IsA(node, NextValueExpr) || IsA(node, Query))
+		return true;
+	return expression_tree_walker(node, needs_row_walker, context);
+}
+
+static bool
+volatile_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, is_volatile_func, NULL))
+		return true;
+	if (IsA(node, NextValueExpr))
+		return true;
+	return expression_tree_walker(node, volatile_walker, context);
+}
+
+static bool
+all_builtin_immutable_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param) || IsA(node, SQLValueFunction))
+		return true;
+	if (check_functions_in_node(node, not_builtin_immutable, NULL))
+		return true;
+	return expression_tree_walker(node, all_builtin_immutable_walker, context);
+}
+
+/*
+ * ShipParam makes expr a parameter: the coordinator evaluates it, the shard
+ * sees $n.  External parameters are deduplicated, so that $1 used twice
+ * stays one parameter.
+ */
+Node *
+ShipParam(Node *expr, ShipContext *ctx)
+{
+	Param	   *param;
+	int			extern_id = 0;
+	ListCell   *lc;
+	int			i = 0;
+	Oid			typid = exprType(expr);
+
+	if (IsA(expr, Param) && ((Param *) expr)->paramkind == PARAM_EXTERN)
+	{
+		extern_id = ((Param *) expr)->paramid;
+		foreach(lc, ctx->extern_ids)
+		{
+			i++;
+			if (lfirst_int(lc) == extern_id)
+				goto make;
+		}
+	}
+	ctx->param_exprs = lappend(ctx->param_exprs, copyObject(expr));
+	ctx->extern_ids = lappend_int(ctx->extern_ids, extern_id);
+	i = list_length(ctx->param_exprs);
+
+make:
+	param = makeNode(Param);
+	param->paramkind = PARAM_EXTERN;
+	param->paramid = i;
+	param->paramtype = typid;
+	param->paramtypmod = exprTypmod(expr);
+	param->paramcollid = exprCollation(expr);
+	param->location = -1;
+	if (RemoteParamType(typid) == InvalidOid)
+		return (Node *) makeRelabelType((Expr *) param, typid, param->paramtypmod,
+										param->paramcollid, COERCE_EXPLICIT_CAST);
+	return (Node *) param;
+}
+
+/* is_value_expression tells whether node is an expression with a value */
+static bool
+is_value_expression(Node *node)
+{
+	switch (nodeTag(node))
+	{
+		case T_FuncExpr:
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+		case T_ScalarArrayOpExpr:
+		case T_BoolExpr:
+		case T_FieldSelect:
+		case T_RelabelType:
+		case T_CoerceViaIO:
+		case T_ArrayCoerceExpr:
+		case T_ConvertRowtypeExpr:
+		case T_CollateExpr:
+		case T_CaseExpr:
+		case T_ArrayExpr:
+		case T_RowExpr:
+		case T_RowCompareExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_SQLValueFunction:
+		case T_XmlExpr:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_CoerceToDomain:
+		case T_SubscriptingRef:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static bool
+node_type_shippable(Node *node, ShipContext *ctx)
+{
+	switch (nodeTag(node))
+	{
+		case T_Var:
+		case T_Const:
+		case T_FuncExpr:
+		case T_NamedArgExpr:
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+		case T_ScalarArrayOpExpr:
+		case T_BoolExpr:
+		case T_FieldSelect:
+		case T_RelabelType:
+		case T_CoerceViaIO:
+		case T_ArrayCoerceExpr:
+		case T_CollateExpr:
+		case T_CaseExpr:
+		case T_CaseWhen:
+		case T_CaseTestExpr:
+		case T_ArrayExpr:
+		case T_RowExpr:
+		case T_RowCompareExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_SubscriptingRef:
+		case T_List:
+			return true;
+		case T_Aggref:
+		case T_WindowFunc:
+		case T_GroupingFunc:
+		case T_SubLink:
+		case T_TargetEntry:
+		case T_SortGroupClause:
+		case T_JoinExpr:
+		case T_FromExpr:
+		case T_RangeTblRef:
+		case T_OnConflictExpr:
+		case T_SetOperationStmt:
+		case T_RangeTblFunction:
+		case T_TableSampleClause:
+		case T_WindowClause:
+		case T_CommonTableExpr:
+			return ctx->whole_query;
+		default:
+			return false;
+	}
+}
+
+static Node *ship_mutator(Node *node, ShipContext *ctx);
+
+static Node *
+not_shippable(Node *node, ShipContext *ctx, const char *reason)
+{
+	ctx->ok = false;
+	if (ctx->reason == NULL)
+		ctx->reason = reason;
+	return node;
+}
+
+static Node *
+ship_mutator(Node *node, ShipContext *ctx)
+{
+	if (node == NULL || !ctx->ok)
+		return node;
+
+	if (IsA(node, Query))
+	{
+		if (!ctx->whole_query)
+			return not_shippable(node, ctx, "subquery");
+		return (Node *) query_tree_mutator((Query *) node, ship_mutator, ctx, 0);
+	}
+	if (IsA(node, Var))
+	{
+		Var		   *var = (Var *) node;
+
+		if (ctx->scan_varno != 0 &&
+			(var->varno != ctx->scan_varno || var->varlevelsup != 0 || var->varattno <= 0))
+			return not_shippable(node, ctx, "column of another relation or system column");
+		return copyObject(node);
+	}
+	if (IsA(node, Const))
+		return copyObject(node);
+	if (IsA(node, Param))
+	{
+		if (((Param *) node)->paramkind == PARAM_MULTIEXPR)
+			return not_shippable(node, ctx, "multiple-column assignment");
+		return ShipParam(node, ctx);
+	}
+
+	/* an expression on its own: ship it, or compute it here */
+	if (is_value_expression(node) && !expression_returns_set(node) &&
+		!needs_row_walker(node, NULL))
+	{
+		if (volatile_walker(node, NULL))
+			return not_shippable(node, ctx, "volatile function");
+		if (all_builtin_immutable_walker(node, NULL))
+			return ShipParam(node, ctx);
+		return copyObject(node);
+	}
+
+	if (!node_type_shippable(node, ctx))
+		return not_shippable(node, ctx, "expression kind");
+	if (check_functions_in_node(node, not_builtin_immutable, NULL))
+		return not_shippable(node, ctx, "function that is not a built-in immutable one");
+	return expression_tree_mutator(node, ship_mutator, ctx);
+}
+
+/*
+ * ShipExpr returns a copy of node in which everything the coordinator must
+ * compute is a parameter (collected in ctx->param_exprs), or leaves
+ * ctx->ok false if node cannot be shipped at all.
+ */
+Node *
+ShipExpr(Node *node, ShipContext *ctx)
+{
+	return ship_mutator(node, ctx);
+}

@@ -1,0 +1,253 @@
+/*-------------------------------------------------------------------------
+ *
+ * tenant_router.c
+ *	  Module load: refuses to load unless preloaded, defines the settings
+ *	  (tenant_router.*), installs the hooks and registers the worker.
+ *
+ * Invariants: every hook saves the previous one and calls it; the settings
+ * are defined in alphabetical order and the prefix is reserved.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/executor.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
+#include "utils/guc.h"
+
+#include "tenant_router/guc.h"
+#include "tenant_router/fast_path.h"
+#include "tenant_router/route_cache.h"
+#include "tenant_router/worker.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* settings */
+char	   *TenantRouterDatabase = NULL;
+bool		TenantRouterEnableFastPath = true;
+int			TenantRouterEventLogSize = 1000;
+char	   *TenantRouterNodeName = NULL;
+int			TenantRouterRedisDb = 0;
+char	   *TenantRouterRedisHost = NULL;
+char	   *TenantRouterRedisPassword = NULL;
+int			TenantRouterRedisPort = 6379;
+bool		TenantRouterRemotePrepare = true;
+char	   *TenantRouterTopologyChannel = NULL;
+
+int			ExecutorNestLevel = 0;
+
+static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+static void tr_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction,
+						   uint64 count, bool execute_once);
+static void tr_ExecutorFinish(QueryDesc *queryDesc);
+static void tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+							  bool readOnlyTree, ProcessUtilityContext context,
+							  ParamListInfo params, QueryEnvironment *queryEnv,
+							  DestReceiver *dest, QueryCompletion *qc);
+static void define_settings(void);
+
+/*
+ * _PG_init refuses to load unless tenant_router is in shared_preload_libraries:
+ * the topology worker, its shared memory and the hooks must exist in every
+ * backend from the start.
+ */
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("tenant_router must be loaded via shared_preload_libraries"),
+				 errhint("Add tenant_router to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	define_settings();
+
+	prev_ExecutorRun = ExecutorRun_hook;
+	ExecutorRun_hook = tr_ExecutorRun;
+	prev_ExecutorFinish = ExecutorFinish_hook;
+	ExecutorFinish_hook = tr_ExecutorFinish;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = tr_ProcessUtility;
+
+	InstallPlannerHook();
+	RouteCacheInit();
+	WorkerInit();
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("tenant_router.database",
+							   "Database whose tenant_router catalog the topology worker maintains.",
+							   NULL,
+							   &TenantRouterDatabase,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("tenant_router.enable_fast_path",
+							 "Sends statements pinned to one tenant whole to its shard.",
+							 "When off, every statement on a logical table runs through the foreign-data wrapper.",
+							 &TenantRouterEnableFastPath,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.event_log_size",
+							"Number of topology events kept in tenant_router.event_log.",
+							NULL,
+							&TenantRouterEventLogSize,
+							1000,
+							10, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tenant_router.node_name",
+							   "Name of this coordinator in the topology events it publishes.",
+							   "Empty means the database system identifier.",
+							   &TenantRouterNodeName,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.redis_db",
+							"Redis database number that holds the topology stream.",
+							NULL,
+							&TenantRouterRedisDb,
+							0,
+							0, 1024,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tenant_router.redis_host",
+							   "Redis host the topology worker subscribes to; empty disables Redis.",
+							   NULL,
+							   &TenantRouterRedisHost,
+							   "127.0.0.1",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tenant_router.redis_password",
+							   "Password the topology worker sends to Redis (AUTH); empty sends none.",
+							   NULL,
+							   &TenantRouterRedisPassword,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.redis_port",
+							"Redis port the topology worker connects to.",
+							NULL,
+							&TenantRouterRedisPort,
+							6379,
+							1, 65535,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("tenant_router.remote_prepare",
+							 "Prepares repeated statements on the shard connections.",
+							 NULL,
+							 &TenantRouterRemotePrepare,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tenant_router.topology_channel",
+							   "Redis pub/sub channel that carries topology events.",
+							   NULL,
+							   &TenantRouterTopologyChannel,
+							   "db_shard_topology_updates",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("tenant_router");
+}
+
+/*
+ * The three hooks below only count how deeply executor and utility calls are
+ * nested, so that the router can tell a top-level statement (which may run on
+ * a shard without a remote transaction) from one nested in a function.
+ */
+static void
+tr_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
+			   bool execute_once)
+{
+	ExecutorNestLevel++;
+	PG_TRY();
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		ExecutorNestLevel--;
+	}
+	PG_END_TRY();
+}
+
+static void
+tr_ExecutorFinish(QueryDesc *queryDesc)
+{
+	ExecutorNestLevel++;
+	PG_TRY();
+	{
+		if (prev_ExecutorFinish)
+			prev_ExecutorFinish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		ExecutorNestLevel--;
+	}
+	PG_END_TRY();
+}
+
+static void
+tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+				  bool readOnlyTree, ProcessUtilityContext context,
+				  ParamListInfo params, QueryEnvironment *queryEnv,
+				  DestReceiver *dest, QueryCompletion *qc)
+{
+	/*
+	 * EXECUTE of a prepared statement runs that statement as the top-level
+	 * one, so it does not count as a level of its own.
+	 */
+	int			levels = IsA(pstmt->utilityStmt, ExecuteStmt) ? 0 : 1;
+
+	ExecutorNestLevel += levels;
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		ExecutorNestLevel -= levels;
+	}
+	PG_END_TRY();
+}
