@@ -110,12 +110,30 @@ sc_disconnect(ShardConn *sc)
 	sc->pending = NIL;
 }
 
+/* libpq_message returns the first line of libpq's last error message */
 static char *
 libpq_message(PGconn *conn)
 {
-	char	   *msg = pchomp(PQerrorMessage(conn));
+	char	   *msg = pstrdup(PQerrorMessage(conn));
+	char	   *nl = strchr(msg, '\n');
 
+	if (nl != NULL)
+		*nl = '\0';
 	return msg[0] ? msg : pstrdup("no message from libpq");
+}
+
+/*
+ * notice_receiver logs what a shard says besides results (NOTICE, WARNING)
+ * at DEBUG1, naming the shard, instead of libpq's default of stderr.
+ */
+static void
+notice_receiver(void *arg, const PGresult *res)
+{
+	ShardConn  *sc = (ShardConn *) arg;
+	char	   *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	if (msg != NULL)
+		elog(DEBUG1, "tenant_router: shard \"%s\" says: %s", sc->label, msg);
 }
 
 /*
@@ -190,6 +208,7 @@ sc_connect(ShardConn *sc)
 				 errdetail_internal("%s", msg)));
 	}
 	PQclear(res);
+	PQsetNoticeReceiver(conn, notice_receiver, sc);
 	sc->conn = conn;
 	sc->next_stmt = 0;
 }
@@ -240,9 +259,14 @@ ShardConnGet(const char *shard_id, const char *dsn)
 						sc->label),
 				 errhint("Roll back the transaction and retry.")));
 
-	/* a connection idle since before a shard restart is dead: notice it now */
+	/*
+	 * A connection idle since before a shard restart is dead: notice it now.
+	 * The shard's goodbye message and the end of the stream may arrive in
+	 * separate reads, hence two.
+	 */
 	if (sc->conn != NULL && sc->xact_depth == 0 && sc->active == NULL &&
-		(PQconsumeInput(sc->conn) == 0 || PQstatus(sc->conn) != CONNECTION_OK))
+		(PQconsumeInput(sc->conn) == 0 || PQconsumeInput(sc->conn) == 0 ||
+		 PQstatus(sc->conn) != CONNECTION_OK))
 		sc_disconnect(sc);
 
 	if (sc->conn == NULL)

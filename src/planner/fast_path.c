@@ -54,6 +54,8 @@ typedef struct Level
 	Node	  **pin;			/* [rtindex]: the tenant value, or NULL */
 	AttrNumber *tenant;			/* [rtindex]: tenant column of a logical
 								 * table scanned here, or 0 */
+	List	  **seeds;			/* [rtindex] of a subquery: (attno, value)
+								 * pairs its output is filtered by */
 } Level;
 
 typedef struct Analysis
@@ -74,7 +76,8 @@ typedef struct Cond
 	Bitmapset  *filters;
 } Cond;
 
-static void analyze_level(Query *query, Level *parent, Analysis *a, bool top);
+static void analyze_level(Query *query, Level *parent, List *seeds, Analysis *a,
+						  bool top);
 
 static bool
 fail(Analysis *a, const char *reason)
@@ -238,6 +241,50 @@ is_tenant_equality(Expr *clause)
  * find_pins sets lv->pin for the logical tables of this level from its
  * conditions, following equalities between tenant columns.
  */
+/*
+ * subquery_column returns the range table index of a subquery at this level
+ * whose output column node is, or 0.
+ */
+static Index
+subquery_column(Node *node, Level *lv, AttrNumber *attno)
+{
+	Var		   *var;
+	RangeTblEntry *rte;
+
+	node = strip_relabel(node);
+	if (!IsA(node, Var) || ((Var *) node)->varlevelsup != 0)
+		return 0;
+	var = (Var *) node;
+	if (var->varno < 1 || var->varno > list_length(lv->query->rtable) || var->varattno <= 0)
+		return 0;
+	rte = rt_fetch(var->varno, lv->query->rtable);
+	if (rte->rtekind != RTE_SUBQUERY)
+		return 0;
+	*attno = var->varattno;
+	return var->varno;
+}
+
+/*
+ * simple_subquery tells whether a filter on a subquery's output filters the
+ * rows it reads: no grouping, aggregates, DISTINCT, window functions, LIMIT
+ * or set operations make one output row depend on other rows.
+ */
+static bool
+simple_subquery(Query *query)
+{
+	return query->groupClause == NIL && query->groupingSets == NIL &&
+		!query->hasAggs && !query->hasWindowFuncs && query->distinctClause == NIL &&
+		query->limitCount == NULL && query->limitOffset == NULL &&
+		query->setOperations == NULL && !query->hasTargetSRFs &&
+		query->havingQual == NULL;
+}
+
+static void
+seed(Level *lv, Index rti, AttrNumber attno, Node *value)
+{
+	lv->seeds[rti] = lappend(lv->seeds[rti], list_make2(makeInteger(attno), value));
+}
+
 static void
 find_pins(Level *lv, int nrtes)
 {
@@ -264,6 +311,15 @@ find_pins(Level *lv, int nrtes)
 		r = lsecond(((OpExpr *) cond->clause)->args);
 		li = tenant_var(l, lv, &ll);
 		ri = tenant_var(r, lv, &rl);
+		for (side = 0; side < 2; side++)
+		{
+			AttrNumber	attno;
+			Index		sub = subquery_column(side == 0 ? l : r, lv, &attno);
+			Node	   *other = side == 0 ? r : l;
+
+			if (sub != 0 && bms_is_member(sub, cond->filters) && is_value(other, false))
+				seed(lv, sub, attno, other);
+		}
 		for (side = 0; side < 2; side++)
 		{
 			Index		xi = side == 0 ? li : ri;
@@ -301,7 +357,65 @@ find_pins(Level *lv, int nrtes)
 			}
 		}
 	}
+
+	/* a subquery column equal to a pinned tenant column is filtered too */
+	foreach(lc, conds)
+	{
+		Cond	   *cond = lfirst(lc);
+		int			side;
+
+		if (!is_tenant_equality(cond->clause))
+			continue;
+		for (side = 0; side < 2; side++)
+		{
+			Node	   *x = side == 0 ? linitial(((OpExpr *) cond->clause)->args) :
+				lsecond(((OpExpr *) cond->clause)->args);
+			Node	   *y = side == 0 ? lsecond(((OpExpr *) cond->clause)->args) :
+				linitial(((OpExpr *) cond->clause)->args);
+			AttrNumber	attno;
+			Index		sub = subquery_column(x, lv, &attno);
+			Level	   *yl = NULL;
+			Index		yi = tenant_var(y, lv, &yl);
+
+			if (sub != 0 && yi != 0 && yl->pin[yi] != NULL &&
+				bms_is_member(sub, cond->filters))
+				seed(lv, sub, attno, yl->pin[yi]);
+		}
+	}
 	(void) nrtes;
+}
+
+/*
+ * apply_seeds pins what a filter on this subquery's output pins: its
+ * tenant columns passed through unchanged, if the subquery is simple.
+ */
+static void
+apply_seeds(Level *lv, List *seeds)
+{
+	ListCell   *lc;
+
+	if (seeds == NIL || !simple_subquery(lv->query))
+		return;
+	foreach(lc, seeds)
+	{
+		AttrNumber	attno = intVal(linitial(lfirst(lc)));
+		Node	   *value = lsecond(lfirst(lc));
+		TargetEntry *tle = get_tle_by_resno(lv->query->targetList, attno);
+		Var		   *var;
+		RangeTblEntry *rte;
+
+		if (tle == NULL || !IsA(strip_relabel((Node *) tle->expr), Var))
+			continue;
+		var = (Var *) strip_relabel((Node *) tle->expr);
+		if (var->varlevelsup != 0 || var->varno < 1 ||
+			var->varno > list_length(lv->query->rtable))
+			continue;
+		rte = rt_fetch(var->varno, lv->query->rtable);
+		if (lv->tenant[var->varno] == var->varattno && lv->pin[var->varno] == NULL)
+			lv->pin[var->varno] = value;
+		else if (rte->rtekind == RTE_SUBQUERY)
+			seed(lv, var->varno, var->varattno, value);
+	}
 }
 
 static bool
@@ -315,7 +429,7 @@ sublink_walker(Node *node, void *context)
 	{
 		SubLink    *sublink = (SubLink *) node;
 
-		analyze_level((Query *) sublink->subselect, args[0], args[1], false);
+		analyze_level((Query *) sublink->subselect, args[0], NIL, args[1], false);
 		return sublink_walker(sublink->testexpr, context);
 	}
 	if (IsA(node, Query))
@@ -328,7 +442,7 @@ sublink_walker(Node *node, void *context)
  * it: every table is a logical table, and every one scanned is pinned.
  */
 static void
-analyze_level(Query *query, Level *parent, Analysis *a, bool top)
+analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 {
 	int			nrtes = list_length(query->rtable);
 	Level		lv;
@@ -361,6 +475,7 @@ analyze_level(Query *query, Level *parent, Analysis *a, bool top)
 	lv.query = query;
 	lv.pin = palloc0(sizeof(Node *) * (nrtes + 1));
 	lv.tenant = palloc0(sizeof(AttrNumber) * (nrtes + 1));
+	lv.seeds = palloc0(sizeof(List *) * (nrtes + 1));
 
 	rti = 0;
 	foreach(lc, query->rtable)
@@ -407,6 +522,7 @@ analyze_level(Query *query, Level *parent, Analysis *a, bool top)
 			lv.tenant[rti] = table->tenant_attno;
 	}
 
+	apply_seeds(&lv, seeds);
 	find_pins(&lv, nrtes);
 	for (rti = 1; rti <= nrtes; rti++)
 	{
@@ -421,15 +537,18 @@ analyze_level(Query *query, Level *parent, Analysis *a, bool top)
 	}
 
 	/* the levels below */
+	rti = 0;
 	foreach(lc, query->rtable)
 	{
 		RangeTblEntry *rte = lfirst(lc);
 
+		rti++;
 		if (rte->rtekind == RTE_SUBQUERY)
-			analyze_level(rte->subquery, &lv, a, false);
+			analyze_level(rte->subquery, &lv, lv.seeds[rti], a, false);
 	}
 	foreach(lc, query->cteList)
-		analyze_level((Query *) ((CommonTableExpr *) lfirst(lc))->ctequery, &lv, a, false);
+		analyze_level((Query *) ((CommonTableExpr *) lfirst(lc))->ctequery, &lv, NIL, a,
+					  false);
 	walker_args[0] = &lv;
 	walker_args[1] = a;
 	query_tree_walker(query, sublink_walker, walker_args, QTW_IGNORE_RC_SUBQUERIES);
@@ -590,7 +709,7 @@ try_fast_path(Query *parse)
 		if (parse->jointree->fromlist != NIL || parse->cteList != NIL)
 			return NULL;
 	}
-	analyze_level(parse, NULL, &a, true);
+	analyze_level(parse, NULL, NIL, &a, true);
 	if (!a.ok)
 		return NULL;
 
@@ -625,6 +744,8 @@ try_fast_path(Query *parse)
 	nestlevel = EnterRemoteSqlSettings();
 	sql = pg_get_querydef(copy, false);
 	LeaveRemoteSqlSettings(nestlevel);
+	while (*sql == ' ')
+		sql++;					/* the deparser indents the first line */
 
 	if (a.writes)
 		flags |= ROUTER_WRITE;

@@ -226,6 +226,7 @@ node_type_shippable(Node *node, ShipContext *ctx)
 		case T_FromExpr:
 		case T_RangeTblRef:
 		case T_OnConflictExpr:
+		case T_InferenceElem:
 		case T_SetOperationStmt:
 		case T_RangeTblFunction:
 		case T_TableSampleClause:
