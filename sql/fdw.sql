@@ -5,8 +5,10 @@
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
 SET client_min_messages = warning;
 \c :shard1
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.items;
 \c :shard2
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.items;
 \c :coord
 \set SHOW_CONTEXT never

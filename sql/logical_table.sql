@@ -6,8 +6,10 @@
 -- leftovers of an interrupted run
 SET client_min_messages = warning;
 \c :shard1
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.users, public.orders, public.t_org;
 \c :shard2
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.users, public.orders, public.t_org;
 DROP DATABASE IF EXISTS tr_shard3;
 \c :coord
@@ -38,7 +40,7 @@ SELECT obj_description('users'::regclass, 'pg_class') AS comment;
 SELECT grantee, privilege_type FROM information_schema.role_table_grants
  WHERE table_name = 'users' AND grantee = 'tr_reader';
 SELECT grantee, column_name, privilege_type FROM information_schema.column_privileges
- WHERE table_name = 'users' AND grantee = 'tr_reader';
+ WHERE table_name = 'users' AND grantee = 'tr_reader' ORDER BY 2, 3;
 SELECT pg_get_serial_sequence('users', 'id');
 SELECT table_id, tenant_column FROM tenant_router.logical_tables;
 

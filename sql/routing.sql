@@ -5,8 +5,10 @@
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
 SET client_min_messages = warning;
 \c :shard1
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.users, public.orders;
 \c :shard2
+SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.users, public.orders;
 \c :coord
 \set SHOW_CONTEXT never
