@@ -33,6 +33,9 @@ TAP_TESTS   = 1
 PROVE_TESTS = test/t/*.pl
 PROVE_FLAGS = -I $(srcdir)/test/perl
 
+# rebuild a .c file when a header it includes changes (.deps/)
+override autodepend = yes
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 

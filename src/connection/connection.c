@@ -26,6 +26,8 @@
  */
 #include "postgres.h"
 
+#include <poll.h>
+
 #include "access/xact.h"
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
@@ -61,13 +63,13 @@ struct ShardConn
 	char	   *dsn;
 	char		label[SHARD_ID_MAXLEN]; /* the shard named in messages */
 	int			xact_depth;		/* 0: no remote transaction; n: savepoint level */
-	bool		xact_wrote;		/* written in the current remote transaction */
 	bool		broken;			/* remote transaction lost: fail until its end */
 	bool		in_pipeline;	/* the command in flight was pipelined */
 	List	   *pending;		/* commands to send before the next statement */
 	ShardStream *active;		/* stream reading from conn, if any */
 	HTAB	   *prepared;
 	uint32		next_stmt;
+	WaitEventSet *wait_set;		/* latch, postmaster death, conn's socket */
 };
 
 struct ShardStream
@@ -84,6 +86,8 @@ struct ShardStream
 
 static HTAB *ConnHash = NULL;
 static bool xact_callbacks_registered = false;
+static int	open_remote_xacts = 0;	/* connections with xact_depth > 0 */
+static ShardConn *xact_writer = NULL;	/* the shard written in this transaction */
 
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -94,6 +98,11 @@ static void sc_finish_command(ShardConn *sc, const char *sql);
 static void
 sc_disconnect(ShardConn *sc)
 {
+	if (sc->wait_set != NULL)
+	{
+		FreeWaitEventSet(sc->wait_set);
+		sc->wait_set = NULL;
+	}
 	if (sc->conn != NULL)
 	{
 		libpqsrv_disconnect(sc->conn);
@@ -211,6 +220,27 @@ sc_connect(ShardConn *sc)
 	PQsetNoticeReceiver(conn, notice_receiver, sc);
 	sc->conn = conn;
 	sc->next_stmt = 0;
+
+	/* one wait set for the life of the connection: no epoll set per wait */
+	sc->wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(sc->wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(sc->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(sc->wait_set, WL_SOCKET_READABLE, PQsocket(conn), NULL, NULL);
+}
+
+/*
+ * socket_has_input tells whether an idle connection's socket has anything to
+ * read (a shard says something only when it goes away) or is broken.
+ */
+static bool
+socket_has_input(PGconn *conn)
+{
+	struct pollfd pfd;
+
+	pfd.fd = PQsocket(conn);
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return pfd.fd < 0 || poll(&pfd, 1, 0) != 0;
 }
 
 /*
@@ -265,6 +295,7 @@ ShardConnGet(const char *shard_id, const char *dsn)
 	 * separate reads, hence two.
 	 */
 	if (sc->conn != NULL && sc->xact_depth == 0 && sc->active == NULL &&
+		socket_has_input(sc->conn) &&
 		(PQconsumeInput(sc->conn) == 0 || PQconsumeInput(sc->conn) == 0 ||
 		 PQstatus(sc->conn) != CONNECTION_OK))
 		sc_disconnect(sc);
@@ -294,24 +325,8 @@ ShardConnLabel(ShardConn *sc)
 bool
 ShardConnCanAutocommit(void)
 {
-	HASH_SEQ_STATUS status;
-	ShardConn  *sc;
-
-	if (IsTransactionBlock() || ExecutorNestLevel > 1 ||
-		GetCurrentTransactionNestLevel() > 1)
-		return false;
-	if (ConnHash == NULL)
-		return true;
-	hash_seq_init(&status, ConnHash);
-	while ((sc = hash_seq_search(&status)) != NULL)
-	{
-		if (sc->xact_depth > 0)
-		{
-			hash_seq_term(&status);
-			return false;
-		}
-	}
-	return true;
+	return !IsTransactionBlock() && ExecutorNestLevel <= 1 &&
+		GetCurrentTransactionNestLevel() == 1 && open_remote_xacts == 0;
 }
 
 /* ShardConnQueue queues a command to be sent before the next statement. */
@@ -327,23 +342,14 @@ ShardConnQueue(ShardConn *sc, const char *sql)
 static void
 check_single_writer(ShardConn *writer)
 {
-	HASH_SEQ_STATUS status;
-	ShardConn  *sc;
-
-	hash_seq_init(&status, ConnHash);
-	while ((sc = hash_seq_search(&status)) != NULL)
-	{
-		if (sc != writer && sc->xact_wrote)
-		{
-			hash_seq_term(&status);
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("transaction would write to more than one shard"),
-					 errdetail("Shard \"%s\" was written earlier in this transaction; this statement writes to shard \"%s\".",
-							   sc->label, writer->label),
-					 errhint("Write to one shard per transaction: commit before writing rows of tenants on another shard.")));
-		}
-	}
+	if (xact_writer != NULL && xact_writer != writer)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("transaction would write to more than one shard"),
+				 errdetail("Shard \"%s\" was written earlier in this transaction; this statement writes to shard \"%s\".",
+						   xact_writer->label, writer->label),
+				 errhint("Write to one shard per transaction: commit before writing rows of tenants on another shard.")));
+	xact_writer = writer;
 }
 
 /*
@@ -363,11 +369,8 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 		Assert(sc->xact_depth == 0);
 		return;
 	}
-	if (mode == SHARD_WRITE && !sc->xact_wrote)
-	{
+	if (mode == SHARD_WRITE)
 		check_single_writer(sc);
-		sc->xact_wrote = true;
-	}
 	if (sc->xact_depth == 0)
 	{
 		const char *level;
@@ -388,6 +391,7 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 				 level, XactReadOnly ? " READ ONLY" : "");
 		ShardConnQueue(sc, sql);
 		sc->xact_depth = 1;
+		open_remote_xacts++;
 	}
 	while (sc->xact_depth < curlevel)
 	{
@@ -403,7 +407,22 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 static PGresult *
 sc_get_result(ShardConn *sc)
 {
-	PGresult   *res = libpqsrv_get_result(sc->conn, PG_WAIT_EXTENSION);
+	PGresult   *res;
+
+	while (PQisBusy(sc->conn))
+	{
+		WaitEvent	event;
+
+		(void) WaitEventSetWait(sc->wait_set, -1, &event, 1, PG_WAIT_EXTENSION);
+		if (event.events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if ((event.events & WL_SOCKET_READABLE) && PQconsumeInput(sc->conn) == 0)
+			break;				/* broken: PQgetResult reports it */
+	}
+	res = PQgetResult(sc->conn);
 
 	if (PQstatus(sc->conn) != CONNECTION_OK)
 	{
@@ -917,11 +936,12 @@ xact_callback(XactEvent event, void *arg)
 				{
 					commit_remote(sc);
 					sc->xact_depth = 0;
-					sc->xact_wrote = false;
 				}
 				else
 					sc_release_active(sc);
 			}
+			open_remote_xacts = 0;
+			xact_writer = NULL;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			hash_seq_init(&status, ConnHash);
@@ -952,9 +972,10 @@ xact_callback(XactEvent event, void *arg)
 				if (!keep)
 					sc_disconnect(sc);
 				sc->xact_depth = 0;
-				sc->xact_wrote = false;
 				sc->broken = false;
 			}
+			open_remote_xacts = 0;
+			xact_writer = NULL;
 			break;
 		default:
 			break;

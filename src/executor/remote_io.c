@@ -22,9 +22,9 @@
 #include "tenant_router/remote_io.h"
 #include "tenant_router/shippable.h"
 
-/* output_is_plain tells whether a type's text form ignores every setting */
-static bool
-output_is_plain(Oid typid)
+/* output_needs returns the settings a type's text form depends on */
+static int
+output_needs(Oid typid)
 {
 	switch (typid)
 	{
@@ -43,9 +43,20 @@ output_is_plain(Oid typid)
 		case JSONBOID:
 		case BYTEAOID:
 		case CHAROID:
-			return true;
+			return 0;
+		case DATEOID:
+		case TIMEOID:
+		case TIMETZOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+			return REMOTE_NEEDS_DATESTYLE;
+		case INTERVALOID:
+			return REMOTE_NEEDS_INTERVALSTYLE;
+		case FLOAT4OID:
+		case FLOAT8OID:
+			return REMOTE_NEEDS_FLOAT_DIGITS;
 		default:
-			return false;
+			return REMOTE_NEEDS_ALL;	/* arrays, rows, other types */
 	}
 }
 
@@ -59,7 +70,7 @@ RemoteParamsInit(RemoteParams *params, int n, const Oid *typids)
 	params->types = palloc0(sizeof(Oid) * (n + 1));
 	params->values = palloc0(sizeof(char *) * (n + 1));
 	params->out_funcs = palloc0(sizeof(FmgrInfo) * (n + 1));
-	params->needs_settings = false;
+	params->needs = 0;
 	for (i = 0; i < n; i++)
 	{
 		Oid			outfunc;
@@ -68,8 +79,7 @@ RemoteParamsInit(RemoteParams *params, int n, const Oid *typids)
 		params->types[i] = RemoteParamType(typids[i]);
 		getTypeOutputInfo(typids[i], &outfunc, &isvarlena);
 		fmgr_info(outfunc, &params->out_funcs[i]);
-		if (!output_is_plain(typids[i]))
-			params->needs_settings = true;
+		params->needs |= output_needs(typids[i]);
 	}
 }
 
@@ -80,13 +90,12 @@ RemoteParamsFill(RemoteParams *params, const Datum *values, const bool *nulls)
 	int			nestlevel = 0;
 	int			i;
 
-	if (params->needs_settings)
-		nestlevel = EnterRemoteSqlSettings();
+	if (params->needs != 0)
+		nestlevel = EnterRemoteValueSettings(params->needs);
 	for (i = 0; i < params->n; i++)
 		params->values[i] = nulls[i] ? NULL :
 			OutputFunctionCall(&params->out_funcs[i], values[i]);
-	if (params->needs_settings)
-		LeaveRemoteSqlSettings(nestlevel);
+	LeaveRemoteValueSettings(nestlevel);
 }
 
 /*

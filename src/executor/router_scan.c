@@ -44,7 +44,7 @@ typedef struct RouterScanState
 	RemoteParams params;
 	AttInMetadata *attinmeta;
 	List	   *retrieved_attrs;
-	MemoryContext exec_cxt;
+	MemoryContext exec_cxt;		/* the query's: lives as long as the stream */
 
 	bool		started;
 	ShardStream *stream;
@@ -111,9 +111,7 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 	state->attinmeta = TupleDescGetAttInMetadata(tupdesc);
 	for (i = 1; i <= tupdesc->natts; i++)
 		state->retrieved_attrs = lappend_int(state->retrieved_attrs, i);
-	state->exec_cxt = AllocSetContextCreate(estate->es_query_cxt,
-											"tenant_router fast path",
-											ALLOCSET_SMALL_SIZES);
+	state->exec_cxt = estate->es_query_cxt;
 
 	/* EXPLAIN shows the shard when the tenant is known without running anything */
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && !(state->flags & ROUTER_INSERT) &&
@@ -296,7 +294,6 @@ rescan_router_scan(CustomScanState *node)
 
 	end_router_scan(node);
 	state->started = false;
-	MemoryContextReset(state->exec_cxt);
 }
 
 static void

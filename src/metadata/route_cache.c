@@ -7,7 +7,9 @@
  * Ranges are loaded lazily, in chunks of consecutive ranges read through the
  * catalog's range_start index, into sorted arrays searched by bisection: a
  * lookup is O(log n), and a new session pays for the ranges it routes to,
- * not for the size of the catalog.
+ * not for the size of the catalog.  A loaded range costs its array entries
+ * and its shard_id; DSN strings are stored once however many shards share
+ * them (many shards per server is the common layout).
  *
  * Invariants: the arrays hold non-overlapping ranges sorted by range_start;
  * any relcache invalidation of the catalog tables (sent at commit by the
@@ -23,6 +25,7 @@
 #include "access/table.h"
 #include "catalog/pg_foreign_table.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/trigger.h"
 #include "foreign/fdwapi.h"
 #include "foreign/foreign.h"
@@ -42,11 +45,17 @@
 
 static MemoryContext RouteCacheContext = NULL;
 static bool route_cache_stale = true;
-static HTAB *shard_hash = NULL;
-static int64 *range_starts = NULL;
-static int64 *range_ends = NULL;
-static ShardRoute **range_routes = NULL;
+static HTAB *dsn_hash = NULL;		/* interned DSN strings */
+static int64 *range_starts = NULL;	/* bisected: kept apart for locality */
+static ShardRoute *range_routes = NULL;
 static int	range_count = 0;
+
+/* an interned DSN */
+typedef struct DsnEntry
+{
+	uint64		key;			/* hash of the string */
+	char	   *dsn;
+} DsnEntry;
 
 static HTAB *table_hash = NULL;
 
@@ -61,8 +70,8 @@ route_cache_reset(void)
 												  ALLOCSET_DEFAULT_SIZES);
 	else
 		MemoryContextReset(RouteCacheContext);
-	shard_hash = NULL;
-	range_starts = range_ends = NULL;
+	dsn_hash = NULL;
+	range_starts = NULL;
 	range_routes = NULL;
 	range_count = 0;
 	route_cache_stale = false;
@@ -107,31 +116,30 @@ RouteCacheInit(void)
 	CacheRegisterSyscacheCallback(FOREIGNSERVEROID, server_callback, (Datum) 0);
 }
 
-static ShardRoute *
-remember_shard(ShardRow *row)
+/* intern_dsn returns the cache's copy of dsn, shared by equal DSNs */
+static char *
+intern_dsn(const char *dsn)
 {
-	ShardRoute *route;
+	uint64		key = hash_bytes_extended((const unsigned char *) dsn, strlen(dsn), 0);
+	DsnEntry   *entry;
 	bool		found;
 
-	if (shard_hash == NULL)
+	if (dsn_hash == NULL)
 	{
 		HASHCTL		ctl;
 
-		ctl.keysize = SHARD_ID_MAXLEN;
-		ctl.entrysize = sizeof(ShardRoute);
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(DsnEntry);
 		ctl.hcxt = RouteCacheContext;
-		shard_hash = hash_create("tenant_router shards", 64, &ctl,
-								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		dsn_hash = hash_create("tenant_router DSNs", 16, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	route = hash_search(shard_hash, row->shard_id, HASH_ENTER, &found);
+	entry = hash_search(dsn_hash, &key, HASH_ENTER, &found);
 	if (!found)
-	{
-		route->range_start = row->range_start;
-		route->range_end = row->range_end;
-		route->dsn = MemoryContextStrdup(RouteCacheContext, row->dsn);
-		route->version = row->version;
-	}
-	return route;
+		entry->dsn = MemoryContextStrdup(RouteCacheContext, dsn);
+	else if (strcmp(entry->dsn, dsn) != 0)
+		return MemoryContextStrdup(RouteCacheContext, dsn);	/* collision */
+	return entry->dsn;
 }
 
 /* bisect returns the index of the last range starting at or before tenant, or -1 */
@@ -161,11 +169,9 @@ bisect(int64 tenant)
 static void
 merge_chunk(List *rows)
 {
-	int			nrows = list_length(rows);
-	int			cap = range_count + nrows;
+	int			cap = range_count + list_length(rows);
 	int64	   *starts = MemoryContextAlloc(RouteCacheContext, sizeof(int64) * cap);
-	int64	   *ends = MemoryContextAlloc(RouteCacheContext, sizeof(int64) * cap);
-	ShardRoute **routes = MemoryContextAlloc(RouteCacheContext, sizeof(ShardRoute *) * cap);
+	ShardRoute *routes = MemoryContextAlloc(RouteCacheContext, sizeof(ShardRoute) * cap);
 	int			i = 0;
 	int			n = 0;
 	ListCell   *lc = list_head(rows);
@@ -174,29 +180,29 @@ merge_chunk(List *rows)
 	{
 		ShardRow   *row = lc ? (ShardRow *) lfirst(lc) : NULL;
 
-		if (row == NULL || (i < range_count && range_starts[i] < row->range_start))
+		if (row == NULL || (i < range_count && range_starts[i] <= row->range_start))
 		{
+			if (row != NULL && range_starts[i] == row->range_start)
+				lc = lnext(rows, lc);	/* loaded already */
 			starts[n] = range_starts[i];
-			ends[n] = range_ends[i];
 			routes[n++] = range_routes[i++];
 			continue;
 		}
-		if (i < range_count && range_starts[i] == row->range_start)
-			i++;				/* already loaded: take the row */
 		starts[n] = row->range_start;
-		ends[n] = row->range_end;
-		routes[n++] = remember_shard(row);
+		routes[n].range_start = row->range_start;
+		routes[n].range_end = row->range_end;
+		routes[n].shard_id = MemoryContextStrdup(RouteCacheContext, row->shard_id);
+		routes[n].dsn = intern_dsn(row->dsn);
+		n++;
 		lc = lnext(rows, lc);
 	}
 
 	if (range_starts)
 	{
 		pfree(range_starts);
-		pfree(range_ends);
 		pfree(range_routes);
 	}
 	range_starts = starts;
-	range_ends = ends;
 	range_routes = routes;
 	range_count = n;
 }
@@ -215,8 +221,8 @@ RouteTenant(int64 tenant)
 		route_cache_reset();
 
 	i = bisect(tenant);
-	if (i >= 0 && tenant <= range_ends[i])
-		return range_routes[i];
+	if (i >= 0 && tenant <= range_routes[i].range_end)
+		return &range_routes[i];
 
 	/* not loaded yet, or not owned: ask the catalog */
 	rows = CatalogShardChunk(tenant, RANGE_CHUNK);
@@ -228,8 +234,8 @@ RouteTenant(int64 tenant)
 	list_free_deep(rows);
 
 	i = bisect(tenant);
-	if (i >= 0 && tenant <= range_ends[i])
-		return range_routes[i];
+	if (i >= 0 && tenant <= range_routes[i].range_end)
+		return &range_routes[i];
 	return NULL;
 }
 

@@ -16,13 +16,13 @@
 #include "miscadmin.h"
 #include "utils/float.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 
 #include "tenant_router/deparse.h"
 
 /*
- * EnterRemoteSqlSettings switches to the shard sessions' settings until
- * LeaveRemoteSqlSettings is called with the level it returns.
+ * EnterRemoteSqlSettings switches to the shard sessions' settings (for
+ * deparsing: search_path too) until LeaveRemoteSqlSettings is called with
+ * the level it returns.
  */
 int
 EnterRemoteSqlSettings(void)
@@ -32,18 +32,8 @@ EnterRemoteSqlSettings(void)
 	(void) set_config_option("search_path", "pg_catalog",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	if (DateStyle != USE_ISO_DATES)
-		(void) set_config_option("datestyle", "ISO",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	if (IntervalStyle != INTSTYLE_POSTGRES)
-		(void) set_config_option("intervalstyle", "postgres",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-	if (extra_float_digits < 3)
-		(void) set_config_option("extra_float_digits", "3",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+	/* a nested level: leaving the outer one undoes it too */
+	(void) EnterRemoteValueSettings(REMOTE_NEEDS_ALL);
 	return nestlevel;
 }
 
@@ -54,16 +44,41 @@ LeaveRemoteSqlSettings(int nestlevel)
 }
 
 /*
- * DatumToRemoteText returns the text form of a value as a shard session
- * reads it; the caller must be inside EnterRemoteSqlSettings when the type's
- * output depends on settings.
+ * EnterRemoteValueSettings switches the settings that change how the values
+ * at hand print (needs: REMOTE_NEEDS_*), and only those that differ from
+ * the shard sessions'; it returns 0 when nothing changed, the common case,
+ * which costs no GUC nest level.
  */
-char *
-DatumToRemoteText(Datum value, Oid typid)
+int
+EnterRemoteValueSettings(int needs)
 {
-	Oid			outfunc;
-	bool		isvarlena;
+	bool		datestyle = (needs & REMOTE_NEEDS_DATESTYLE) && DateStyle != USE_ISO_DATES;
+	bool		intervalstyle = (needs & REMOTE_NEEDS_INTERVALSTYLE) &&
+		IntervalStyle != INTSTYLE_POSTGRES;
+	bool		floats = (needs & REMOTE_NEEDS_FLOAT_DIGITS) && extra_float_digits < 3;
+	int			nestlevel;
 
-	getTypeOutputInfo(typid, &outfunc, &isvarlena);
-	return OidOutputFunctionCall(outfunc, value);
+	if (!datestyle && !intervalstyle && !floats)
+		return 0;
+	nestlevel = NewGUCNestLevel();
+	if (datestyle)
+		(void) set_config_option("datestyle", "ISO",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	if (intervalstyle)
+		(void) set_config_option("intervalstyle", "postgres",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	if (floats)
+		(void) set_config_option("extra_float_digits", "3",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+void
+LeaveRemoteValueSettings(int nestlevel)
+{
+	if (nestlevel != 0)
+		AtEOXact_GUC(true, nestlevel);
 }

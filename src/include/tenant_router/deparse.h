@@ -12,6 +12,13 @@
 
 extern int	EnterRemoteSqlSettings(void);
 extern void LeaveRemoteSqlSettings(int nestlevel);
-extern char *DatumToRemoteText(Datum value, Oid typid);
+/* what values need to print as a shard reads them */
+#define REMOTE_NEEDS_DATESTYLE		0x01
+#define REMOTE_NEEDS_INTERVALSTYLE	0x02
+#define REMOTE_NEEDS_FLOAT_DIGITS	0x04
+#define REMOTE_NEEDS_ALL			0x07
+
+extern int	EnterRemoteValueSettings(int needs);
+extern void LeaveRemoteValueSettings(int nestlevel);
 
 #endif

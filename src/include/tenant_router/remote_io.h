@@ -20,7 +20,7 @@ typedef struct RemoteParams
 	Oid		   *types;			/* declared to the shard (0: shard infers) */
 	const char **values;		/* text, NULL for SQL NULL */
 	FmgrInfo   *out_funcs;
-	bool		needs_settings; /* some output depends on DateStyle & co */
+	int			needs;			/* REMOTE_NEEDS_*: settings the output uses */
 } RemoteParams;
 
 extern void RemoteParamsInit(RemoteParams *params, int n, const Oid *typids);

@@ -12,14 +12,13 @@
 
 #define SHARD_ID_MAXLEN 64
 
-/* what the router knows about a shard */
+/* what the router knows about a shard's range */
 typedef struct ShardRoute
 {
-	char		shard_id[SHARD_ID_MAXLEN];	/* hash key */
 	int64		range_start;
 	int64		range_end;
-	char	   *dsn;
-	int64		version;
+	char	   *shard_id;
+	char	   *dsn;			/* shared by every shard with this DSN */
 } ShardRoute;
 
 /* what the router knows about a logical table */
