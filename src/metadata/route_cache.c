@@ -5,11 +5,16 @@
  *	  relations are logical tables.
  *
  * Ranges are loaded lazily, in chunks of consecutive ranges read through the
- * catalog's range_start index, into sorted arrays searched by bisection: a
- * lookup is O(log n), and a new session pays for the ranges it routes to,
- * not for the size of the catalog.  A loaded range costs its array entries
- * and its shard_id; DSN strings are stored once however many shards share
- * them (many shards per server is the common layout).
+ * catalog's range_start index, so that a new session pays for the ranges it
+ * routes to, not for the size of the catalog; a backend that keeps missing
+ * loads the whole catalog in one ordered scan instead.  A loaded range costs
+ * its array entries and its shard_id; DSN strings are stored once however
+ * many shards share them (many shards per server is the common layout).
+ *
+ * A lookup first picks a bucket of an index that spreads the loaded range
+ * starts over as many equal-width buckets as there are ranges, then bisects
+ * within the bucket: O(log n) at worst, a couple of memory accesses when
+ * ranges are of similar width, whatever their number.
  *
  * Invariants: the arrays hold non-overlapping ranges sorted by range_start;
  * any relcache invalidation of the catalog tables (sent at commit by the
@@ -42,13 +47,31 @@
 
 /* ranges loaded per catalog probe */
 #define RANGE_CHUNK 64
+/* probes after which a backend loads every range at once */
+#define FULL_LOAD_AFTER_MISSES 16
 
 static MemoryContext RouteCacheContext = NULL;
 static bool route_cache_stale = true;
 static HTAB *dsn_hash = NULL;		/* interned DSN strings */
-static int64 *range_starts = NULL;	/* bisected: kept apart for locality */
+/* what a lookup reads, kept apart from the routes for locality */
+typedef struct RangeKey
+{
+	int64		start;
+	int64		end;
+} RangeKey;
+
+static RangeKey *range_keys = NULL;
 static ShardRoute *range_routes = NULL;
 static int	range_count = 0;
+static bool range_complete = false;	/* every range of the catalog is loaded */
+static int	range_misses = 0;		/* catalog probes since the last reset */
+
+/* bucket index over the range starts: bucket b holds starts in
+ * [bucket_base + b * bucket_width, bucket_base + (b + 1) * bucket_width) */
+static uint32 *bucket_first = NULL; /* [b]: first range in bucket >= b */
+static int	bucket_count = 0;
+static int64 bucket_base = 0;
+static uint64 bucket_width = 1;
 
 /* an interned DSN */
 typedef struct DsnEntry
@@ -71,9 +94,13 @@ route_cache_reset(void)
 	else
 		MemoryContextReset(RouteCacheContext);
 	dsn_hash = NULL;
-	range_starts = NULL;
+	range_keys = NULL;
 	range_routes = NULL;
 	range_count = 0;
+	range_complete = false;
+	range_misses = 0;
+	bucket_first = NULL;
+	bucket_count = 0;
 	route_cache_stale = false;
 }
 
@@ -142,19 +169,56 @@ intern_dsn(const char *dsn)
 	return entry->dsn;
 }
 
-/* bisect returns the index of the last range starting at or before tenant, or -1 */
-static inline int
-bisect(int64 tenant)
+/* build_buckets rebuilds the bucket index after the arrays changed */
+static void
+build_buckets(void)
 {
-	int			lo = 0;
-	int			hi = range_count - 1;
-	int			found = -1;
+	int			i;
+	int			b = 0;
 
+	if (bucket_first != NULL)
+		pfree(bucket_first);
+	bucket_count = Max(range_count, 1);
+	bucket_first = MemoryContextAlloc(RouteCacheContext, sizeof(uint32) * (bucket_count + 1));
+	bucket_base = range_count > 0 ? range_keys[0].start : 0;
+	bucket_width = range_count > 0 ?
+		((uint64) range_keys[range_count - 1].start - (uint64) bucket_base) / bucket_count + 1 : 1;
+	for (i = 0; i < range_count; i++)
+	{
+		uint64		bi = ((uint64) range_keys[i].start - (uint64) bucket_base) / bucket_width;
+
+		while (b <= (int) bi)
+			bucket_first[b++] = i;
+	}
+	while (b <= bucket_count)
+		bucket_first[b++] = range_count;
+}
+
+/* find_start returns the index of the last range starting at or before tenant, or -1 */
+static inline int
+find_start(int64 tenant)
+{
+	uint64		bi;
+	int			lo;
+	int			hi;
+	int			found;
+
+	if (range_count == 0 || tenant < range_keys[0].start)
+		return -1;
+	if (tenant >= range_keys[range_count - 1].start)
+		return range_count - 1;
+	bi = ((uint64) tenant - (uint64) bucket_base) / bucket_width;
+	if (bi >= (uint64) bucket_count)
+		bi = bucket_count - 1;
+	/* the answer is the last start <= tenant in the bucket, or the one before it */
+	lo = bucket_first[bi];
+	hi = bucket_first[bi + 1] - 1;
+	found = lo - 1;
 	while (lo <= hi)
 	{
 		int			mid = lo + (hi - lo) / 2;
 
-		if (range_starts[mid] <= tenant)
+		if (range_keys[mid].start <= tenant)
 		{
 			found = mid;
 			lo = mid + 1;
@@ -170,7 +234,7 @@ static void
 merge_chunk(List *rows)
 {
 	int			cap = range_count + list_length(rows);
-	int64	   *starts = MemoryContextAlloc(RouteCacheContext, sizeof(int64) * cap);
+	RangeKey   *keys = MemoryContextAlloc(RouteCacheContext, sizeof(RangeKey) * cap);
 	ShardRoute *routes = MemoryContextAlloc(RouteCacheContext, sizeof(ShardRoute) * cap);
 	int			i = 0;
 	int			n = 0;
@@ -180,15 +244,16 @@ merge_chunk(List *rows)
 	{
 		ShardRow   *row = lc ? (ShardRow *) lfirst(lc) : NULL;
 
-		if (row == NULL || (i < range_count && range_starts[i] <= row->range_start))
+		if (row == NULL || (i < range_count && range_keys[i].start <= row->range_start))
 		{
-			if (row != NULL && range_starts[i] == row->range_start)
+			if (row != NULL && range_keys[i].start == row->range_start)
 				lc = lnext(rows, lc);	/* loaded already */
-			starts[n] = range_starts[i];
+			keys[n] = range_keys[i];
 			routes[n++] = range_routes[i++];
 			continue;
 		}
-		starts[n] = row->range_start;
+		keys[n].start = row->range_start;
+		keys[n].end = row->range_end;
 		routes[n].range_start = row->range_start;
 		routes[n].range_end = row->range_end;
 		routes[n].shard_id = MemoryContextStrdup(RouteCacheContext, row->shard_id);
@@ -197,14 +262,15 @@ merge_chunk(List *rows)
 		lc = lnext(rows, lc);
 	}
 
-	if (range_starts)
+	if (range_keys)
 	{
-		pfree(range_starts);
+		pfree(range_keys);
 		pfree(range_routes);
 	}
-	range_starts = starts;
+	range_keys = keys;
 	range_routes = routes;
 	range_count = n;
+	build_buckets();
 }
 
 /*
@@ -217,24 +283,32 @@ RouteTenant(int64 tenant)
 	int			i;
 	List	   *rows;
 
+	bool		full_load;
+
 	if (route_cache_stale)
 		route_cache_reset();
 
-	i = bisect(tenant);
-	if (i >= 0 && tenant <= range_routes[i].range_end)
+	i = find_start(tenant);
+	if (i >= 0 && tenant <= range_keys[i].end)
 		return &range_routes[i];
+	if (range_complete)
+		return NULL;			/* no shard owns it */
 
 	/* not loaded yet, or not owned: ask the catalog */
-	rows = CatalogShardChunk(tenant, RANGE_CHUNK);
+	full_load = (++range_misses > FULL_LOAD_AFTER_MISSES);
+	rows = full_load ? CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX) :
+		CatalogShardChunk(tenant, RANGE_CHUNK);
 	if (route_cache_stale)
 		route_cache_reset();	/* invalidated while reading */
+	else if (full_load)
+		range_complete = true;
 	if (rows == NIL)
 		return NULL;
 	merge_chunk(rows);
 	list_free_deep(rows);
 
-	i = bisect(tenant);
-	if (i >= 0 && tenant <= range_routes[i].range_end)
+	i = find_start(tenant);
+	if (i >= 0 && tenant <= range_keys[i].end)
 		return &range_routes[i];
 	return NULL;
 }
