@@ -64,8 +64,11 @@ start)
 		--dir "$dir" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
 	start_pg shard1 "$s1"
 	start_pg shard2 "$s2"
+	# trtest.*: the shards' DSNs, for isolation specs (they cannot read the environment)
 	start_pg coordinator "$coord" \
 		"shared_preload_libraries = 'tenant_router'" \
+		"trtest.shard1_dsn = 'host=127.0.0.1 port=$s1 dbname=postgres user=postgres'" \
+		"trtest.shard2_dsn = 'host=127.0.0.1 port=$s2 dbname=postgres user=postgres'" \
 		"tenant_router.database = 'postgres'" \
 		"tenant_router.redis_host = '127.0.0.1'" \
 		"tenant_router.redis_port = $redis"
