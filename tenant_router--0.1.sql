@@ -82,6 +82,31 @@ CREATE TRIGGER logical_table_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenant_router.logical_table
     FOR EACH STATEMENT EXECUTE FUNCTION tenant_router.catalog_changed();
 
+/*
+ * A dropped logical table leaves the catalog with it (the shards keep their
+ * copies and rows).  Runs as the extension owner, so that a table owner who
+ * is not superuser can still drop the table.
+ */
+CREATE FUNCTION tenant_router.forget_dropped_tables()
+    RETURNS event_trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF to_regclass('tenant_router.logical_table') IS NOT NULL THEN
+        DELETE FROM tenant_router.logical_table t
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND d.objid = t.table_id::oid;
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenant_router.forget_dropped_tables() FROM PUBLIC;
+
+CREATE EVENT TRIGGER tenant_router_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION tenant_router.forget_dropped_tables();
+
 /* Helpers used by the views. */
 CREATE FUNCTION tenant_router.dsn_redact(dsn text)
     RETURNS text

@@ -7,10 +7,10 @@
 SET client_min_messages = warning;
 \c :shard1
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.users, public.orders, public.t_org;
+DROP TABLE IF EXISTS public.users, public.orders, public.t_org, public.t_drop;
 \c :shard2
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.users, public.orders, public.t_org;
+DROP TABLE IF EXISTS public.users, public.orders, public.t_org, public.t_drop;
 DROP DATABASE IF EXISTS tr_shard3;
 \c :coord
 \set SHOW_CONTEXT never
@@ -142,6 +142,20 @@ SELECT shard_add('shard3', 20001, 30000, :'shard3');
 \dt public.*
 SELECT conrelid::regclass, pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'tenant_router_range' ORDER BY 1;
 
+-- dropping a logical table forgets it; its copies on the shards stay
+\c :coord
+\set SHOW_CONTEXT never
+CREATE ROLE tr_dropper;
+CREATE TABLE t_drop (tenant_id int NOT NULL);
+ALTER TABLE t_drop OWNER TO tr_dropper;
+SELECT logical_table_add('t_drop');
+SELECT table_id FROM tenant_router.logical_tables ORDER BY 1;
+SET ROLE tr_dropper;
+DROP FOREIGN TABLE t_drop;
+RESET ROLE;
+SELECT table_id FROM tenant_router.logical_tables ORDER BY 1;
+DROP ROLE tr_dropper;
+
 -- cleanup, on the shards too
 \c :coord
 DROP EXTENSION tenant_router CASCADE;
@@ -151,8 +165,7 @@ DROP FUNCTION t_trig_f();
 DROP SEQUENCE t_seq;
 DROP ROLE tr_reader;
 \c :shard1
-DROP TABLE public.users;
-DROP TABLE public.t_org;
+DROP TABLE public.users, public.t_org, public.t_drop;
 \c :shard2
-DROP TABLE public.users, public.orders, public.t_org;
+DROP TABLE public.users, public.orders, public.t_org, public.t_drop;
 DROP DATABASE tr_shard3;
