@@ -64,6 +64,18 @@ typedef struct TrScanState
 
 static unsigned int cursor_number = 0;
 
+static void start_scan(ForeignScanState *node, TrScanState *state);
+
+static bool
+contain_param_walker(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Param))
+		return true;
+	return expression_tree_walker(node, contain_param_walker, context);
+}
+
 void
 TrBeginForeignScan(ForeignScanState *node, int eflags)
 {
@@ -115,6 +127,11 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	state->scan_cxt = AllocSetContextCreate(CurrentMemoryContext,
 											"tenant_router scan",
 											ALLOCSET_SMALL_SIZES);
+
+	/* EXPLAIN names the shards when the tenant conditions are constants */
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && state->ntenant > 0 &&
+		!contain_param_walker((Node *) list_copy_tail(exprs, state->nparams), NULL))
+		start_scan(node, state);
 }
 
 /* choose_shards evaluates the tenant conditions and prunes */
@@ -299,14 +316,20 @@ TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	ForeignScan *fsplan = (ForeignScan *) node->ss.ps.plan;
 	TrScanState *state = node->fdw_state;
 
-	if (es->analyze && state != NULL && state->started)
+	if (state != NULL && state->started)
 	{
 		StringInfoData buf;
 		ListCell   *lc;
 
+		/* after a run, the shards visited; before, the shards chosen */
 		initStringInfo(&buf);
-		foreach(lc, state->visited)
-			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", (char *) lfirst(lc));
+		foreach(lc, es->analyze ? state->visited : state->shards)
+		{
+			char	   *name = es->analyze ? (char *) lfirst(lc) :
+				((ShardRow *) lfirst(lc))->shard_id;
+
+			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", name);
+		}
 		ExplainPropertyText("Shards", buf.len ? buf.data : "none", es);
 	}
 	else
