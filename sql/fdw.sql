@@ -40,6 +40,16 @@ SELECT count(*), min(name), max(name) FROM items;
 \c :coord
 \set SHOW_CONTEXT never
 
+-- rows for one shard travel as multi-row INSERTs (batches of 100)
+INSERT INTO items (tenant_id, name, qty) SELECT 16000, 'batch ' || g, g FROM generate_series(1, 250) g;
+SELECT count(*), sum(qty) FROM items WHERE tenant_id = 16000;
+SET tenant_router.enable_fast_path = off;
+INSERT INTO items (id, tenant_id, name) VALUES (1, 1, 'dup'), (900001, 1, 'new') ON CONFLICT DO NOTHING;
+RESET tenant_router.enable_fast_path;
+SELECT id, name FROM items WHERE id IN (1, 900001) ORDER BY id;
+DELETE FROM items WHERE tenant_id = 16000;
+DELETE FROM items WHERE id = 900001;
+
 -- scans visit the shards that can hold the tenants asked for
 EXPLAIN (COSTS OFF, VERBOSE) SELECT name FROM items WHERE qty > 5;
 SELECT tenant_id, name FROM items ORDER BY id;

@@ -261,6 +261,8 @@ tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 	routine->PlanForeignModify = TrPlanForeignModify;
 	routine->BeginForeignModify = TrBeginForeignModify;
 	routine->ExecForeignInsert = TrExecForeignInsert;
+	routine->ExecForeignBatchInsert = TrExecForeignBatchInsert;
+	routine->GetForeignModifyBatchSize = TrGetForeignModifyBatchSize;
 	routine->ExecForeignUpdate = TrExecForeignUpdate;
 	routine->ExecForeignDelete = TrExecForeignDelete;
 	routine->EndForeignModify = TrEndForeignModify;

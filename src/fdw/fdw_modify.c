@@ -33,11 +33,14 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 
 #define TENANT_JUNK_NAME "tenant_router_tenant"
+/* rows per multi-row INSERT sent to a shard */
+#define INSERT_BATCH_ROWS 100
 
 typedef struct TrModifyState
 {
@@ -47,6 +50,7 @@ typedef struct TrModifyState
 	char	   *sql;
 	List	   *target_attrs;
 	List	   *retrieved_attrs;	/* RETURNING columns, or NIL */
+	bool		do_nothing;		/* INSERT ... ON CONFLICT DO NOTHING */
 	AttrNumber	ctid_attno;		/* junk columns of the subplan */
 	AttrNumber	tenant_attno;
 	RemoteParams params;
@@ -187,7 +191,8 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 		append_column_list(&sql, rel, returning);
 	}
 	table_close(rel, NoLock);
-	return list_make3(makeString(sql.data), target_attrs, returning);
+	return list_make4(makeString(sql.data), target_attrs, returning,
+					  makeBoolean(plan->onConflictAction == ONCONFLICT_NOTHING));
 }
 
 static TrModifyState *
@@ -233,6 +238,7 @@ TrBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 								strVal(list_nth(fdw_private, FdwModifySql)),
 								list_nth(fdw_private, FdwModifyTargetAttrs),
 								list_nth(fdw_private, FdwModifyRetrievedAttrs));
+	state->do_nothing = boolVal(list_nth(fdw_private, FdwModifyDoNothing));
 	if (mtstate->operation != CMD_INSERT)
 	{
 		Plan	   *subplan = outerPlanState(mtstate)->plan;
@@ -245,6 +251,17 @@ TrBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 	rinfo->ri_FdwState = state;
 }
 
+static void
+no_shard(TrModifyState *state, int64 tenant)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CHECK_VIOLATION),
+			 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
+			 errdetail("Logical table \"%s\" routes rows by column %s.",
+					   RelationGetRelationName(state->rel), state->table->tenant_column),
+			 errhint("Add a shard whose range includes the tenant with shard_add().")));
+}
+
 /* shard_of returns the connection of the shard owning tenant, ready to write */
 static ShardConn *
 shard_of(TrModifyState *state, int64 tenant)
@@ -253,12 +270,7 @@ shard_of(TrModifyState *state, int64 tenant)
 	ShardConn  *sc;
 
 	if (route == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
-				 errdetail("Logical table \"%s\" routes rows by column %s.",
-						   RelationGetRelationName(state->rel), state->table->tenant_column),
-				 errhint("Add a shard whose range includes the tenant with shard_add().")));
+		no_shard(state, tenant);
 	sc = ShardConnGet(route->shard_id, route->dsn);
 	ShardConnBegin(sc, SHARD_WRITE);
 	return sc;
@@ -416,6 +428,130 @@ TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 void
 TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 {
+}
+
+/*
+ * TrGetForeignModifyBatchSize lets the executor hand over rows to insert in
+ * batches, which go to their shards as multi-row INSERTs: not when the rows
+ * must come back (RETURNING).
+ */
+int
+TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
+{
+	TrModifyState *state = rinfo->ri_FdwState;
+	int			ncols;
+
+	if (state == NULL || state->retrieved_attrs != NIL ||
+		(rinfo->ri_TrigDesc && rinfo->ri_TrigDesc->trig_insert_after_row))
+		return 1;
+	ncols = Max(list_length(state->target_attrs), 1);
+	return Min(INSERT_BATCH_ROWS, PQ_QUERY_PARAM_MAX_LIMIT / ncols);
+}
+
+/* batch_insert sends rows first..first+n-1 of slots to sc as one INSERT */
+static uint64
+batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *rows, int n)
+{
+	int			ncols = list_length(state->target_attrs);
+	int			nparams = n * ncols;
+	Oid		   *types = palloc(sizeof(Oid) * (nparams + 1));
+	const char **values = palloc(sizeof(char *) * (nparams + 1));
+	StringInfoData sql;
+	PGresult   *res;
+	uint64		affected;
+	int			nestlevel = 0;
+	int			r;
+	int			p = 0;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "INSERT INTO %s (", state->table->remote_name);
+	append_column_list(&sql, state->rel, state->target_attrs);
+	appendStringInfoString(&sql, ") VALUES ");
+	if (state->params.needs != 0)
+		nestlevel = EnterRemoteValueSettings(state->params.needs);
+	for (r = 0; r < n; r++)
+	{
+		TupleTableSlot *slot = slots[rows[r]];
+		ListCell   *lc;
+		int			c = 0;
+
+		slot_getallattrs(slot);
+		appendStringInfoString(&sql, r > 0 ? ", (" : "(");
+		foreach(lc, state->target_attrs)
+		{
+			int			attno = lfirst_int(lc);
+
+			types[p] = state->params.types[c];
+			values[p] = slot->tts_isnull[attno - 1] ? NULL :
+				OutputFunctionCall(&state->params.out_funcs[c], slot->tts_values[attno - 1]);
+			appendStringInfo(&sql, "%s$%d", c > 0 ? ", " : "", ++p);
+			c++;
+		}
+		appendStringInfoChar(&sql, ')');
+	}
+	LeaveRemoteValueSettings(nestlevel);
+	if (state->do_nothing)
+		appendStringInfoString(&sql, " ON CONFLICT DO NOTHING");
+
+	res = ShardConnExec(sc, sql.data, nparams, types, values);
+	affected = strtou64(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return affected;
+}
+
+/*
+ * TrExecForeignBatchInsert inserts a batch of rows: grouped by the shard that
+ * owns their tenants, one multi-row INSERT per shard.
+ */
+TupleTableSlot **
+TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
+						 TupleTableSlot **planSlots, int *numSlots)
+{
+	TrModifyState *state = rinfo->ri_FdwState;
+	int			n = *numSlots;
+	char	  **shard_of_row = palloc(sizeof(char *) * n);
+	bool	   *done = palloc0(sizeof(bool) * n);
+	int		   *rows = palloc(sizeof(int) * n);
+	uint64		inserted = 0;
+	int			i;
+	MemoryContext old = MemoryContextSwitchTo(state->row_cxt);
+
+	for (i = 0; i < n; i++)
+	{
+		ShardRoute *route;
+		int64		tenant = tenant_of_slot(state, slots[i]);
+
+		route = RouteTenant(tenant);
+		if (route == NULL)
+			no_shard(state, tenant);
+		shard_of_row[i] = pstrdup(route->shard_id);
+	}
+	for (i = 0; i < n; i++)
+	{
+		ShardRoute *route;
+		ShardConn  *sc;
+		int			nrows = 0;
+		int			j;
+
+		if (done[i])
+			continue;
+		for (j = i; j < n; j++)
+		{
+			if (!done[j] && strcmp(shard_of_row[j], shard_of_row[i]) == 0)
+			{
+				rows[nrows++] = j;
+				done[j] = true;
+			}
+		}
+		route = RouteTenant(tenant_of_slot(state, slots[i]));
+		sc = ShardConnGet(route->shard_id, route->dsn);
+		ShardConnBegin(sc, SHARD_WRITE);
+		inserted += batch_insert(state, sc, slots, rows, nrows);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(state->row_cxt);
+	*numSlots = (int) inserted;
+	return slots;
 }
 
 int

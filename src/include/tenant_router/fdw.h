@@ -26,7 +26,8 @@ enum FdwModifyPrivate
 {
 	FdwModifySql,				/* remote statement (String) */
 	FdwModifyTargetAttrs,		/* attnums of its parameters (IntList) */
-	FdwModifyRetrievedAttrs		/* attnums of RETURNING columns (IntList) */
+	FdwModifyRetrievedAttrs,	/* attnums of RETURNING columns (IntList) */
+	FdwModifyDoNothing			/* ON CONFLICT DO NOTHING (Boolean) */
 };
 
 /* fdw_scan.c */
@@ -50,6 +51,11 @@ extern TupleTableSlot *TrExecForeignUpdate(EState *estate, ResultRelInfo *rinfo,
 										   TupleTableSlot *slot, TupleTableSlot *planSlot);
 extern TupleTableSlot *TrExecForeignDelete(EState *estate, ResultRelInfo *rinfo,
 										   TupleTableSlot *slot, TupleTableSlot *planSlot);
+extern TupleTableSlot **TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo,
+												 TupleTableSlot **slots,
+												 TupleTableSlot **planSlots,
+												 int *numSlots);
+extern int	TrGetForeignModifyBatchSize(ResultRelInfo *rinfo);
 extern void TrEndForeignModify(EState *estate, ResultRelInfo *rinfo);
 extern void TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo);
 extern void TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo);
