@@ -61,17 +61,7 @@ cluster=$work/cluster
 # stop_everything stops every server under $work: the harness cluster, and any
 # server a TAP test left behind (a test killed mid-way does not run its END).
 stop_everything() {
-	local pid pidfile
-	if [ -d "$cluster" ]; then
-		test/harness.sh stop "$cluster" || true
-	fi
-	while IFS= read -r pidfile; do
-		as_pg pg_ctl -D "$(dirname "$pidfile")" -m immediate -w stop >/dev/null 2>&1 || true
-	done < <(find "$work" -name postmaster.pid 2>/dev/null)
-	while IFS= read -r pidfile; do
-		pid=$(cat "$pidfile" 2>/dev/null) || continue
-		if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
-	done < <(find "$work" -name redis.pid 2>/dev/null)
+	"$TR_ROOT/test/harness.sh" stop "$work" || true
 }
 
 finish() {
@@ -148,7 +138,7 @@ run_pg_regress() {
 t1=$SECONDS
 if [ ${#regress_tests[@]} -gt 0 ] || [ ${#isolation_tests[@]} -gt 0 ]; then
 	say "Starting the test cluster (coordinator, 2 shards, Redis)"
-	test/harness.sh start "$cluster"
+	"$TR_ROOT/test/harness.sh" start "$cluster"
 	# shellcheck disable=SC1091
 	coord_port=$(. "$cluster/env.sh" && echo "$TR_COORD_PORT")
 fi
@@ -166,7 +156,7 @@ fi
 
 # The TAP tests start their own servers: free the cluster's resources first.
 if [ -d "$cluster" ]; then
-	test/harness.sh stop "$cluster"
+	"$TR_ROOT/test/harness.sh" stop "$cluster"
 fi
 t_sql=$((SECONDS - t1))
 

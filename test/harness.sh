@@ -8,7 +8,8 @@
 #       P and shard i on P+i, or --redis-port for Redis; a port asked for but
 #       taken is replaced by a free one, with a warning.
 #   test/harness.sh stop DIR
-#       stop everything started under DIR (safe to repeat).
+#       stop every PostgreSQL and Redis server whose pid file is under DIR,
+#       at any depth (safe to repeat, and to use on a TAP test's directory).
 #
 # DIR/env.sh exports PGHOST PGPORT PGUSER PGDATABASE (the coordinator),
 # TR_DIR, TR_COORD_PORT, TR_REDIS_PORT, TR_SHARDS (N), and for each shard i
@@ -107,6 +108,12 @@ start_redis() {	# port
 	exit 1
 }
 
+# serves_dir pid dir: is pid a live process whose working directory is dir?
+serves_dir() {
+	[ -n "$1" ] && [ -d "/proc/$1" ] &&
+		[ "$(readlink -f "/proc/$1/cwd" 2>/dev/null)" = "$(readlink -f "$2")" ]
+}
+
 # wait_gone pid: wait up to 10 s for a process to exit.
 wait_gone() {
 	for _ in $(seq 100); do
@@ -158,17 +165,25 @@ start)
 stop)
 	[ $# -eq 0 ] || usage
 	[ -d "$dir" ] || exit 0
-	for pgdata in "$dir"/coordinator "$dir"/shard*; do
-		if [ -f "$pgdata/postmaster.pid" ]; then
-			as_pg "$bindir/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+	# Every server whose pid file is anywhere under DIR (a TAP test's too),
+	# provided the pid still names that server: a server's working directory
+	# is its data directory (PostgreSQL) or its --dir (Redis), the directory
+	# of its pid file.  A pid file left by a crash or a reboot may name an
+	# unrelated process by now.
+	while IFS= read -r pidfile; do
+		pid=$(head -n 1 "$pidfile" 2>/dev/null) || continue
+		if serves_dir "$pid" "$(dirname "$pidfile")"; then
+			as_pg "$bindir/pg_ctl" -D "$(dirname "$pidfile")" -m immediate -w stop >/dev/null 2>&1 || true
 		fi
-	done
-	if [ -f "$dir/redis.pid" ]; then
-		pid=$(cat "$dir/redis.pid")
-		kill "$pid" 2>/dev/null || true
-		wait_gone "$pid" || kill -9 "$pid" 2>/dev/null || true
-		rm -f "$dir/redis.pid"
-	fi
+	done < <(find "$dir" -name postmaster.pid 2>/dev/null)
+	while IFS= read -r pidfile; do
+		pid=$(head -n 1 "$pidfile" 2>/dev/null) || continue
+		if serves_dir "$pid" "$(dirname "$pidfile")"; then
+			kill "$pid" 2>/dev/null || true
+			wait_gone "$pid" || kill -9 "$pid" 2>/dev/null || true
+		fi
+		rm -f "$pidfile"
+	done < <(find "$dir" -name redis.pid 2>/dev/null)
 	;;
 *)
 	usage
