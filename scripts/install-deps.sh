@@ -48,7 +48,8 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y -q -o Dpkg::Use-Pty=0 "${missing[@]}"
 
 for p in "${missing[@]}"; do
 	if ! installed "$p"; then
