@@ -19,7 +19,7 @@
 #   scripts/test.sh [--no-build]      --no-build: skip packages and build,
 #                                     test the extension already installed
 # Environment: TR_KEEP=1 keeps the work directory even on success;
-# PROVE_FLAGS adds flags to prove (e.g. "-v" or "-j2").
+# TR_PROVE_FLAGS adds flags to prove (e.g. "-v" or "-j2").
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export LC_COLLATE=C	# sorted test order does not depend on the locale
@@ -168,7 +168,7 @@ if [ ${#tap_tests[@]} -gt 0 ]; then
 	# TESTDIR (tmp_check/ goes there), PG_REGRESS, and the bindir in PATH.
 	# shellcheck disable=SC2086
 	(cd "$work/src" && as_pg env TESTDIR="$work/src" PG_REGRESS="$pg_regress" \
-		prove --timer ${PROVE_FLAGS:-} -I test/perl -I "$pgxs_test/perl" \
+		prove --timer ${TR_PROVE_FLAGS:-} -I test/perl -I "$pgxs_test/perl" \
 		"${tap_tests[@]}") 2>&1 | tee "$work/tap.log"
 	rc=${PIPESTATUS[0]}
 	set -e
