@@ -6,6 +6,8 @@
 #                     local coordinator + two shards + Redis and show routing
 #   make demo-stop    stop the demo servers
 #   make test         install missing packages, build, install, run every test
+#   make installcheck run every test against the extension already installed
+#   make deps         install the missing Debian packages only
 #   make bench        run the benchmarks in bench/
 
 EXTENSION   = tenant_router
@@ -24,22 +26,26 @@ PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered
 SHLIB_LINK  = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis
 
-# pg_regress: SQL behaviour on a coordinator with two shards and Redis, all
-# started by test/harness.sh (see test/README.md).
-REGRESS     = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
-REGRESS_OPTS = --load-extension=tenant_router
-
-TAP_TESTS   = 1
-PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I $(srcdir)/test/perl
+# Tests: `make test` (scripts/test.sh) runs pg_regress (sql/, expected/),
+# isolation specs (specs/) and TAP tests (test/t/) against servers it starts
+# itself; PGXS's own installcheck, which expects one running server, is
+# replaced by the same suite run on the extension already installed.
+NO_INSTALLCHECK = 1
 
 # rebuild a .c file when a header it includes changes (.deps/)
 override autodepend = yes
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# The script targets install PostgreSQL themselves when it is missing, so
+# they must not need PGXS to be there already.
+SCRIPT_TARGETS = deps demo demo-stop test installcheck bench
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
+else ifneq ($(filter-out $(SCRIPT_TARGETS),$(or $(MAKECMDGOALS),all)),)
+$(error PGXS not found: install postgresql-server-dev-15 (make deps does))
+endif
 
-.PHONY: demo demo-stop test bench deps
+.PHONY: $(SCRIPT_TARGETS)
 
 deps:
 	@scripts/install-deps.sh
@@ -52,6 +58,9 @@ demo-stop:
 
 test:
 	@scripts/test.sh
+
+installcheck:
+	@scripts/test.sh --no-build
 
 bench:
 	@bench/run.sh
