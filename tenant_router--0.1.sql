@@ -67,6 +67,15 @@ CREATE TABLE tenant_router.logical_table (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 
+/*
+ * pending_cleanup: shards that keep rows outside their range after a split,
+ * until shard_cleanup() deletes them.
+ */
+CREATE TABLE tenant_router.pending_cleanup (
+    shard_id    text PRIMARY KEY,
+    since       timestamptz NOT NULL DEFAULT now()
+);
+
 REVOKE ALL ON ALL TABLES IN SCHEMA tenant_router FROM PUBLIC;
 
 /* Every committed catalog change invalidates the routing cache of every backend. */
@@ -189,14 +198,30 @@ CREATE FUNCTION logical_table_add(tbl regclass, tenant_column name DEFAULT 'tena
     LANGUAGE C STRICT VOLATILE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp;
 
+CREATE FUNCTION shard_split(shard_id text, split_at bigint, new_shard_id text, new_dsn text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_split'
+    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION tenant_router.shard_cleanup(shard_id text)
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_cleanup'
+    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+
 REVOKE EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shard_remove(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shard_update_range(text, bigint, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION logical_table_add(regclass, name) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION shard_split(text, bigint, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION tenant_router.shard_cleanup(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION shard_remove(text) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION shard_update_range(text, bigint, bigint) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION logical_table_add(regclass, name) TO tenant_router_admin;
+GRANT EXECUTE ON FUNCTION shard_split(text, bigint, text, text) TO tenant_router_admin;
+GRANT EXECUTE ON FUNCTION tenant_router.shard_cleanup(text) TO tenant_router_admin;
 
 /*
  * outbox: topology events of committed SQL changes, waiting for the worker

@@ -127,11 +127,12 @@ check_columns(ShardConn *sc, Oid relid, const char *qualname, const char *remote
 
 /*
  * ShardSyncTable creates or checks the table on the shard of sc and sets
- * its range constraint to range_start..range_end.
+ * its range constraint to range_start..range_end, in the shard's remote
+ * transaction (or, with autocommit, committing each statement at once).
  */
 void
 ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
-			   int64 range_end)
+			   int64 range_end, bool autocommit)
 {
 	char	   *relname = get_rel_name(table->relid);
 	char	   *nspname = get_namespace_name(get_rel_namespace(table->relid));
@@ -146,7 +147,7 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
 	if (relname == NULL)
 		return;					/* dropped meanwhile */
 
-	ShardConnBegin(sc, SHARD_READ);
+	ShardConnBegin(sc, autocommit ? SHARD_AUTOCOMMIT : SHARD_READ);
 	remote_oid = remote_scalar(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
 	if (remote_oid == NULL)
 	{
@@ -206,5 +207,5 @@ ShardSyncAllTables(const char *shard_id, const char *dsn, int64 range_start,
 	ListCell   *lc;
 
 	foreach(lc, CatalogLogicalTables())
-		ShardSyncTable(sc, lfirst(lc), range_start, range_end);
+		ShardSyncTable(sc, lfirst(lc), range_start, range_end, false);
 }

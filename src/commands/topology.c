@@ -35,8 +35,9 @@ PG_FUNCTION_INFO_V1(tenant_router_shard_for);
 PG_FUNCTION_INFO_V1(tenant_router_dsn_redact);
 PG_FUNCTION_INFO_V1(tenant_router_is_superuser);
 
-static void
-validate_shard_id(const char *shard_id)
+/* ValidateShardId raises an error unless shard_id is usable as one. */
+void
+ValidateShardId(const char *shard_id)
 {
 	const unsigned char *p;
 	size_t		len = strlen(shard_id);
@@ -65,8 +66,9 @@ validate_range(int64 range_start, int64 range_end)
 				 errdetail("A shard owns the tenants range_start..range_end, both inclusive.")));
 }
 
-static void
-spi_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+/* TopologySpiExec runs a catalog statement and checks its outcome */
+void
+TopologySpiExec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 {
 	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
 
@@ -74,13 +76,16 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 		elog(ERROR, "tenant_router: unexpected result %d from \"%s\"", rc, sql);
 }
 
-/* bump_version takes the topology lock and returns the new version */
-static int64
-bump_version(void)
+/*
+ * TopologyBumpVersion takes the topology lock and returns the new version;
+ * SPI must be connected.
+ */
+int64
+TopologyBumpVersion(void)
 {
 	bool		isnull;
 
-	spi_exec("UPDATE tenant_router.topology SET version = version + 1, changed_at = now() "
+	TopologySpiExec("UPDATE tenant_router.topology SET version = version + 1, changed_at = now() "
 			 "RETURNING version", 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "tenant_router: the topology row is missing");
@@ -88,9 +93,9 @@ bump_version(void)
 									   1, &isnull));
 }
 
-/* lock_shard returns the shard's row locked for update, or NULL */
-static ShardRow *
-lock_shard(const char *shard_id)
+/* TopologyLockShard returns the shard's row locked for update, or NULL */
+ShardRow *
+TopologyLockShard(const char *shard_id)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
@@ -99,7 +104,7 @@ lock_shard(const char *shard_id)
 	HeapTuple	tuple;
 	TupleDesc	tupdesc;
 
-	spi_exec("SELECT range_start, range_end, dsn FROM tenant_router.shard "
+	TopologySpiExec("SELECT range_start, range_end, dsn FROM tenant_router.shard "
 			 "WHERE shard_id = $1 FOR UPDATE", 1, types, values, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;
@@ -113,8 +118,8 @@ lock_shard(const char *shard_id)
 	return row;
 }
 
-static void
-unknown_shard(const char *shard_id)
+void
+TopologyUnknownShard(const char *shard_id)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -130,7 +135,7 @@ check_overlap(const char *self, int64 range_start, int64 range_end)
 	CStringGetTextDatum(self ? self : "")};
 	bool		isnull;
 
-	spi_exec("SELECT shard_id, range_start, range_end FROM tenant_router.shard "
+	TopologySpiExec("SELECT shard_id, range_start, range_end FROM tenant_router.shard "
 			 "WHERE numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
 			 "AND shard_id <> $3 ORDER BY range_start LIMIT 1",
 			 3, types, values, SPI_OK_SELECT);
@@ -163,13 +168,13 @@ TopologyAddShard(const char *shard_id, int64 range_start, int64 range_end,
 	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID};
 	Datum		values[5];
 
-	validate_shard_id(shard_id);
+	ValidateShardId(shard_id);
 	validate_range(range_start, range_end);
 	DsnValidate(dsn);
 
 	SPI_connect();
-	version = bump_version();
-	if (lock_shard(shard_id) != NULL)
+	version = TopologyBumpVersion();
+	if (TopologyLockShard(shard_id) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("shard \"%s\" already exists", shard_id)));
@@ -180,7 +185,7 @@ TopologyAddShard(const char *shard_id, int64 range_start, int64 range_end,
 	values[2] = Int64GetDatum(range_end);
 	values[3] = CStringGetTextDatum(dsn);
 	values[4] = Int64GetDatum(version);
-	spi_exec("INSERT INTO tenant_router.shard "
+	TopologySpiExec("INSERT INTO tenant_router.shard "
 			 "(shard_id, range_start, range_end, dsn, version) "
 			 "VALUES ($1, $2, $3, $4, $5)", 5, types, values, SPI_OK_INSERT);
 
@@ -203,10 +208,10 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
 
 	SPI_connect();
-	version = bump_version();
-	if (lock_shard(shard_id) == NULL)
-		unknown_shard(shard_id);
-	spi_exec("DELETE FROM tenant_router.shard WHERE shard_id = $1",
+	version = TopologyBumpVersion();
+	if (TopologyLockShard(shard_id) == NULL)
+		TopologyUnknownShard(shard_id);
+	TopologySpiExec("DELETE FROM tenant_router.shard WHERE shard_id = $1",
 			 1, types, values, SPI_OK_DELETE);
 	if (source == TOPOLOGY_FROM_SQL)
 		OutboxRemoveShard(shard_id, version);
@@ -230,17 +235,17 @@ TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 	validate_range(range_start, range_end);
 
 	SPI_connect();
-	version = bump_version();
-	shard = lock_shard(shard_id);
+	version = TopologyBumpVersion();
+	shard = TopologyLockShard(shard_id);
 	if (shard == NULL)
-		unknown_shard(shard_id);
+		TopologyUnknownShard(shard_id);
 	check_overlap(shard_id, range_start, range_end);
 
 	values[0] = CStringGetTextDatum(shard_id);
 	values[1] = Int64GetDatum(range_start);
 	values[2] = Int64GetDatum(range_end);
 	values[3] = Int64GetDatum(version);
-	spi_exec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, "
+	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, "
 			 "version = $4, updated_at = now() WHERE shard_id = $1",
 			 4, types, values, SPI_OK_UPDATE);
 

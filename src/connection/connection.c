@@ -92,6 +92,7 @@ static ShardConn *xact_writer = NULL;	/* the shard written in this transaction *
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
+static ShardConn *get_conn(const char *shard_id, const char *dsn, bool side);
 static void sc_release_active(ShardConn *sc);
 static void sc_finish_command(ShardConn *sc, const char *sql);
 
@@ -251,7 +252,24 @@ socket_has_input(PGconn *conn)
 ShardConn *
 ShardConnGet(const char *shard_id, const char *dsn)
 {
-	uint64		key = hash_bytes_extended((const unsigned char *) dsn, strlen(dsn), 0);
+	return get_conn(shard_id, dsn, false);
+}
+
+/*
+ * ShardConnGetSide returns a second connection to the shard, used only for
+ * statements that commit on their own (SHARD_AUTOCOMMIT) while the first one
+ * holds the shard's remote transaction (shard_split needs both).
+ */
+ShardConn *
+ShardConnGetSide(const char *shard_id, const char *dsn)
+{
+	return get_conn(shard_id, dsn, true);
+}
+
+static ShardConn *
+get_conn(const char *shard_id, const char *dsn, bool side)
+{
+	uint64		key = hash_bytes_extended((const unsigned char *) dsn, strlen(dsn), side ? 1 : 0);
 	ShardConn  *sc;
 	bool		found;
 

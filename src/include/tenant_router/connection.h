@@ -22,6 +22,7 @@ typedef enum ShardXactMode
 } ShardXactMode;
 
 extern ShardConn *ShardConnGet(const char *shard_id, const char *dsn);
+extern ShardConn *ShardConnGetSide(const char *shard_id, const char *dsn);
 extern bool ShardConnCanAutocommit(void);
 extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
 extern const char *ShardConnLabel(ShardConn *sc);

@@ -12,7 +12,7 @@
 #include "tenant_router/connection.h"
 
 extern void ShardSyncTable(ShardConn *sc, LogicalTableRow *table,
-						   int64 range_start, int64 range_end);
+						   int64 range_start, int64 range_end, bool autocommit);
 extern void ShardSyncAllTables(const char *shard_id, const char *dsn,
 							   int64 range_start, int64 range_end);
 

@@ -89,7 +89,10 @@ sub new_shard
 	my ($class, $name) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
-	$node->append_conf('postgresql.conf', "max_prepared_transactions = 20\nwal_level = logical\n");
+	# logical replication: shard_split copies rows with it
+	$node->append_conf('postgresql.conf',
+		"max_prepared_transactions = 20\nwal_level = logical\n"
+		  . "max_wal_senders = 10\nmax_replication_slots = 10\n");
 	$node->start;
 	return $node;
 }
