@@ -233,3 +233,56 @@ CREATE TABLE tenant_router.outbox (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON tenant_router.outbox FROM PUBLIC;
+
+/*
+ * The topology worker: what it received, where it is in the Redis stream,
+ * and the versions it applied per origin.
+ */
+
+-- every event received (bounded by tenant_router.event_log_size), DSNs redacted
+CREATE TABLE tenant_router.event_log (
+    id          bigserial PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    source      text NOT NULL CHECK (source IN ('channel', 'stream')),
+    op          text,
+    shard_id    text,
+    origin      text,
+    version     bigint,
+    status      text NOT NULL CHECK (status IN ('applied', 'rejected', 'ignored')),
+    reason      text,
+    event       text
+);
+
+-- one row: counters since CREATE EXTENSION, and the last stream entry applied
+CREATE TABLE tenant_router.worker_state (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    stream_key    text,
+    stream_id     text NOT NULL DEFAULT '0-0',
+    applied       bigint NOT NULL DEFAULT 0,
+    rejected      bigint NOT NULL DEFAULT 0,
+    ignored       bigint NOT NULL DEFAULT 0,
+    published     bigint NOT NULL DEFAULT 0,
+    last_event_at timestamptz
+);
+INSERT INTO tenant_router.worker_state DEFAULT VALUES;
+
+-- the last version applied from each origin: older or equal ones are stale
+CREATE TABLE tenant_router.origin_progress (
+    origin  text PRIMARY KEY,
+    version bigint NOT NULL
+);
+
+REVOKE ALL ON tenant_router.event_log, tenant_router.worker_state,
+    tenant_router.origin_progress FROM PUBLIC;
+
+CREATE VIEW tenant_router.events AS
+    SELECT id, received_at, source, op, shard_id, origin, version, status, reason, event
+      FROM tenant_router.event_log;
+
+CREATE VIEW tenant_router.event_stats AS
+    SELECT w.applied, w.rejected, w.ignored, w.published,
+           (SELECT count(*) FROM tenant_router.outbox) AS outbox_pending,
+           w.last_event_at, w.stream_key, w.stream_id
+      FROM tenant_router.worker_state w;
+
+GRANT SELECT ON tenant_router.events, tenant_router.event_stats TO PUBLIC;

@@ -12,8 +12,10 @@
  * so an unchanged range costs no table scan.
  *
  * The statements run in the shard's remote transaction, committed or rolled
- * back with the local one.  An unreachable shard is an error: nothing is
- * changed anywhere.
+ * back with the local one, under an advisory lock on the shard: coordinators
+ * applying the same topology event at once take turns, and the second finds
+ * the first's tables.  An unreachable shard is an error: nothing is changed
+ * anywhere.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,6 +33,8 @@
 #include "tenant_router/shard_ddl.h"
 
 #define RANGE_CONSTRAINT "tenant_router_range"
+/* advisory lock key under which coordinators change a shard's tables */
+#define SHARD_DDL_LOCK "7481029373"
 
 static char *
 remote_scalar(ShardConn *sc, const char *sql, const char *param)
@@ -148,6 +152,8 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
 		return;					/* dropped meanwhile */
 
 	ShardConnBegin(sc, autocommit ? SHARD_AUTOCOMMIT : SHARD_READ);
+	if (!autocommit)
+		remote_command(sc, "SELECT pg_catalog.pg_advisory_xact_lock(" SHARD_DDL_LOCK ")");
 	remote_oid = remote_scalar(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
 	if (remote_oid == NULL)
 	{

@@ -367,11 +367,12 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 }
 
 /*
- * ShardCleanup deletes the rows shard_id keeps outside its range (after a
- * split) and validates its range constraints; it returns the rows deleted.
+ * TopologyCleanupShard deletes the rows shard_id keeps outside its range
+ * (after a split) and validates its range constraints; it returns the rows
+ * deleted.  The code of shard_cleanup(); the worker runs it too.
  */
-static int64
-ShardCleanup(const char *shard_id)
+int64
+TopologyCleanupShard(const char *shard_id)
 {
 	ShardRow   *shard;
 	ShardConn  *sc;
@@ -422,5 +423,5 @@ tenant_router_shard_split(PG_FUNCTION_ARGS)
 Datum
 tenant_router_shard_cleanup(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(ShardCleanup(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+	PG_RETURN_INT64(TopologyCleanupShard(text_to_cstring(PG_GETARG_TEXT_PP(0))));
 }

@@ -7,7 +7,9 @@
  * seed's format plus "origin" and "version", into tenant_router.outbox in
  * its own transaction: an event exists exactly when its change committed.
  * At commit the worker is woken, publishes the queued events in order and
- * deletes them; while Redis is unreachable they wait in the table.
+ * deletes them (OutboxPublish); while Redis is unreachable they wait in the
+ * table.  A crash between publishing and deleting publishes an event twice;
+ * receivers ignore the second copy by its origin and version.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,9 +20,11 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 
 #include "tenant_router/guc.h"
 #include "tenant_router/outbox.h"
+#include "tenant_router/redis.h"
 #include "tenant_router/worker.h"
 
 static bool wake_registered = false;
@@ -116,4 +120,57 @@ OutboxUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 		  "pg_catalog.jsonb_build_object('shard_id', $4::text, 'range_start', $5::bigint, "
 		  "'range_end', $6::bigint)",
 		  3, types, values, version);
+}
+
+/*
+ * OutboxPublish publishes the queued events, oldest first, on Redis (stream
+ * and channel), deleting each once Redis has accepted it; it stops at the
+ * first failure.  It returns the number published, or -1 after a failure.
+ * Its own transaction; called by the worker.
+ */
+int
+OutboxPublish(char **errmsg)
+{
+	char	   *stream_key = RedisStreamKey();
+	int			published = 0;
+	bool		failed = false;
+	uint64		n;
+	char	  **ids;
+	char	  **events;
+	uint64		i;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	if (SPI_execute("SELECT id, event::text FROM tenant_router.outbox ORDER BY id LIMIT 100",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "tenant_router: could not read the outbox");
+	n = SPI_processed;
+	ids = palloc(sizeof(char *) * (n + 1));
+	events = palloc(sizeof(char *) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		events[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (!RedisPublish(stream_key, TenantRouterTopologyChannel, events[i], errmsg))
+		{
+			failed = true;
+			break;
+		}
+		if (SPI_execute(psprintf("DELETE FROM tenant_router.outbox WHERE id = %s", ids[i]),
+						false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "tenant_router: could not delete from the outbox");
+		published++;
+	}
+	if (published > 0 &&
+		SPI_execute(psprintf("UPDATE tenant_router.worker_state SET published = published + %d",
+							 published), false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "tenant_router: could not count published events");
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return failed ? -1 : published;
 }

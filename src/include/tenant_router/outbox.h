@@ -14,5 +14,6 @@ extern void OutboxRemoveShard(const char *shard_id, int64 version);
 extern void OutboxUpdateRange(const char *shard_id, int64 range_start,
 							  int64 range_end, int64 version);
 extern char *OriginName(void);
+extern int	OutboxPublish(char **errmsg);
 
 #endif

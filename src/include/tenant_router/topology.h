@@ -25,6 +25,7 @@ extern int64 TopologyUpdateRange(const char *shard_id, int64 range_start,
 extern int64 TopologySplitShard(const char *shard_id, int64 split_at,
 								const char *new_shard_id, const char *new_dsn,
 								TopologySource source);
+extern int64 TopologyCleanupShard(const char *shard_id);
 
 /* building blocks of the changes above; SPI must be connected */
 extern void ValidateShardId(const char *shard_id);

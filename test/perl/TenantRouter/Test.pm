@@ -6,6 +6,7 @@
 #                   conf => ["tenant_router.node_name = 'a'"]);   # preloaded, extension created
 #   my $dsn   = TenantRouter::Test->dsn($shard);
 #   TenantRouter::Test->redis_cli($redis, 'PUBLISH', $channel, $json);
+#   TenantRouter::Test->wait_subscribers($redis, $channel, 2);
 #
 # Every server lives under the test's temporary directory and is stopped at
 # the end of the test, pass or fail (PostgreSQL::Test::Cluster stops its
@@ -82,6 +83,20 @@ sub redis_cli
 		'>', \$stdout, '2>', \$stderr);
 	chomp $stdout if defined $stdout;
 	return $stdout;
+}
+
+# wait_subscribers waits until n clients are subscribed to channel.
+sub wait_subscribers
+{
+	my ($class, $redis, $channel, $n) = @_;
+	for (1 .. 600)
+	{
+		my $out = $class->redis_cli($redis, 'PUBSUB', 'NUMSUB', $channel) // '';
+		my (undef, $count) = split /\n/, $out;
+		return 1 if defined $count && $count >= $n;
+		usleep(100_000);
+	}
+	die "fewer than $n subscribers to $channel";
 }
 
 sub new_shard

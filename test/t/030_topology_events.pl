@@ -1,0 +1,236 @@
+# Topology from Redis: the worker applies a control plane's events live,
+# rejects bad ones without changing anything, recovers what it missed while
+# Redis or the worker was away, publishes this coordinator's own changes
+# (never a rolled-back one), and two coordinators converge.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use TenantRouter::Test;
+
+my $channel = 'db_shard_topology_updates';
+my $stream = "$channel:log";
+my $redis = TenantRouter::Test->start_redis;
+my @shards = map { TenantRouter::Test->new_shard("shard$_") } (1 .. 4);
+my @dsn = map { TenantRouter::Test->dsn($_) } @shards;
+my $a = TenantRouter::Test->new_coordinator('coord_a', redis => $redis);
+my $b = TenantRouter::Test->new_coordinator('coord_b', redis => $redis);
+
+# a URI DSN with a password, as in seed 000 (trust authentication ignores it)
+sub uri
+{
+	my ($node) = @_;
+	return 'postgres://postgres:s3cret@' . ($node->host =~ s{/}{%2F}gr) . ':' . $node->port . '/postgres';
+}
+
+sub publish		# as a plain seed-000 publisher: the channel only
+{
+	my ($json) = @_;
+	TenantRouter::Test->redis_cli($redis, 'PUBLISH', $channel, $json);
+}
+
+sub publish_logged	# as a control plane that keeps the stream too
+{
+	my ($json) = @_;
+	TenantRouter::Test->redis_cli($redis, 'EVAL',
+		"redis.call('XADD', KEYS[1], '*', 'event', ARGV[1]) return redis.call('PUBLISH', KEYS[2], ARGV[1])",
+		'2', $stream, $channel, $json);
+}
+
+sub topology
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(shard_id || ':' || range_start || '..' || range_end, ' ' ORDER BY range_start) FROM tenant_router.shards");
+}
+
+sub wait_for
+{
+	my ($node, $query, $what) = @_;
+	ok($node->poll_query_until('postgres', $query), $what);
+}
+
+for my $node ($a, $b)
+{
+	wait_for($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'},
+		$node->name . ': the worker runs and shows in pg_stat_activity');
+	$node->safe_psql('postgres', q{
+		CREATE TABLE users (id serial PRIMARY KEY, tenant_id bigint NOT NULL, username text);
+	});
+}
+ok($a->poll_query_until('postgres', "SELECT true", 't'), 'coordinators up');
+TenantRouter::Test->wait_subscribers($redis, $channel, 2);
+
+# shard1 and shard2 added on A reach B through Redis
+$a->safe_psql('postgres', qq{
+	SELECT shard_add('shard1', 1, 10000, '$dsn[0]');
+	SELECT shard_add('shard2', 10001, 20000, '$dsn[1]');
+	SELECT logical_table_add('users');
+});
+wait_for($b, q{SELECT count(*) = 2 FROM tenant_router.shards}, 'B applies the shards A added');
+is(topology($b), topology($a), 'A and B agree');
+$b->safe_psql('postgres', q{SELECT logical_table_add('users')});
+is($a->safe_psql('postgres', "SELECT status FROM tenant_router.events WHERE op = 'ADD_SHARD' ORDER BY id LIMIT 1"),
+	'ignored', 'A ignores its own events coming back');
+
+#
+# Seed 000's exact message, from a plain publisher, creates shard3: the next
+# INSERT for tenant 25000 lands on it, without restart.
+#
+my $uri3 = uri($shards[2]);
+publish(qq({"op": "ADD_SHARD", "payload": {"shard_id": "shard3", "range_start": 20001, "range_end": 30000, "dsn": "$uri3"}}));
+wait_for($a, q{SELECT shard_for(25000) = 'shard3'}, 'ADD_SHARD: shard3 owns tenant 25000');
+$a->safe_psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (25000, 'carol')});
+is($shards[2]->safe_psql('postgres', 'SELECT username FROM users WHERE tenant_id = 25000'), 'carol',
+	'the next insert for tenant 25000 lands on shard3');
+is($a->safe_psql('postgres', "SELECT event FROM tenant_router.events WHERE shard_id = 'shard3'") =~ /s3cret/ ? 1 : 0,
+	0, 'the logged event does not show the password');
+unlike(slurp_file($a->logfile), qr/s3cret/, 'nor does the server log');
+
+# UPDATE_SHARD_RANGE and REMOVE_SHARD
+publish(q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard3", "range_start": 20001, "range_end": 40000}}));
+wait_for($a, q{SELECT shard_for(35000) = 'shard3'}, 'UPDATE_SHARD_RANGE: shard3 owns tenant 35000');
+$a->safe_psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (35000, 'dave')});
+is($shards[2]->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id = 35000'), '1',
+	'and tenant 35000 lands there');
+like($shards[2]->safe_psql('postgres',
+		"SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'tenant_router_range'"),
+	qr/40000/, 'shard3 range constraint follows');
+publish(q({"op": "REMOVE_SHARD", "payload": {"shard_id": "shard3"}}));
+wait_for($a, q{SELECT shard_for(25000) IS NULL}, 'REMOVE_SHARD: nobody owns tenant 25000');
+my ($rc, $out, $err) = $a->psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (25000, 'eve')});
+like($err, qr/no shard owns tenant 25000/, 'an insert for it is refused');
+is($shards[2]->safe_psql('postgres', 'SELECT count(*) FROM users'), '2', 'and its data stays on shard3');
+$shards[2]->safe_psql('postgres', 'DELETE FROM users');	# reused below
+wait_for($b, q{SELECT count(*) = 2 FROM tenant_router.shards}, 'B saw the same changes');
+
+#
+# Bad events: each rejected with its reason, nothing changed.
+#
+my $before_a = topology($a);
+my $base = $a->safe_psql('postgres', 'SELECT coalesce(max(id), 0) FROM tenant_router.event_log');
+my $dsn4 = $dsn[3];
+my @bad = (
+	[ 'not JSON at all', 'hello', qr/invalid input syntax for type json/ ],
+	[ 'truncated JSON', '{"op": "ADD_SHARD", "payload": {', qr/invalid input syntax for type json/ ],
+	[ 'JSON array', '[1, 2, 3]', qr/not a JSON object/ ],
+	[ 'JSON string', '"ADD_SHARD"', qr/not a JSON object/ ],
+	[ 'unknown op', '{"op": "DROP_ALL", "payload": {"shard_id": "x"}}', qr/unknown op "DROP_ALL"/ ],
+	[ 'missing op', '{"payload": {"shard_id": "x"}}', qr/field "op" is missing or null/ ],
+	[ 'null op', '{"op": null, "payload": {"shard_id": "x"}}', qr/field "op" is missing or null/ ],
+	[ 'op not a string', '{"op": 7, "payload": {"shard_id": "x"}}', qr/field "op" must be a string/ ],
+	[ 'missing payload', '{"op": "REMOVE_SHARD"}', qr/"payload" must be a JSON object/ ],
+	[ 'payload not an object', '{"op": "REMOVE_SHARD", "payload": "shard1"}', qr/"payload" must be a JSON object/ ],
+	[ 'missing shard_id', '{"op": "REMOVE_SHARD", "payload": {}}', qr/field "shard_id" is missing or null/ ],
+	[ 'shard_id not a string', '{"op": "REMOVE_SHARD", "payload": {"shard_id": 3}}', qr/field "shard_id" must be a string/ ],
+	[ 'missing range_end', qq({"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 50001, "dsn": "$dsn4"}}), qr/field "range_end" is missing or null/ ],
+	[ 'range as a string', qq({"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": "50001", "range_end": 60000, "dsn": "$dsn4"}}), qr/field "range_start" must be an integer/ ],
+	[ 'range as a fraction', qq({"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 50001.5, "range_end": 60000, "dsn": "$dsn4"}}), qr/field "range_start" must be an integer/ ],
+	[ 'range beyond bigint', qq({"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 50001, "range_end": 99999999999999999999, "dsn": "$dsn4"}}), qr/out of range for bigint/ ],
+	[ 'start after end', qq({"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 60000, "range_end": 50001, "dsn": "$dsn4"}}), qr/range_start 60000 is greater than range_end 50001/ ],
+	[ 'overlap', qq({"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 9000, "range_end": 12000, "dsn": "$dsn4"}}), qr/overlaps shard "shard1"/ ],
+	[ 'duplicate shard', qq({"op": "ADD_SHARD", "payload": {"shard_id": "shard2", "range_start": 50001, "range_end": 60000, "dsn": "$dsn4"}}), qr/shard "shard2" already exists/ ],
+	[ 'unknown shard', '{"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "nosuch", "range_start": 1, "range_end": 2}}', qr/shard "nosuch" does not exist/ ],
+	[ 'remove unknown shard', '{"op": "REMOVE_SHARD", "payload": {"shard_id": "nosuch"}}', qr/shard "nosuch" does not exist/ ],
+	[ 'malformed DSN', '{"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 50001, "range_end": 60000, "dsn": "host=x port"}}', qr/invalid shard DSN/ ],
+	[ 'unreachable shard', '{"op": "ADD_SHARD", "payload": {"shard_id": "s9", "range_start": 50001, "range_end": 60000, "dsn": "host=127.0.0.1 port=1 password=hunter2"}}', qr/could not connect to shard "s9"/ ],
+	[ 'bad shard id', qq({"op": "ADD_SHARD", "payload": {"shard_id": "", "range_start": 50001, "range_end": 60000, "dsn": "$dsn4"}}), qr/invalid shard_id/ ],
+	[ 'huge payload', '{"op": "REMOVE_SHARD", "payload": {"shard_id": "' . ('x' x 70000) . '"}}', qr/exceeds the limit/ ],
+);
+publish($_->[1]) for @bad;
+my $n = scalar @bad;
+wait_for($a, "SELECT count(*) = $n FROM tenant_router.event_log WHERE id > $base",
+	"all $n bad events were received");
+my @rows = split /\n/, $a->safe_psql('postgres',
+	"SELECT status || '|' || coalesce(reason, '') FROM tenant_router.event_log WHERE id > $base ORDER BY id");
+for my $i (0 .. $#bad)
+{
+	my ($status, $reason) = split /\|/, $rows[$i], 2;
+	is($status, 'rejected', "$bad[$i][0]: rejected");
+	like($reason, $bad[$i][2], "$bad[$i][0]: with its reason");
+}
+is(topology($a), $before_a, 'the catalog is unchanged after the bad events');
+is($a->safe_psql('postgres', 'SELECT rejected >= ' . scalar(@bad) . ' FROM tenant_router.event_stats'), 't',
+	'event_stats counts the rejections');
+unlike(slurp_file($a->logfile), qr/hunter2/, 'no rejected DSN password in the server log');
+is($a->safe_psql('postgres', q{SELECT count(*) FROM tenant_router.events WHERE event LIKE '%hunter2%'}), '0',
+	'nor in the event log');
+wait_for($a, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'},
+	'the worker is still running');
+
+#
+# A rolled-back shard_add is never published.
+#
+$a->safe_psql('postgres', qq{BEGIN; SELECT shard_add('ghost', 70001, 80000, '$dsn4'); ROLLBACK;});
+$a->safe_psql('postgres', qq{SELECT shard_add('shard4', 80001, 90000, '$dsn4')});
+wait_for($b, q{SELECT shard_for(85000) = 'shard4'}, 'B applies the committed shard_add');
+is($b->safe_psql('postgres', q{SELECT count(*) FROM tenant_router.event_log WHERE shard_id = 'ghost'}), '0',
+	'the rolled-back one never reached B');
+unlike(TenantRouter::Test->redis_cli($redis, 'XRANGE', $stream, '-', '+'), qr/ghost/,
+	'and never reached Redis');
+
+#
+# Redis down: A's changes wait in its outbox, routing goes on; when Redis is
+# back they are published, and B applies them.
+#
+TenantRouter::Test->stop_redis($redis);
+$a->safe_psql('postgres', qq{
+	SELECT shard_update_range('shard4', 80001, 95000);
+	SELECT shard_add('shard3', 20001, 30000, '$dsn[2]');
+});
+is($a->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.outbox'), '2',
+	'with Redis down, the two changes wait in the outbox');
+$a->safe_psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (5, 'routing goes on')});
+is($shards[0]->safe_psql('postgres', q{SELECT count(*) FROM users WHERE tenant_id = 5}), '1',
+	'routing goes on without Redis');
+TenantRouter::Test->restart_redis($redis);
+wait_for($b, q{SELECT shard_for(25000) = 'shard3' AND shard_for(94000) = 'shard4'},
+	'after Redis is back, B applies both');
+is($a->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.outbox'), '0', 'A published its outbox');
+is(topology($b), topology($a), 'A and B agree again');
+like(slurp_file($a->logfile), qr/Redis at 127\.0\.0\.1:\d+ is unreachable|lost Redis/, 'the outage was logged');
+like(slurp_file($a->logfile), qr/connected to Redis at .* again after/, 'and so was the recovery');
+TenantRouter::Test->wait_subscribers($redis, $channel, 2);
+
+#
+# The worker killed: the postmaster restarts it, and it catches up with what
+# was published (stream protocol) while it was dead.
+#
+my $pid = $b->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'});
+$b->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+wait_for($b, qq{SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid}, 'B worker killed');
+publish_logged(q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard3", "range_start": 20001, "range_end": 31000}}));
+publish_logged(q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard4", "range_start": 80001, "range_end": 96000}}));
+wait_for($b, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'},
+	'the postmaster restarted it');
+wait_for($b, q{SELECT shard_for(30500) = 'shard3' AND shard_for(95500) = 'shard4'},
+	'it caught up with both events published while it was dead');
+wait_for($a, q{SELECT shard_for(30500) = 'shard3' AND shard_for(95500) = 'shard4'},
+	'A (alive) applied them live');
+is($a->safe_psql('postgres',
+		q{SELECT count(*) FROM tenant_router.event_log WHERE op = 'UPDATE_SHARD_RANGE' AND shard_id = 'shard3' AND status = 'applied'}),
+	$a->safe_psql('postgres',
+		q{SELECT count(DISTINCT coalesce(version::text, event)) FROM tenant_router.event_log WHERE op = 'UPDATE_SHARD_RANGE' AND shard_id = 'shard3' AND status = 'applied'}),
+	'an event both in the stream and on the channel is applied once');
+
+#
+# Changes on either side converge.
+#
+$b->safe_psql('postgres', q{SELECT shard_update_range('shard4', 80001, 99000)});
+$a->safe_psql('postgres', q{SELECT shard_remove('shard3')});
+wait_for($a, q{SELECT shard_for(98000) = 'shard4'}, 'A applies B\'s change');
+wait_for($b, q{SELECT shard_for(25000) IS NULL}, 'B applies A\'s change');
+is(topology($b), topology($a), 'A and B converge');
+
+# stale: a replay of an old event from A is ignored by B
+my $old = TenantRouter::Test->redis_cli($redis, 'XRANGE', $stream, '-', '+', 'COUNT', '1');
+my ($first_event) = $old =~ /(\{"op".*\})/;
+publish($first_event);
+wait_for($b, q{SELECT count(*) > 0 FROM tenant_router.event_log WHERE reason LIKE 'stale%'},
+	'a replayed old event is ignored as stale');
+is(topology($b), topology($a), 'and changes nothing');
+
+done_testing();
