@@ -28,6 +28,7 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 /* settings */
+bool		TenantRouterAutoCleanup = true;
 char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
@@ -85,6 +86,15 @@ _PG_init(void)
 static void
 define_settings(void)
 {
+	DefineCustomBoolVariable("tenant_router.auto_cleanup",
+							 "Lets the topology worker remove the rows a split left on the old shard.",
+							 "When off, run tenant_router.shard_cleanup() for the shards in tenant_router.pending_cleanup.",
+							 &TenantRouterAutoCleanup,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomStringVariable("tenant_router.database",
 							   "Database whose tenant_router catalog the topology worker maintains.",
 							   NULL,

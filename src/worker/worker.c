@@ -9,7 +9,8 @@
  * last entry it applied, after every (re)connection and before each channel
  * message, so that events published while it was away are not lost; it
  * publishes the events of this coordinator's SQL changes from the outbox;
- * and it finishes shard splits (shard_cleanup()).  Its loop waits on its
+ * and it finishes shard splits (shard_cleanup(), unless
+ * tenant_router.auto_cleanup is off).  Its loop waits on its
  * latch and the Redis socket together, as pg_cron's does: interrupts, then
  * a reload on SIGHUP (reconnecting if the Redis settings changed), then the
  * work, then the wait, the loop's memory reset every pass.
@@ -275,9 +276,15 @@ run_cleanups(void)
 	SPI_connect();
 	if (SPI_execute("SELECT shard_id FROM tenant_router.pending_cleanup ORDER BY since", true, 0) ==
 		SPI_OK_SELECT)
+	{
+		/* the list outlives SPI's memory */
+		MemoryContext spi_cxt = MemoryContextSwitchTo(cxt);
+
 		for (i = 0; i < SPI_processed; i++)
-			shards = lappend(shards, MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[i],
-																		  SPI_tuptable->tupdesc, 1)));
+			shards = lappend(shards, pstrdup(SPI_getvalue(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1)));
+		MemoryContextSwitchTo(spi_cxt);
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -471,7 +478,7 @@ TenantRouterWorkerMain(Datum main_arg)
 				timeout = Max(1, TimestampDifferenceMilliseconds(now, next_attempt));
 		}
 
-		if (now >= next_cleanup)
+		if (TenantRouterAutoCleanup && now >= next_cleanup)
 		{
 			run_cleanups();
 			next_cleanup = TimestampTzPlusMilliseconds(now, CLEANUP_EVERY_MS);

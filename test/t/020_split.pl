@@ -13,8 +13,10 @@ use TenantRouter::Test;
 my $shard1 = TenantRouter::Test->new_shard('shard1');
 my $shard2 = TenantRouter::Test->new_shard('shard2');
 my $shard3 = TenantRouter::Test->new_shard('shard3');
-my $coord = TenantRouter::Test->new_coordinator('coord');
-my ($dsn1, $dsn2, $dsn3) = map { TenantRouter::Test->dsn($_) } ($shard1, $shard2, $shard3);
+my $shard4 = TenantRouter::Test->new_shard('shard4');
+# the worker's automatic cleanup is checked at the end; until then, by hand
+my $coord = TenantRouter::Test->new_coordinator('coord', conf => ['tenant_router.auto_cleanup = off']);
+my ($dsn1, $dsn2, $dsn3, $dsn4) = map { TenantRouter::Test->dsn($_) } ($shard1, $shard2, $shard3, $shard4);
 
 $coord->safe_psql('postgres', qq{
 	SELECT shard_add('shard1', 1, 10000, '$dsn1');
@@ -139,15 +141,26 @@ is($shard1->safe_psql('postgres', 'SELECT count(*) FROM pg_publication')
 	'000', 'no publication, subscription or slot is left');
 
 # errors change nothing
-$coord->psql('postgres', "SELECT shard_split('shard1', 9000, 'shard4', '$dsn3')", stderr => \$err);
+$coord->psql('postgres', "SELECT shard_split('shard1', 9000, 'shard5', '$dsn3')", stderr => \$err);
 like($err, qr/split_at 9000 is not inside shard "shard1"/, 'split_at outside the range');
 $coord->psql('postgres', "SELECT shard_split('shard1', 100, 'shard3', '$dsn3')", stderr => \$err);
 like($err, qr/shard "shard3" already exists/, 'an existing shard id');
-$coord->psql('postgres', "SELECT shard_split('nosuch', 100, 'shard4', '$dsn3')", stderr => \$err);
+$coord->psql('postgres', "SELECT shard_split('nosuch', 100, 'shard5', '$dsn3')", stderr => \$err);
 like($err, qr/shard "nosuch" does not exist/, 'an unknown shard');
-$coord->psql('postgres', "SELECT shard_split('shard1', 100, 'shard4', '$dsn3')", stderr => \$err);
+$coord->psql('postgres', "SELECT shard_split('shard1', 100, 'shard5', '$dsn3')", stderr => \$err);
 like($err, qr/already has rows/, 'a new shard whose tables have rows');
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.shards'), '3',
 	'the topology is unchanged after the refusals');
+
+# the worker cleans up after a split by itself
+$coord->append_conf('postgresql.conf', 'tenant_router.auto_cleanup = on');
+$coord->reload;
+$coord->safe_psql('postgres', "SELECT shard_split('shard2', 15000, 'shard4', '$dsn4')");
+is($coord->safe_psql('postgres', 'SELECT shard_for(15000) || shard_for(15001)'), 'shard2shard4',
+	'a second split');
+ok($coord->poll_query_until('postgres', 'SELECT count(*) = 0 FROM tenant_router.pending_cleanup'),
+	'the worker cleaned up after it');
+is($shard2->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id > 15000'), '0',
+	'shard2 keeps only its range');
 
 done_testing();

@@ -8,6 +8,7 @@
 #ifndef TENANT_ROUTER_GUC_H
 #define TENANT_ROUTER_GUC_H
 
+extern bool TenantRouterAutoCleanup;
 extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
