@@ -8,7 +8,8 @@
 #   make test         install missing packages, build, install, run every test
 #   make installcheck run every test against the extension already installed
 #   make deps         install the missing Debian packages only
-#   make bench        run the benchmarks in bench/
+#   make bench        run the benchmarks in bench/ (routing cache, Redis
+#                     latency, throughput against direct and postgres_fdw)
 
 EXTENSION   = tenant_router
 MODULE_big  = tenant_router
@@ -63,4 +64,4 @@ installcheck:
 	@scripts/test.sh --no-build
 
 bench:
-	@bench/run.sh
+	@bench/route_cache.sh && bench/topology_latency.sh && bench/run.sh
