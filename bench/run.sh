@@ -138,6 +138,12 @@ first_query() {	# new session per transaction: connection + first routed query
 	pgbench $coord -n -C -M prepared -c 1 -j 1 -T "$SECONDS_PER_RUN" \
 		-f "$scripts/router_select.sql" postgres 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
 }
+first_memory() {	# kB held by a new backend after its first routed query
+	psql -X -A -t -q $coord <<'SQL' | tail -1
+SELECT count(*) FROM bench_users WHERE tenant_id = 4242;
+SELECT sum(total_bytes) / 1024 FROM pg_backend_memory_contexts;
+SQL
+}
 backend_memory() {	# kB held by a backend after 2 000 routed queries of random tenants
 	psql -X -A -t -q $coord <<'SQL' | tail -1
 SET plan_cache_mode = force_generic_plan;
@@ -156,6 +162,7 @@ for workload in select insert; do
 	done
 done
 conn2=$(first_query)
+first2=$(first_memory | tr -d ' ')
 mem2=$(backend_memory | tr -d ' ')
 
 for conn in "$s1" "$s2"; do
@@ -185,6 +192,8 @@ for workload in select insert; do
 	done
 done
 conn10k=$(first_query)
+first10k=$(first_memory | tr -d ' ')
 mem10k=$(backend_memory | tr -d ' ')
 printf '%-40s %12.0f %12.0f (%5s)\n' "new session + first query (pgbench -C)" "$conn2" "$conn10k" "$(ratio "$conn10k" "$conn2")"
+printf '%-40s %9.0f kB %9.0f kB (%5s)\n' "backend memory after its first query" "$first2" "$first10k" "$(ratio "$first10k" "$first2")"
 printf '%-40s %9.0f kB %9.0f kB (%5s)\n' "backend memory after 2000 queries" "$mem2" "$mem10k" "$(ratio "$mem10k" "$mem2")"
