@@ -12,6 +12,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "libpq/libpq-be-fe-helpers.h"
@@ -19,6 +21,47 @@
 #include "tenant_router/dsn.h"
 
 #define REDACTED "********"
+
+/*
+ * mask_quoted replaces every quoted fragment of a libpq message by "...",
+ * unless it is the name of a libpq option or a lone punctuation character
+ * (the "=" of 'missing "=" after ...'): libpq quotes the piece of the
+ * connection string it could not parse, which may be part of a password.
+ */
+static char *
+mask_quoted(const char *msg)
+{
+	StringInfoData buf;
+	PQconninfoOption *defaults = PQconndefaults();
+	const char *p = msg;
+
+	initStringInfo(&buf);
+	while (*p)
+	{
+		const char *end;
+		bool		keyword = false;
+
+		if (*p != '"' || (end = strchr(p + 1, '"')) == NULL)
+		{
+			appendStringInfoChar(&buf, *p++);
+			continue;
+		}
+		if (end - p == 2 && ispunct((unsigned char) p[1]))
+			keyword = true;
+		for (PQconninfoOption *o = defaults; o && o->keyword; o++)
+			if (strlen(o->keyword) == (size_t) (end - p - 1) &&
+				strncmp(o->keyword, p + 1, end - p - 1) == 0)
+				keyword = true;
+		if (keyword)
+			appendBinaryStringInfo(&buf, p, end - p + 1);
+		else
+			appendStringInfoString(&buf, "\"...\"");
+		p = end + 1;
+	}
+	if (defaults)
+		PQconninfoFree(defaults);
+	return buf.data;
+}
 
 /*
  * DsnValidate raises an error unless dsn is a connection string libpq can
@@ -40,7 +83,7 @@ DsnValidate(const char *dsn)
 	opts = PQconninfoParse(dsn, &parse_error);
 	if (opts == NULL)
 	{
-		char	   *detail = pstrdup(parse_error ? parse_error : "out of memory");
+		char	   *detail = mask_quoted(parse_error ? parse_error : "out of memory");
 		int			len = strlen(detail);
 
 		if (parse_error)
