@@ -144,6 +144,7 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 	ShardRow   *old;
 	List	   *tables;
 	int64		version;
+	int64		add_version;
 	int64		lo;
 	int64		hi;
 	char		name[64];
@@ -346,12 +347,18 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, "
 					"version = $4, updated_at = now() WHERE shard_id = $1",
 					4, types, values, SPI_OK_UPDATE);
+	/*
+	 * The new shard is a change of its own, with the next version: other
+	 * coordinators apply the two events in order and would skip the second
+	 * one as stale if both carried the same version.
+	 */
+	add_version = TopologyBumpVersion();
 	values[0] = CStringGetTextDatum(new_shard_id);
 	values[1] = Int64GetDatum(lo);
 	values[2] = Int64GetDatum(hi);
 	values[3] = CStringGetTextDatum(new_dsn);
 	types[3] = TEXTOID;
-	values[4] = Int64GetDatum(version);
+	values[4] = Int64GetDatum(add_version);
 	TopologySpiExec("INSERT INTO tenant_router.shard (shard_id, range_start, range_end, dsn, version) "
 					"VALUES ($1, $2, $3, $4, $5)", 5, types, values, SPI_OK_INSERT);
 	values[0] = CStringGetTextDatum(shard_id);
@@ -360,10 +367,10 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 	if (source == TOPOLOGY_FROM_SQL)
 	{
 		OutboxUpdateRange(shard_id, old->range_start, split_at, version);
-		OutboxAddShard(new_shard_id, lo, hi, new_dsn, version);
+		OutboxAddShard(new_shard_id, lo, hi, new_dsn, add_version);
 	}
 	SPI_finish();
-	return version;
+	return add_version;
 }
 
 /*
