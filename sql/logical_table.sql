@@ -7,10 +7,10 @@
 SET client_min_messages = warning;
 \c :shard1
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.users, public.orders, public.t_org, public.t_drop;
+DROP TABLE IF EXISTS public.users, public.orders, public.t_org, public.t_drop, public.t_pct;
 \c :shard2
 SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.users, public.orders, public.t_org, public.t_drop;
+DROP TABLE IF EXISTS public.users, public.orders, public.t_org, public.t_drop, public.t_pct;
 DROP DATABASE IF EXISTS tr_shard3;
 \c :coord
 \set SHOW_CONTEXT never
@@ -156,6 +156,17 @@ RESET ROLE;
 SELECT table_id FROM tenant_router.logical_tables ORDER BY 1;
 DROP ROLE tr_dropper;
 
+-- privileges are copied whatever the names of the columns and roles
+CREATE TABLE t_pct (tenant_id bigint NOT NULL, "a%s%s%s%s" int);
+CREATE ROLE "tr_%s%n";
+GRANT SELECT ("a%s%s%s%s") ON t_pct TO PUBLIC;
+GRANT UPDATE ("a%s%s%s%s") ON t_pct TO "tr_%s%n";
+SELECT logical_table_add('t_pct');
+SELECT grantee, column_name, privilege_type FROM information_schema.column_privileges
+ WHERE table_name = 't_pct' AND grantee <> current_user ORDER BY 1, 3;
+DROP FOREIGN TABLE t_pct;
+DROP ROLE "tr_%s%n";
+
 -- cleanup, on the shards too
 \c :coord
 DROP EXTENSION tenant_router CASCADE;
@@ -165,7 +176,7 @@ DROP FUNCTION t_trig_f();
 DROP SEQUENCE t_seq;
 DROP ROLE tr_reader;
 \c :shard1
-DROP TABLE public.users, public.t_org, public.t_drop;
+DROP TABLE public.users, public.t_org, public.t_drop, public.t_pct;
 \c :shard2
-DROP TABLE public.users, public.orders, public.t_org, public.t_drop;
+DROP TABLE public.users, public.orders, public.t_org, public.t_drop, public.t_pct;
 DROP DATABASE tr_shard3;

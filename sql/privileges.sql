@@ -35,9 +35,13 @@ SET ROLE tr_ops;
 SELECT shard_update_range('shard2', 10001, 30000);
 SELECT shard_id, range_end, dsn ~ 's3cret|p%40ss' AS shows_password FROM tenant_router.shards ORDER BY 1;
 SELECT dsn FROM tenant_router.shard;
--- an error about a shard never shows its password
+-- but a DSN is a credential: adding a shard, or handing its DSN to a new
+-- shard by a split, takes a superuser (a DSN of a superuser of a shard would
+-- otherwise run anything there as that superuser)
 SELECT shard_add('shard9', 90000, 90001, 'host=127.0.0.1 port=1 password=hunter2');
-SELECT shard_add('shard9', 90000, 90001, 'postgres://u:hunter2@127.0.0.1:1/db');
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_split('shard1', 5000, 'shard9', 'host=127.0.0.1 port=1');
+SELECT shard_id, range_start, range_end FROM tenant_router.shards ORDER BY 1;
 -- logical_table_add needs the table's owner too
 SELECT logical_table_add('mine');
 \echo :LAST_ERROR_SQLSTATE

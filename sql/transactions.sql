@@ -108,6 +108,89 @@ INSERT INTO accounts (tenant_id, name) VALUES (6, 'x6'), (7, 'x7');
 COMMIT;
 SELECT name, balance FROM accounts WHERE tenant_id BETWEEN 1 AND 7 ORDER BY name;
 
+-- TRUNCATE writes every shard: it is the only write of its transaction
+BEGIN;
+UPDATE accounts SET balance = balance + 1 WHERE tenant_id = 1;
+TRUNCATE accounts;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+BEGIN;
+TRUNCATE accounts;
+INSERT INTO accounts (tenant_id, name) VALUES (1, 'after truncate');
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) > 0 AS rows_kept FROM accounts;
+
+-- a cursor opened before a savepoint fails after it: the shard's transaction
+-- is lost with the error, and COMMIT says so rather than commit nothing
+INSERT INTO accounts (tenant_id, name, balance) VALUES (8, 'y8', 5), (8, 'z8', 0);
+BEGIN;
+UPDATE accounts SET balance = balance + 1000 WHERE tenant_id = 8 AND name = 'y8';
+DECLARE c CURSOR FOR SELECT name, 100 / balance
+    FROM (SELECT * FROM accounts WHERE tenant_id = 8 ORDER BY name OFFSET 0) s;
+FETCH 1 FROM c;
+SAVEPOINT a;
+FETCH 1 FROM c;
+ROLLBACK TO a;
+COMMIT;
+\echo :LAST_ERROR_SQLSTATE
+SELECT name, balance FROM accounts WHERE tenant_id = 8 ORDER BY name;
+-- the same through a PL/pgSQL exception block
+BEGIN;
+UPDATE accounts SET balance = balance + 1000 WHERE tenant_id = 8 AND name = 'y8';
+DO $$
+DECLARE
+    c CURSOR FOR SELECT 100 / balance AS q
+        FROM (SELECT * FROM accounts WHERE tenant_id = 8 ORDER BY name OFFSET 0) s;
+    r record;
+BEGIN
+    OPEN c;
+    FETCH c INTO r;
+    BEGIN
+        FETCH c INTO r;
+    EXCEPTION WHEN division_by_zero THEN
+        RAISE NOTICE 'caught %', SQLSTATE;
+    END;
+END
+$$;
+SELECT count(*) FROM accounts WHERE tenant_id = 8;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT name, balance FROM accounts WHERE tenant_id = 8 ORDER BY name;
+-- a cursor whose query started inside a savepoint rolled back since is
+-- cancelled with it; it never reads another statement's rows
+BEGIN;
+DECLARE c CURSOR FOR SELECT name FROM accounts WHERE tenant_id = 2 ORDER BY name;
+SAVEPOINT b;
+FETCH 1 FROM c;
+ROLLBACK TO b;
+SELECT name FROM accounts WHERE tenant_id = 3 ORDER BY name;
+FETCH 1 FROM c;
+\echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- a subquery of RETURNING reads its own tenant's shard
+INSERT INTO accounts (tenant_id, name) VALUES (9, 'r9')
+    RETURNING name, (SELECT name FROM accounts WHERE tenant_id = 15000 AND name = 'b1') AS other;
+PREPARE ins_ret(bigint, text) AS INSERT INTO accounts (tenant_id, name) VALUES ($1, $2)
+    RETURNING name, (SELECT count(*) FROM accounts WHERE tenant_id = 15000) AS other;
+EXECUTE ins_ret(9, 'r9b');
+DEALLOCATE ins_ret;
+
+-- the same statement text with other parameter types is another statement
+PREPARE small(int) AS SELECT name FROM accounts WHERE tenant_id = 1 AND balance < $1;
+PREPARE big(bigint) AS SELECT name FROM accounts WHERE tenant_id = 1 AND balance < $1;
+EXECUTE small(1000);
+EXECUTE big(5000000000);
+DEALLOCATE small;
+DEALLOCATE big;
+
+-- a statement outside a transaction block runs at the session's isolation level
+SET default_transaction_isolation = 'repeatable read';
+SELECT current_setting('transaction_isolation') FROM accounts WHERE tenant_id = 1 LIMIT 1;
+RESET default_transaction_isolation;
+SELECT current_setting('transaction_isolation') FROM accounts WHERE tenant_id = 1 LIMIT 1;
+
 -- read-only transactions refuse writes
 BEGIN READ ONLY;
 INSERT INTO accounts (tenant_id, name) VALUES (1, 'ro');

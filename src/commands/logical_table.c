@@ -255,8 +255,8 @@ convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
 							"WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass "
 							"AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass "
 							"AND d.refobjid = $1 AND d.deptype = 'a'", relid);
-	/* privileges of others than the owner, table and column level */
-	grants = spi_strings("SELECT 'GRANT ' || a.privilege_type || ' ON TABLE %s TO ' || "
+	/* privileges of others than the owner, table and column level, as GRANTs */
+	grants = spi_strings(psprintf("SELECT 'GRANT ' || a.privilege_type || ' ON TABLE ' || %s || ' TO ' || "
 						 "CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
 						 "ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END || "
 						 "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END "
@@ -264,12 +264,14 @@ convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
 						 "WHERE c.oid = $1 AND a.grantee <> c.relowner "
 						 "UNION ALL "
 						 "SELECT 'GRANT ' || a.privilege_type || ' (' || pg_catalog.quote_ident(t.attname) || "
-						 "') ON TABLE %s TO ' || "
+						 "') ON TABLE ' || %s || ' TO ' || "
 						 "CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
 						 "ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END || "
 						 "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END "
 						 "FROM pg_catalog.pg_attribute t, pg_catalog.aclexplode(t.attacl) a "
-						 "WHERE t.attrelid = $1 AND t.attnum > 0 AND NOT t.attisdropped", relid);
+						 "WHERE t.attrelid = $1 AND t.attnum > 0 AND NOT t.attisdropped",
+								  quote_literal_cstr(qualname), quote_literal_cstr(qualname)),
+						 relid);
 	comment = spi_strings("SELECT pg_catalog.obj_description($1, 'pg_class')", relid);
 
 	foreach(lc, sequences)
@@ -295,7 +297,7 @@ convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
 		spi_command(psprintf("ALTER SEQUENCE %s OWNED BY %s.%s", seq, qualname, col));
 	}
 	foreach(lc, grants)
-		spi_command(psprintf(lfirst(lc), qualname));
+		spi_command(lfirst(lc));
 	if (comment != NIL)
 		spi_command(psprintf("COMMENT ON FOREIGN TABLE %s IS %s", qualname,
 							 quote_literal_cstr(linitial(comment))));

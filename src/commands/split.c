@@ -247,8 +247,14 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 		published = true;
 		remote(old_side, sql.data);
 		subscribed = true;
-		remote(new_sc, psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s",
-								name, quote_literal_cstr(old->dsn), name));
+		/* the old shard's DSN: never in an error, nor in the new shard's log */
+		remote(new_sc, "SET log_statement = none");
+		remote(new_sc, "SET log_min_error_statement = panic");
+		PQclear(ShardConnExecSecret(new_sc,
+									psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s",
+											 name, quote_literal_cstr(old->dsn), name)));
+		remote(new_sc, "RESET log_statement");
+		remote(new_sc, "RESET log_min_error_statement");
 		copying = true;
 
 		/* the copy of the rows there already */
@@ -276,7 +282,20 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 		remote(old_side, psprintf("INSERT INTO %s VALUES (" INT64_FORMAT ")", marker, version));
 		wait_for_subscription(new_sc, name, psprintf("SELECT EXISTS (SELECT 1 FROM %s)", marker));
 
-		/* the old shard keeps its lower range: a write above it fails from now on */
+		/*
+		 * The old shard keeps its lower range: from its commit on, an INSERT
+		 * above it fails (the CHECK), and so does an UPDATE or DELETE of a
+		 * moved row (the trigger), until shard_cleanup() deletes them.  A
+		 * coordinator that still routes by the old topology gets an error to
+		 * retry, never a write that would be lost.
+		 */
+		remote(old_sc, "CREATE OR REPLACE FUNCTION public.tenant_router_moved_row() "
+			   "RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN "
+			   "RAISE EXCEPTION USING ERRCODE = '40001', "
+			   "MESSAGE = pg_catalog.format('tenant %s has moved to another shard', "
+			   "pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) TG_ARGV[0]), "
+			   "DETAIL = 'The statement was routed by a topology older than a shard split.', "
+			   "HINT = 'Retry the transaction.'; END$f$");
 		foreach(lc, tables)
 		{
 			LogicalTableRow *table = lfirst(lc);
@@ -291,6 +310,12 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 			remote(old_sc, psprintf("COMMENT ON CONSTRAINT tenant_router_range ON %s IS "
 									"'tenant_router range " INT64_FORMAT ".." INT64_FORMAT "'",
 									qualname, old->range_start, split_at));
+			remote(old_sc, psprintf("DROP TRIGGER IF EXISTS tenant_router_moved ON %s", qualname));
+			remote(old_sc, psprintf("CREATE TRIGGER tenant_router_moved BEFORE UPDATE OR DELETE ON %s "
+									"FOR EACH ROW WHEN (OLD.%s < " INT64_FORMAT " OR OLD.%s > " INT64_FORMAT ") "
+									"EXECUTE FUNCTION public.tenant_router_moved_row(%s)",
+									qualname, column, old->range_start, column, split_at,
+									quote_literal_cstr(table->tenant_column)));
 		}
 
 		/*
@@ -404,6 +429,7 @@ TopologyCleanupShard(const char *shard_id)
 		const char *column = quote_identifier(table->tenant_column);
 		PGresult   *res;
 
+		remote(sc, psprintf("DROP TRIGGER IF EXISTS tenant_router_moved ON %s", qualname));
 		res = ShardConnExec(sc, psprintf("DELETE FROM %s WHERE %s < " INT64_FORMAT
 										 " OR %s > " INT64_FORMAT,
 										 qualname, column, shard->range_start,
@@ -421,6 +447,8 @@ TopologyCleanupShard(const char *shard_id)
 Datum
 tenant_router_shard_split(PG_FUNCTION_ARGS)
 {
+	TopologyRequireSuperuser("shard_split",
+							 "The new shard receives the old shard's connection string, for its subscription.");
 	TopologySplitShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
 					   text_to_cstring(PG_GETARG_TEXT_PP(2)),
 					   text_to_cstring(PG_GETARG_TEXT_PP(3)), TOPOLOGY_FROM_SQL);

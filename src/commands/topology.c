@@ -66,6 +66,23 @@ validate_range(int64 range_start, int64 range_end)
 				 errdetail("A shard owns the tenants range_start..range_end, both inclusive.")));
 }
 
+/*
+ * TopologyRequireSuperuser refuses a caller that is not a superuser.  The
+ * admin functions are SECURITY DEFINER, so the caller is the outer user.
+ * Those that take a connection string need a superuser: a DSN is a
+ * credential, as for CREATE SUBSCRIPTION.
+ */
+void
+TopologyRequireSuperuser(const char *function, const char *why)
+{
+	if (!superuser_arg(GetOuterUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only superusers may call %s()", function),
+				 errdetail("%s", why),
+				 errhint("Members of tenant_router_admin may change ranges, remove shards, clean up shards and add logical tables; adding a shard takes a superuser.")));
+}
+
 /* TopologySpiExec runs a catalog statement and checks its outcome */
 void
 TopologySpiExec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
@@ -259,6 +276,8 @@ TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 Datum
 tenant_router_shard_add(PG_FUNCTION_ARGS)
 {
+	TopologyRequireSuperuser("shard_add",
+							 "Every backend reaches the shard with its connection string, which may connect as a superuser of the shard.");
 	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 					 PG_GETARG_INT64(1), PG_GETARG_INT64(2),
 					 text_to_cstring(PG_GETARG_TEXT_PP(3)),

@@ -50,11 +50,21 @@
 
 typedef struct PreparedStmt
 {
-	uint64		key;			/* hash of the SQL text: hash key */
+	uint64		key;			/* hash of the SQL text and types: hash key */
 	char	   *sql;
+	int			nparams;
+	Oid		   *types;			/* the parameters' types, as prepared */
 	bool		ready;			/* the shard confirmed the PREPARE */
 	char		name[24];
 } PreparedStmt;
+
+/* why a remote transaction cannot go on */
+typedef enum ShardBroken
+{
+	SHARD_OK = 0,
+	SHARD_LOST,					/* the connection was lost */
+	SHARD_FAILED				/* it failed at a savepoint level rolled back since */
+} ShardBroken;
 
 struct ShardConn
 {
@@ -63,7 +73,7 @@ struct ShardConn
 	char	   *dsn;
 	char		label[SHARD_ID_MAXLEN]; /* the shard named in messages */
 	int			xact_depth;		/* 0: no remote transaction; n: savepoint level */
-	bool		broken;			/* remote transaction lost: fail until its end */
+	ShardBroken broken;			/* remote transaction unusable: fail until its end */
 	bool		in_pipeline;	/* the command in flight was pipelined */
 	List	   *pending;		/* commands to send before the next statement */
 	ShardStream *active;		/* stream reading from conn, if any */
@@ -80,6 +90,8 @@ struct ShardStream
 	List	   *buffered;		/* results drained while conn was needed */
 	PGresult   *current;		/* row returned by the last ShardStreamNext */
 	bool		done;
+	bool		aborted;		/* cancelled by a rollback: reading is an error */
+	char		label[SHARD_ID_MAXLEN]; /* the shard, for that error */
 	uint64		affected;
 	MemoryContextCallback cleanup;
 };
@@ -88,13 +100,17 @@ static HTAB *ConnHash = NULL;
 static bool xact_callbacks_registered = false;
 static int	open_remote_xacts = 0;	/* connections with xact_depth > 0 */
 static ShardConn *xact_writer = NULL;	/* the shard written in this transaction */
+static bool xact_wrote_all = false;	/* this transaction wrote every shard */
 
 static void xact_callback(XactEvent event, void *arg);
 static void subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 							 SubTransactionId parentSubid, void *arg);
 static ShardConn *get_conn(const char *shard_id, const char *dsn, bool side);
 static void sc_release_active(ShardConn *sc);
+static void sc_abort_active(ShardConn *sc);
 static void sc_finish_command(ShardConn *sc, const char *sql);
+static PGresult *exec_statement(ShardConn *sc, const char *sql, const char *shown,
+								int nparams, const Oid *types, const char *const *values);
 
 static void
 sc_disconnect(ShardConn *sc)
@@ -111,11 +127,21 @@ sc_disconnect(ShardConn *sc)
 	}
 	if (sc->prepared != NULL)
 	{
+		HASH_SEQ_STATUS status;
+		PreparedStmt *ps;
+
+		hash_seq_init(&status, sc->prepared);
+		while ((ps = hash_seq_search(&status)) != NULL)
+		{
+			pfree(ps->sql);
+			if (ps->types)
+				pfree(ps->types);
+		}
 		hash_destroy(sc->prepared);
 		sc->prepared = NULL;
 	}
 	sc->in_pipeline = false;
-	sc->active = NULL;
+	sc_abort_active(sc);
 	list_free_deep(sc->pending);
 	sc->pending = NIL;
 }
@@ -147,6 +173,27 @@ notice_receiver(void *arg, const PGresult *res)
 }
 
 /*
+ * sc_report_broken raises the error for a shard whose remote transaction
+ * cannot go on: the local transaction can only roll back.
+ */
+static void
+sc_report_broken(ShardConn *sc)
+{
+	if (sc->broken == SHARD_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
+				 errmsg("the remote transaction on shard \"%s\" failed earlier in this transaction",
+						sc->label),
+				 errdetail("A statement failed on the shard inside a savepoint, but the shard's transaction had started outside it, so rolling back to the savepoint cannot recover it."),
+				 errhint("Roll back the transaction and retry.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("connection to shard \"%s\" was lost earlier in this transaction",
+					sc->label),
+			 errhint("Roll back the transaction and retry.")));
+}
+
+/*
  * sc_connection_lost raises the error for a connection that broke: the
  * remote transaction, if any, is gone, so the rest of the local transaction
  * fails too.
@@ -157,7 +204,7 @@ sc_connection_lost(ShardConn *sc)
 	char	   *msg = sc->conn ? libpq_message(sc->conn) : pstrdup("not connected");
 
 	if (sc->xact_depth > 0)
-		sc->broken = true;
+		sc->broken = SHARD_LOST;
 	sc_disconnect(sc);
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -301,11 +348,7 @@ get_conn(const char *shard_id, const char *dsn, bool side)
 	strlcpy(sc->label, shard_id, sizeof(sc->label));
 
 	if (sc->broken)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("connection to shard \"%s\" was lost earlier in this transaction",
-						sc->label),
-				 errhint("Roll back the transaction and retry.")));
+		sc_report_broken(sc);
 
 	/*
 	 * A connection idle since before a shard restart is dead: notice it now.
@@ -337,14 +380,16 @@ ShardConnLabel(ShardConn *sc)
 /*
  * ShardConnCanAutocommit tells whether a statement may run on its shard
  * without a remote transaction: it is the only statement of its local
- * transaction (top level, no transaction block) and no remote transaction
- * is open.
+ * transaction (top level, no transaction block), no remote transaction
+ * is open, and the isolation level is read committed (the shard's default
+ * for a statement of its own; any other level needs a remote transaction).
  */
 bool
 ShardConnCanAutocommit(void)
 {
 	return !IsTransactionBlock() && ExecutorNestLevel <= 1 &&
-		GetCurrentTransactionNestLevel() == 1 && open_remote_xacts == 0;
+		GetCurrentTransactionNestLevel() == 1 && open_remote_xacts == 0 &&
+		XactIsoLevel <= XACT_READ_COMMITTED;
 }
 
 /* ShardConnQueue queues a command to be sent before the next statement. */
@@ -358,8 +403,27 @@ ShardConnQueue(ShardConn *sc, const char *sql)
 }
 
 static void
-check_single_writer(ShardConn *writer)
+check_single_writer(ShardConn *writer, ShardXactMode mode)
 {
+	if (mode == SHARD_WRITE_ALL)
+	{
+		if (xact_writer != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("TRUNCATE of a logical table cannot follow a write in the same transaction"),
+					 errdetail("Shard \"%s\" was written earlier in this transaction; TRUNCATE writes every shard.",
+							   xact_writer->label),
+					 errhint("Commit before the TRUNCATE.")));
+		xact_wrote_all = true;
+		return;
+	}
+	if (xact_wrote_all)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("transaction would write to more than one shard"),
+				 errdetail("A TRUNCATE of a logical table wrote every shard earlier in this transaction; this statement writes to shard \"%s\".",
+						   writer->label),
+				 errhint("Commit after the TRUNCATE, before writing rows.")));
 	if (xact_writer != NULL && xact_writer != writer)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
@@ -387,8 +451,8 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 		Assert(sc->xact_depth == 0);
 		return;
 	}
-	if (mode == SHARD_WRITE)
-		check_single_writer(sc);
+	if (mode == SHARD_WRITE || mode == SHARD_WRITE_ALL)
+		check_single_writer(sc, mode);
 	if (sc->xact_depth == 0)
 	{
 		const char *level;
@@ -452,7 +516,8 @@ sc_get_result(ShardConn *sc)
 
 /*
  * sc_report raises a remote error with its SQLSTATE, message, detail and
- * hint, naming the shard and the remote SQL.  It frees res.
+ * hint, naming the shard and the remote SQL (unless sql is NULL: a command
+ * holding a secret).  It frees res.
  */
 static void
 sc_report(ShardConn *sc, PGresult *res, const char *sql)
@@ -479,17 +544,29 @@ sc_report(ShardConn *sc, PGresult *res, const char *sql)
 			 detail ? errdetail_internal("%s", detail) : 0,
 			 hint ? errhint("%s", hint) : 0,
 			 context ? errcontext("%s", context) : 0,
-			 errcontext("remote SQL on shard \"%s\": %s", sc->label, sql)));
+			 errcontext("remote %s on shard \"%s\"%s%s", sql ? "SQL" : "command",
+						sc->label, sql ? ": " : "", sql ? sql : "")));
 }
 
+/*
+ * sc_prepared_lookup returns the remote prepared statement for sql with
+ * parameters of these types (the same text with other types is another
+ * statement), entering it if there is room; NULL means run it unprepared.
+ */
 static PreparedStmt *
-sc_prepared_lookup(ShardConn *sc, const char *sql, bool *need_prepare)
+sc_prepared_lookup(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+				   bool *need_prepare)
 {
-	uint64		key = hash_bytes_extended((const unsigned char *) sql, strlen(sql), 0);
+	uint64		key;
 	PreparedStmt *ps;
 	bool		found;
 
+	if (types == NULL)
+		nparams = 0;			/* untyped: the text alone is the key */
 	*need_prepare = false;
+	key = hash_bytes_extended((const unsigned char *) sql, strlen(sql),
+							  nparams > 0 ? hash_bytes((const unsigned char *) types,
+													   nparams * sizeof(Oid)) : 0);
 	if (sc->prepared == NULL)
 	{
 		HASHCTL		ctl;
@@ -503,7 +580,8 @@ sc_prepared_lookup(ShardConn *sc, const char *sql, bool *need_prepare)
 	ps = hash_search(sc->prepared, &key, HASH_FIND, &found);
 	if (found)
 	{
-		if (strcmp(ps->sql, sql) != 0)
+		if (strcmp(ps->sql, sql) != 0 || ps->nparams != nparams ||
+			(nparams > 0 && memcmp(ps->types, types, nparams * sizeof(Oid)) != 0))
 			return NULL;		/* hash collision: run unprepared */
 		*need_prepare = !ps->ready;
 		return ps;
@@ -512,6 +590,13 @@ sc_prepared_lookup(ShardConn *sc, const char *sql, bool *need_prepare)
 		return NULL;
 	ps = hash_search(sc->prepared, &key, HASH_ENTER, &found);
 	ps->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	ps->nparams = nparams;
+	ps->types = NULL;
+	if (nparams > 0)
+	{
+		ps->types = MemoryContextAlloc(TopMemoryContext, nparams * sizeof(Oid));
+		memcpy(ps->types, types, nparams * sizeof(Oid));
+	}
 	ps->ready = false;
 	snprintf(ps->name, sizeof(ps->name), "tenant_router_%u", ++sc->next_stmt);
 	*need_prepare = true;
@@ -524,7 +609,7 @@ sc_prepared_lookup(ShardConn *sc, const char *sql, bool *need_prepare)
  * results of everything but the statement.
  */
 static void
-sc_send(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+sc_send(ShardConn *sc, const char *sql, const char *shown, int nparams, const Oid *types,
 		const char *const *values, bool prepare, bool single_row)
 {
 	PGconn	   *conn = sc->conn;
@@ -540,7 +625,7 @@ sc_send(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 	Assert(!PQisBusy(conn));
 
 	if (prepare && TenantRouterRemotePrepare)
-		ps = sc_prepared_lookup(sc, sql, &need_prepare);
+		ps = sc_prepared_lookup(sc, sql, nparams, types, &need_prepare);
 
 	nprefix = list_length(sc->pending) + (need_prepare ? 1 : 0);
 	sc->in_pipeline = (nprefix > 0);
@@ -586,7 +671,7 @@ sc_send(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 	{
 		/* the statement was skipped: read its outcome and the sync */
 		sc_finish_command(sc, sql);
-		sc_report(sc, first_error, sql);
+		sc_report(sc, first_error, shown);
 	}
 	if (single_row)
 		PQsetSingleRowMode(conn);
@@ -631,10 +716,27 @@ PGresult *
 ShardConnExec(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 			  const char *const *values)
 {
+	return exec_statement(sc, sql, sql, nparams, types, values);
+}
+
+/*
+ * ShardConnExecSecret is ShardConnExec for a command that holds a secret
+ * (a connection string): an error never shows the command.
+ */
+PGresult *
+ShardConnExecSecret(ShardConn *sc, const char *sql)
+{
+	return exec_statement(sc, sql, NULL, 0, NULL, NULL);
+}
+
+static PGresult *
+exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
+			   const Oid *types, const char *const *values)
+{
 	PGresult   *res;
 	PGresult   *next;
 
-	sc_send(sc, sql, nparams, types, values, false, false);
+	sc_send(sc, sql, shown, nparams, types, values, false, false);
 	res = sc_get_result(sc);
 	if (res == NULL)
 		sc_connection_lost(sc);
@@ -653,7 +755,7 @@ ShardConnExec(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 		sc_finish_command(sc, sql);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK &&
 		PQresultStatus(res) != PGRES_TUPLES_OK)
-		sc_report(sc, res, sql);
+		sc_report(sc, res, shown);
 	return res;
 }
 
@@ -690,8 +792,9 @@ ShardStreamOpen(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 	stream->cleanup.arg = stream;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, &stream->cleanup);
 
-	sc_send(sc, sql, nparams, types, values, prepare, true);
+	sc_send(sc, sql, sql, nparams, types, values, prepare, true);
 	stream->sc = sc;
+	strlcpy(stream->label, sc->label, sizeof(stream->label));
 	sc->active = stream;
 	return stream;
 }
@@ -704,7 +807,11 @@ static PGresult *
 stream_read(ShardStream *stream)
 {
 	ShardConn  *sc = stream->sc;
-	PGresult   *res = sc_get_result(sc);
+	PGresult   *res;
+
+	if (sc == NULL || sc->active != stream)
+		elog(ERROR, "tenant_router: stream read without its connection");
+	res = sc_get_result(sc);
 
 	if (res == NULL)
 		sc_connection_lost(sc);
@@ -749,6 +856,13 @@ ShardStreamNext(ShardStream *stream)
 		stream->buffered = list_delete_first(stream->buffered);
 		return stream->current;
 	}
+	if (stream->aborted)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_CURSOR_STATE),
+				 errmsg("the remote query on shard \"%s\" was cancelled by a rollback",
+						stream->label),
+				 errdetail("The query started inside a savepoint that was rolled back since."),
+				 errhint("Open the cursor again.")));
 	if (stream->done)
 		return NULL;
 	stream->current = stream_read(stream);
@@ -760,6 +874,24 @@ uint64
 ShardStreamRowsAffected(ShardStream *stream)
 {
 	return stream->affected;
+}
+
+/*
+ * sc_abort_active detaches the stream reading the connection, if any, when
+ * its query is cancelled or its connection closed: it can never read the
+ * rest of its rows, and another statement may use the connection next.
+ */
+static void
+sc_abort_active(ShardConn *sc)
+{
+	ShardStream *stream = sc->active;
+
+	if (stream == NULL)
+		return;
+	stream->aborted = true;
+	stream->done = true;
+	stream->sc = NULL;
+	sc->active = NULL;
 }
 
 /*
@@ -900,7 +1032,7 @@ cleanup_exec(ShardConn *sc, const char *sql)
 static bool
 cleanup_in_flight(ShardConn *sc)
 {
-	sc->active = NULL;
+	sc_abort_active(sc);
 	if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
 	{
 		PGcancel   *cancel = PQgetCancel(sc->conn);
@@ -917,14 +1049,28 @@ cleanup_in_flight(ShardConn *sc)
 	return PQstatus(sc->conn) == CONNECTION_OK;
 }
 
+/*
+ * commit_remote commits the shard's remote transaction.  A shard answers
+ * COMMIT of a failed transaction with ROLLBACK, and no error: that is an
+ * error here, or the local transaction would commit what the shard dropped.
+ */
 static void
 commit_remote(ShardConn *sc)
 {
 	PGresult   *res;
+	bool		committed;
 
 	sc_release_active(sc);
 	res = ShardConnExec(sc, "COMMIT TRANSACTION", 0, NULL, NULL);
+	committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
 	PQclear(res);
+	sc->xact_depth = 0;
+	if (!committed)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRANSACTION_ROLLBACK),
+				 errmsg("the remote transaction on shard \"%s\" was rolled back instead of committed",
+						sc->label),
+				 errdetail("A statement had failed in it earlier.")));
 }
 
 static void
@@ -940,26 +1086,33 @@ xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+
+			/*
+			 * Shards only read first, the shard written last: if a reader's
+			 * COMMIT fails, the local transaction and the write still roll
+			 * back together.
+			 */
 			hash_seq_init(&status, ConnHash);
 			while ((sc = hash_seq_search(&status)) != NULL)
 			{
 				if (sc->broken)
-					ereport(ERROR,
-							(errcode(ERRCODE_CONNECTION_FAILURE),
-							 errmsg("connection to shard \"%s\" was lost during the transaction",
-									sc->label)));
-				if (sc->conn == NULL)
+				{
+					hash_seq_term(&status);
+					sc_report_broken(sc);
+				}
+				if (sc->conn == NULL || sc == xact_writer)
 					continue;
 				if (sc->xact_depth > 0)
-				{
 					commit_remote(sc);
-					sc->xact_depth = 0;
-				}
 				else
 					sc_release_active(sc);
 			}
+			if (xact_writer != NULL &&
+				xact_writer->conn != NULL && xact_writer->xact_depth > 0)
+				commit_remote(xact_writer);
 			open_remote_xacts = 0;
 			xact_writer = NULL;
+			xact_wrote_all = false;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			hash_seq_init(&status, ConnHash);
@@ -994,6 +1147,7 @@ xact_callback(XactEvent event, void *arg)
 			}
 			open_remote_xacts = 0;
 			xact_writer = NULL;
+			xact_wrote_all = false;
 			break;
 		default:
 			break;
@@ -1017,8 +1171,22 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	hash_seq_init(&status, ConnHash);
 	while ((sc = hash_seq_search(&status)) != NULL)
 	{
-		if (sc->xact_depth < curlevel || sc->conn == NULL)
+		if (sc->conn == NULL || sc->xact_depth == 0)
 			continue;
+
+		/*
+		 * A remote transaction opened outside this subtransaction can still
+		 * have failed in it: a cursor opened before the savepoint and read
+		 * after it.  No savepoint of ours covers that failure, so the
+		 * remote transaction is lost; COMMIT would only roll it back.
+		 */
+		if (sc->xact_depth < curlevel)
+		{
+			if (event == SUBXACT_EVENT_ABORT_SUB && !sc->broken && sc->active == NULL &&
+				!sc->in_pipeline && PQtransactionStatus(sc->conn) == PQTRANS_INERROR)
+				sc->broken = SHARD_FAILED;
+			continue;
+		}
 		if (event == SUBXACT_EVENT_PRE_COMMIT_SUB)
 		{
 			snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
@@ -1029,7 +1197,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			if (!cleanup_in_flight(sc))
 			{
 				sc_disconnect(sc);
-				sc->broken = true;
+				sc->broken = SHARD_LOST;
 			}
 			else
 			{

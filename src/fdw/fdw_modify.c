@@ -570,7 +570,9 @@ TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 
 /*
  * TrExecForeignTruncate truncates the tables on every shard, in the shards'
- * remote transactions.
+ * remote transactions.  It is the only write of its transaction; without
+ * two-phase commit the shards commit it one after the other, so a failed
+ * COMMIT can leave some shards truncated (TRUNCATE again to finish).
  */
 void
 TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
@@ -595,7 +597,7 @@ TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 		ShardRow   *shard = lfirst(lc);
 		ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
 
-		ShardConnBegin(sc, SHARD_READ);
+		ShardConnBegin(sc, SHARD_WRITE_ALL);
 		PQclear(ShardConnExec(sc, sql.data, 0, NULL, NULL));
 	}
 }

@@ -716,7 +716,12 @@ try_fast_path(Query *parse)
 	ShipContextInit(&ctx, 0, true);
 	if (parse->commandType == CMD_INSERT)
 	{
-		if (a.target == NULL)
+		/*
+		 * A logical table read by a subquery of RETURNING or ON CONFLICT
+		 * may live on another shard than the inserted row's tenant: only
+		 * the FDW path reads it from the right one.
+		 */
+		if (a.target == NULL || a.pins != NIL)
 			return NULL;
 		copy = copyObject(parse);
 		tenant_param = insert_values(copy, a.target, &ctx, &a);

@@ -122,6 +122,14 @@ ok($shard1->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id > 
 # a write that reaches shard1 for a moved tenant fails instead of landing
 my ($rc, $out, $err) = $shard1->psql('postgres', "INSERT INTO users VALUES (999999, 7000, 'misrouted', 0)");
 like($err, qr/tenant_router_range/, 'shard1 refuses rows of the moved tenants');
+# so does a DELETE or UPDATE of a moved row (a coordinator with an outdated
+# topology): an error to retry, never a write lost with the cleanup
+($rc, $out, $err) = $shard1->psql('postgres', 'DELETE FROM users WHERE tenant_id = 7001');
+like($err, qr/tenant 7001 has moved to another shard/, 'shard1 refuses to delete a moved row');
+($rc, $out, $err) = $shard1->psql('postgres', "UPDATE orders SET amount = 0 WHERE tenant_id = 7001");
+like($err, qr/tenant 7001 has moved/, 'and to update one');
+is($shard1->safe_psql('postgres', 'BEGIN; WITH d AS (DELETE FROM users WHERE tenant_id = 1 RETURNING 1) SELECT count(*) > 0 FROM d; ROLLBACK'),
+	't', 'rows it still owns are not guarded');
 
 # cleanup
 my $left = $shard1->safe_psql('postgres',
@@ -133,6 +141,8 @@ is($shard1->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id > 
 is($shard1->safe_psql('postgres',
 		"SELECT bool_and(convalidated) FROM pg_constraint WHERE conname = 'tenant_router_range'"),
 	't', 'and its range constraints are validated');
+is($shard1->safe_psql('postgres', "SELECT count(*) FROM pg_trigger WHERE tgname = 'tenant_router_moved'"),
+	'0', 'the guard of the moved rows is gone with them');
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM users'), 5000 + $inserted,
 	'the coordinator reads the same rows after the cleanup');
 is($shard1->safe_psql('postgres', 'SELECT count(*) FROM pg_publication')

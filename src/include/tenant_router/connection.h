@@ -18,7 +18,9 @@ typedef enum ShardXactMode
 {
 	SHARD_AUTOCOMMIT,			/* no remote transaction: one round trip */
 	SHARD_READ,					/* inside the remote transaction */
-	SHARD_WRITE					/* inside it, and counts as a write */
+	SHARD_WRITE,				/* inside it, and counts as a write */
+	SHARD_WRITE_ALL				/* a write to every shard (TRUNCATE): the only
+								 * write of its transaction */
 } ShardXactMode;
 
 extern ShardConn *ShardConnGet(const char *shard_id, const char *dsn);
@@ -29,6 +31,7 @@ extern const char *ShardConnLabel(ShardConn *sc);
 
 extern PGresult *ShardConnExec(ShardConn *sc, const char *sql, int nparams,
 							   const Oid *types, const char *const *values);
+extern PGresult *ShardConnExecSecret(ShardConn *sc, const char *sql);
 extern void ShardConnQueue(ShardConn *sc, const char *sql);
 
 extern ShardStream *ShardStreamOpen(ShardConn *sc, const char *sql, int nparams,

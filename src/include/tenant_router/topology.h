@@ -16,6 +16,7 @@ typedef enum TopologySource
 	TOPOLOGY_FROM_EVENT			/* a Redis event: not published again */
 } TopologySource;
 
+extern void TopologyRequireSuperuser(const char *function, const char *why);
 extern int64 TopologyAddShard(const char *shard_id, int64 range_start,
 							  int64 range_end, const char *dsn,
 							  TopologySource source);
