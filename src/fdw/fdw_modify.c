@@ -176,11 +176,13 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 									 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
 																			lfirst_int(lc) - 1)->attname)),
 									 i), i++;
-				appendStringInfo(&sql, " WHERE ctid = $%d", i);
+				appendStringInfo(&sql, " WHERE ctid = $%d AND %s = $%d", i,
+								 quote_identifier(table->tenant_column), i + 1);
 				break;
 			}
 		case CMD_DELETE:
-			appendStringInfo(&sql, "DELETE FROM %s WHERE ctid = $1", table->remote_name);
+			appendStringInfo(&sql, "DELETE FROM %s WHERE ctid = $1 AND %s = $2",
+							 table->remote_name, quote_identifier(table->tenant_column));
 			break;
 		default:
 			elog(ERROR, "tenant_router: unexpected operation %d", (int) operation);
@@ -201,7 +203,7 @@ create_modify_state(Relation rel, CmdType operation, char *sql, List *target_att
 {
 	TrModifyState *state = palloc0(sizeof(TrModifyState));
 	TupleDesc	tupdesc = RelationGetDescr(rel);
-	int			nparams = list_length(target_attrs) + (operation == CMD_INSERT ? 0 : 1);
+	int			nparams = list_length(target_attrs) + (operation == CMD_INSERT ? 0 : 2);
 	Oid		   *typids = palloc(sizeof(Oid) * (nparams + 1));
 	ListCell   *lc;
 	int			i = 0;
@@ -215,7 +217,11 @@ create_modify_state(Relation rel, CmdType operation, char *sql, List *target_att
 	foreach(lc, target_attrs)
 		typids[i++] = TupleDescAttr(tupdesc, lfirst_int(lc) - 1)->atttypid;
 	if (operation != CMD_INSERT)
+	{
+		/* the row is its ctid, and its tenant as a check of the shard */
 		typids[i++] = TIDOID;
+		typids[i++] = state->table->tenant_type;
+	}
 	RemoteParamsInit(&state->params, nparams, typids);
 	state->values = palloc0(sizeof(Datum) * (nparams + tupdesc->natts + 1));
 	state->nulls = palloc0(sizeof(bool) * (nparams + tupdesc->natts + 1));
@@ -389,6 +395,8 @@ update_or_delete(TrModifyState *state, TupleTableSlot *slot, TupleTableSlot *pla
 	n = list_length(state->target_attrs);
 	state->values[n] = ctid;
 	state->nulls[n] = false;
+	state->values[n + 1] = tenant;
+	state->nulls[n + 1] = false;
 	return execute(state, sc, slot);
 }
 
