@@ -76,6 +76,16 @@ CREATE TABLE tenant_router.pending_cleanup (
     since       timestamptz NOT NULL DEFAULT now()
 );
 
+/*
+ * pg_dump dumps the topology with the database: the shards, the logical
+ * tables (whose foreign tables it dumps as user objects) and the pending
+ * cleanups.  The topology version is not dumped: it restarts above the
+ * highest shard version (TopologyBumpVersion).
+ */
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.shard', '');
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.logical_table', '');
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.pending_cleanup', '');
+
 REVOKE ALL ON ALL TABLES IN SCHEMA tenant_router FROM PUBLIC;
 
 /* Every committed catalog change invalidates the routing cache of every backend. */

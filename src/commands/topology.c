@@ -102,8 +102,10 @@ TopologyBumpVersion(void)
 {
 	bool		isnull;
 
-	TopologySpiExec("UPDATE tenant_router.topology SET version = version + 1, changed_at = now() "
-			 "RETURNING version", 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+	/* above every shard's version too: after a restore, version starts at 0 */
+	TopologySpiExec("UPDATE tenant_router.topology SET version = GREATEST(version, "
+					"(SELECT pg_catalog.max(version) FROM tenant_router.shard)) + 1, "
+					"changed_at = now() RETURNING version", 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "tenant_router: the topology row is missing");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

@@ -1,7 +1,7 @@
 # 001_smoke.pl — seed 000's example end to end on real servers: a coordinator
 # and two shards, rows routed by tenant range, read back through the
 # coordinator, each row stored on its owner shard only, and the routing kept
-# across a coordinator restart.
+# across a coordinator restart and a pg_dump/restore.
 use strict;
 use warnings;
 
@@ -71,5 +71,21 @@ is($shard1->safe_psql('postgres', 'SELECT count(*) FROM users')
 $coord->restart;
 is($coord->safe_psql('postgres', 'SELECT shard_for(15000)'), 'shard2', 'routing survives a coordinator restart');
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM users'), '2', 'rows are read back after the restart');
+
+# pg_dump keeps the topology: a restore into another database routes the same
+my $dump = PostgreSQL::Test::Utils::tempdir() . '/coord.sql';
+$coord->command_ok(['pg_dump', '--no-sync', '-f', $dump, '-d', $coord->connstr('postgres')],
+	'pg_dump of the coordinator');
+$coord->safe_psql('postgres', 'CREATE DATABASE restored');
+$coord->command_ok(['psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', $dump, '-d', $coord->connstr('restored')],
+	'restored into another database');
+is($coord->safe_psql('restored', 'SELECT shard_id, range_start, range_end FROM tenant_router.shards ORDER BY 1'),
+	"shard1|1|10000\nshard2|10001|20000", 'the restored catalog has the shards');
+is($coord->safe_psql('restored', 'SELECT tenant_id, username FROM users ORDER BY tenant_id'),
+	"123|alice\n15000|bob", 'and routes the logical table to them');
+$coord->safe_psql('restored', "SELECT shard_update_range('shard2', 10001, 25000)");
+ok($coord->safe_psql('restored', 'SELECT version FROM tenant_router.topology')
+	  > $coord->safe_psql('restored', "SELECT max(version) FROM tenant_router.shard WHERE shard_id <> 'shard2'"),
+	'its topology version goes on above the restored shards\' versions');
 
 done_testing();
