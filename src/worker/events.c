@@ -18,6 +18,9 @@
  * the same transaction as its effect, so a restart neither skips nor
  * repeats it.
  *
+ * What the parse finds, and the reasons, live in a memory context of the
+ * event's own, not in SPI's, which SPI_finish frees: they are logged after.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -52,6 +55,7 @@ typedef struct EventInfo
 	int64		version;
 	bool		has_version;
 	char	   *redacted;		/* the event as logged */
+	MemoryContext cxt;			/* where all of the above live */
 } EventInfo;
 
 static void
@@ -109,10 +113,14 @@ integer_field(JsonbContainer *object, const char *key)
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(num)));
 }
 
-/* redact returns the event text with its payload's DSN redacted */
+/*
+ * redact returns the event text with its payload's DSN redacted, in the
+ * current memory context (not SPI's)
+ */
 static char *
 redact(Jsonb *event, JsonbContainer *payload)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	JsonbValue *dsn = payload ? field(payload, "dsn") : NULL;
 	char	   *event_text = JsonbToCString(NULL, &event->root, VARSIZE(event));
 	Oid			types[2] = {TEXTOID, TEXTOID};
@@ -126,12 +134,15 @@ redact(Jsonb *event, JsonbContainer *payload)
 							  "pg_catalog.to_jsonb($2::text))::text",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tenant_router: could not redact an event");
+	MemoryContextSwitchTo(cxt);
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /*
  * parse_and_apply parses an event and applies it; it raises an error for an
- * event to reject and returns a reason for one to ignore, or NULL.
+ * event to reject and returns a reason for one to ignore, or NULL.  It runs
+ * in info->cxt, and returns to it after each SPI call (which leaves SPI's
+ * memory current).
  */
 static const char *
 parse_and_apply(const char *text, EventInfo *info)
@@ -190,6 +201,7 @@ parse_and_apply(const char *text, EventInfo *info)
 		if (SPI_execute_with_args("SELECT version FROM tenant_router.origin_progress "
 								  "WHERE origin = $1", 1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "tenant_router: could not read origin_progress");
+		MemoryContextSwitchTo(info->cxt);
 		if (SPI_processed > 0)
 		{
 			int64		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -225,6 +237,7 @@ parse_and_apply(const char *text, EventInfo *info)
 								  "SET version = excluded.version", 2, types, values, NULL,
 								  false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "tenant_router: could not record origin_progress");
+		MemoryContextSwitchTo(info->cxt);
 	}
 	return NULL;
 }
@@ -295,18 +308,19 @@ ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
 	EventStatus result;
 
 	memset(&info, 0, sizeof(info));
+	info.cxt = AllocSetContextCreate(caller, "tenant_router event", ALLOCSET_DEFAULT_SIZES);
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	owner = CurrentResourceOwner;
 
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
+	MemoryContextSwitchTo(info.cxt);
 	PG_TRY();
 	{
 		reason = parse_and_apply(text, &info);
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(info.cxt);
 		CurrentResourceOwner = owner;
 		status = reason ? "ignored" : "applied";
 	}
@@ -314,11 +328,11 @@ ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(info.cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(info.cxt);
 		CurrentResourceOwner = owner;
 		/* the primary message only: a parse error's detail quotes the input */
 		reason = edata->message;
@@ -330,7 +344,7 @@ ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
+	MemoryContextSwitchTo(info.cxt);
 
 	result = strcmp(status, "applied") == 0 ? EVENT_APPLIED :
 		strcmp(status, "ignored") == 0 ? EVENT_IGNORED : EVENT_REJECTED;
@@ -339,5 +353,7 @@ ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
 					status, info.op ? info.op : "(no op)",
 					info.shard_id ? " for shard " : "", info.shard_id ? info.shard_id : "",
 					reason ? ": " : "", reason ? reason : "")));
+	MemoryContextSwitchTo(caller);
+	MemoryContextDelete(info.cxt);
 	return result;
 }
