@@ -161,16 +161,24 @@ forget_stream_event(const char *event)
 	return false;
 }
 
+/*
+ * A transaction ends in TopMemoryContext: each function below that runs one
+ * returns to its caller's context, so that what the loop allocates next is
+ * reset with the loop's context instead of piling up.
+ */
+
 /* extension_ready tells whether the extension exists in the worker's database */
 static bool
 extension_ready(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		ready;
 
 	StartTransactionCommand();
 	ready = OidIsValid(get_namespace_oid("tenant_router", true)) &&
 		OidIsValid(get_relname_relid("worker_state", get_namespace_oid("tenant_router", true)));
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return ready;
 }
 
@@ -196,6 +204,7 @@ stream_position(const char *key, MemoryContext cxt)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return id;
 }
 
@@ -326,6 +335,7 @@ run_cleanups(void)
 static bool
 outbox_pending(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		pending;
 
 	StartTransactionCommand();
@@ -336,6 +346,7 @@ outbox_pending(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return pending;
 }
 
