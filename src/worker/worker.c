@@ -56,7 +56,7 @@
 #define CLEANUP_EVERY_MS 10000
 #define STREAM_BATCH 100
 /* stream entries remembered, so that their channel copies are not applied twice */
-#define RECENT_STREAM_EVENTS 1024
+#define STREAM_QUEUE_SIZE 65536
 
 typedef struct WorkerShared
 {
@@ -68,10 +68,17 @@ static WorkerShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* hashes of events applied from the stream, oldest overwritten first */
-static uint64 recent[RECENT_STREAM_EVENTS];
-static bool recent_used[RECENT_STREAM_EVENTS];
-static int	recent_next = 0;
+/*
+ * The hashes of the events applied from the stream whose channel copies
+ * have not come yet, oldest first: a ring of STREAM_QUEUE_SIZE, the oldest
+ * dropped when it is full.  The channel delivers in stream order, so a
+ * channel message is the copy of the first entry that matches it, and the
+ * entries before that one will get no copy (appended but never published,
+ * or published while the subscription was down).
+ */
+static uint64 stream_queue[STREAM_QUEUE_SIZE];
+static int	stream_queue_head = 0;
+static int	stream_queue_len = 0;
 
 static void
 worker_shmem_request(void)
@@ -135,26 +142,42 @@ worker_exit(int code, Datum arg)
 	RedisDisconnect();
 }
 
+static uint64
+event_hash(const char *event)
+{
+	return hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
+}
+
+/* remember_stream_event queues an event applied from the stream */
 static void
 remember_stream_event(const char *event)
 {
-	recent[recent_next] = hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
-	recent_used[recent_next] = true;
-	recent_next = (recent_next + 1) % RECENT_STREAM_EVENTS;
+	if (stream_queue_len == STREAM_QUEUE_SIZE)
+	{
+		stream_queue_head = (stream_queue_head + 1) % STREAM_QUEUE_SIZE;
+		stream_queue_len--;
+	}
+	stream_queue[(stream_queue_head + stream_queue_len) % STREAM_QUEUE_SIZE] = event_hash(event);
+	stream_queue_len++;
 }
 
-/* forget_stream_event tells whether event was applied from the stream */
+/*
+ * forget_stream_event tells whether a channel message is the copy of an
+ * event applied from the stream; if so it drops that entry and the older
+ * ones, whose copies will not come.
+ */
 static bool
 forget_stream_event(const char *event)
 {
-	uint64		h = hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
+	uint64		h = event_hash(event);
 	int			i;
 
-	for (i = 0; i < RECENT_STREAM_EVENTS; i++)
+	for (i = 0; i < stream_queue_len; i++)
 	{
-		if (recent_used[i] && recent[i] == h)
+		if (stream_queue[(stream_queue_head + i) % STREAM_QUEUE_SIZE] == h)
 		{
-			recent_used[i] = false;
+			stream_queue_head = (stream_queue_head + i + 1) % STREAM_QUEUE_SIZE;
+			stream_queue_len -= i + 1;
 			return true;
 		}
 	}
@@ -220,6 +243,12 @@ catch_up(bool after_connect, char **why)
 	char	   *key = RedisStreamKey();
 	char	   *last = stream_position(key, cxt);
 
+	/*
+	 * A new subscription gets no copy of an event published before it, and
+	 * every event published since is still in the stream, after last.
+	 */
+	if (after_connect)
+		stream_queue_len = 0;
 	if (after_connect && strcmp(last, "0-0") != 0)
 	{
 		bool		trimmed;

@@ -1,7 +1,8 @@
 # Topology from Redis: the worker applies a control plane's events live,
 # rejects bad ones without changing anything, recovers what it missed while
-# Redis or the worker was away, publishes this coordinator's own changes
-# (never a rolled-back one), and two coordinators converge.
+# Redis or the worker was away, applies each event of a burst once,
+# publishes this coordinator's own changes (never a rolled-back one), and
+# two coordinators converge.
 use strict;
 use warnings;
 
@@ -232,5 +233,35 @@ publish($first_event);
 wait_for($b, q{SELECT count(*) > 0 FROM tenant_router.event_log WHERE reason LIKE 'stale%'},
 	'a replayed old event is ignored as stale');
 is(topology($b), topology($a), 'and changes nothing');
+
+#
+# A burst: a control plane sends 1100 events (stream and channel) at once,
+# more than the worker once remembered to skip the channel copies of what it
+# applied from the stream.  Each one is applied exactly once, in order.  A
+# third coordinator on a channel of its own, without logical tables, keeps
+# it fast.
+#
+my $c = TenantRouter::Test->new_coordinator('coord_c', redis => $redis,
+	conf => [ "tenant_router.topology_channel = 'burst'", 'tenant_router.event_log_size = 5000' ]);
+TenantRouter::Test->wait_subscribers($redis, 'burst', 1);
+$c->safe_psql('postgres', qq{SELECT shard_add('burst1', 1, 1000, '$dsn[3]')});
+my $burst = 1100;
+TenantRouter::Test->redis_cli($redis, 'EVAL', q{
+	for i = 1, tonumber(ARGV[1]) do
+		local e = '{"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "burst1", "range_start": 1, "range_end": '
+			.. (1000 + i) .. '}, "seq": ' .. i .. '}'
+		redis.call('XADD', KEYS[1], '*', 'event', e)
+		redis.call('PUBLISH', KEYS[2], e)
+	end
+	return 1}, '2', 'burst:log', 'burst', $burst);
+# channel messages are handled in order: once this one is logged, so is every copy before it
+TenantRouter::Test->redis_cli($redis, 'PUBLISH', 'burst', '{"op": "REMOVE_SHARD", "payload": {"shard_id": "end-of-burst"}}');
+wait_for($c, q{SELECT count(*) = 1 FROM tenant_router.events WHERE shard_id = 'end-of-burst'},
+	'the burst went through');
+is($c->safe_psql('postgres', q{SELECT count(*) || ' ' || count(DISTINCT event) FROM tenant_router.events
+		WHERE op = 'UPDATE_SHARD_RANGE' AND status = 'applied'}),
+	"$burst $burst", "each of the $burst events of the burst was applied once");
+is($c->safe_psql('postgres', 'SELECT applied FROM tenant_router.event_stats'), $burst, 'and counted once');
+is(topology($c), 'burst1:1..' . (1000 + $burst), 'the last one wins');
 
 done_testing();
