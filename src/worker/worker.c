@@ -6,14 +6,15 @@
  *
  * It subscribes to tenant_router.topology_channel and applies the events
  * published there (events.c); it reads the stream "<channel>:log" from the
- * last entry it applied, after every (re)connection and before each channel
- * message, so that events published while it was away are not lost; it
- * publishes the events of this coordinator's SQL changes from the outbox;
- * and it finishes shard splits (shard_cleanup(), unless
- * tenant_router.auto_cleanup is off).  Its loop waits on its
- * latch and the Redis socket together, as pg_cron's does: interrupts, then
- * a reload on SIGHUP (reconnecting if the Redis settings changed), then the
- * work, then the wait, the loop's memory reset every pass.
+ * last entry it applied, after every (re)connection, before each channel
+ * message and every 5 s, so that events published while it was away, and
+ * entries a publisher appended to the stream but never published, are not
+ * lost; it publishes the events of this coordinator's SQL changes from the
+ * outbox; and it finishes shard splits (shard_cleanup(), unless
+ * tenant_router.auto_cleanup is off).  Its loop waits on its latch and the
+ * Redis socket together, as pg_cron's does: interrupts, then a reload on
+ * SIGHUP (reconnecting if the Redis settings changed), then the work, then
+ * the wait, the loop's memory reset every pass.
  *
  * Redis being down stops nothing but the worker's own work: routing goes on
  * from the catalog.  The worker retries with backoff (100 ms doubling to
@@ -55,6 +56,8 @@
 #define IDLE_WAIT_MS 10000
 #define CLEANUP_EVERY_MS 10000
 #define STREAM_BATCH 100
+/* how often the worker reads the stream with no channel message to prompt it */
+#define CATCH_UP_EVERY_MS 5000
 /* stream entries remembered, so that their channel copies are not applied twice */
 #define STREAM_QUEUE_SIZE 65536
 
@@ -391,6 +394,7 @@ TenantRouterWorkerMain(Datum main_arg)
 	int			attempts = 0;
 	TimestampTz next_attempt = 0;
 	TimestampTz next_cleanup = 0;
+	TimestampTz next_catch_up = 0;
 	TimestampTz outage_since = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -475,6 +479,7 @@ TenantRouterWorkerMain(Datum main_arg)
 					attempts = 0;
 					backoff_ms = BACKOFF_MIN_MS;
 					readable = false;
+					next_catch_up = TimestampTzPlusMilliseconds(now, CATCH_UP_EVERY_MS);
 				}
 				else
 				{
@@ -499,6 +504,12 @@ TenantRouterWorkerMain(Datum main_arg)
 
 				foreach(lc, payloads)
 					ok = ok && handle_message(lfirst(lc), &why);
+				/* entries appended to the stream but never published */
+				if (ok && now >= next_catch_up)
+				{
+					ok = catch_up(false, &why);
+					next_catch_up = TimestampTzPlusMilliseconds(now, CATCH_UP_EVERY_MS);
+				}
 				if (ok && outbox_pending())
 					ok = OutboxPublish(&why) >= 0;
 				if (!ok)
@@ -516,6 +527,8 @@ TenantRouterWorkerMain(Datum main_arg)
 			}
 			if (!RedisConnected())
 				timeout = Max(1, TimestampDifferenceMilliseconds(now, next_attempt));
+			else
+				timeout = Max(1, Min(timeout, TimestampDifferenceMilliseconds(now, next_catch_up)));
 		}
 
 		if (TenantRouterAutoCleanup && now >= next_cleanup)

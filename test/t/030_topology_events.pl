@@ -1,6 +1,7 @@
 # Topology from Redis: the worker applies a control plane's events live,
 # rejects bad ones without changing anything, recovers what it missed while
-# Redis or the worker was away, applies each event of a burst once,
+# Redis or the worker was away (or the publisher was: an entry appended to
+# the stream and never published), applies each event of a burst once,
 # publishes this coordinator's own changes (never a rolled-back one), and
 # two coordinators converge.
 use strict;
@@ -9,6 +10,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
 use TenantRouter::Test;
 
 my $channel = 'db_shard_topology_updates';
@@ -51,6 +53,19 @@ sub wait_for
 {
 	my ($node, $query, $what) = @_;
 	ok($node->poll_query_until('postgres', $query), $what);
+}
+
+# poll_until: true once query returns true, false after $secs seconds
+sub poll_until
+{
+	my ($node, $query, $secs) = @_;
+	my $deadline = time + $secs;
+	while (time < $deadline)
+	{
+		return 1 if $node->safe_psql('postgres', $query) eq 't';
+		usleep(100_000);
+	}
+	return 0;
 }
 
 for my $node ($a, $b)
@@ -216,6 +231,19 @@ is($a->safe_psql('postgres',
 	$a->safe_psql('postgres',
 		q{SELECT count(DISTINCT coalesce(version::text, event)) FROM tenant_router.event_log WHERE op = 'UPDATE_SHARD_RANGE' AND shard_id = 'shard3' AND status = 'applied'}),
 	'an event both in the stream and on the channel is applied once');
+
+#
+# A control plane that crashed between XADD and PUBLISH: the entry is only
+# in the stream.  With no channel message to prompt it, the worker's
+# periodic read of the stream (every 5 s) applies it.
+#
+TenantRouter::Test->redis_cli($redis, 'XADD', $stream, '*', 'event',
+	q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard4", "range_start": 80001, "range_end": 97000}}));
+for my $node ($a, $b)
+{
+	ok(poll_until($node, q{SELECT shard_for(96500) = 'shard4'}, 15),
+		$node->name . ': an event appended to the stream but never published is applied within seconds');
+}
 
 #
 # Changes on either side converge.
