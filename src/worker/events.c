@@ -16,7 +16,10 @@
  * tenant_router.event_log, with its DSN redacted; the log keeps the last
  * tenant_router.event_log_size events.  A stream entry's id is stored in
  * the same transaction as its effect, so a restart neither skips nor
- * repeats it.
+ * repeats it.  An event whose transaction fails after the subtransaction
+ * (a shard's COMMIT, a constraint checked at commit) is rolled back and
+ * recorded as rejected in a transaction of its own, its stream entry
+ * passed: the worker goes on instead of replaying it forever.
  *
  * What the parse finds, and the reasons, live in a memory context of the
  * event's own, not in SPI's, which SPI_finish frees: they are logged after.
@@ -294,66 +297,121 @@ record(EventSource source, const char *stream_id, EventInfo *info, const char *s
 }
 
 /*
- * ApplyTopologyEvent applies and records one event in its own transaction;
- * it never raises an error for a bad event.  It returns the status.
+ * apply_and_record applies and records one event in its own transaction and
+ * returns its status.  The event's own errors are caught in a
+ * subtransaction; an error it raises comes from the transaction itself
+ * (its commit, with *committing set, or the record).
  */
-EventStatus
-ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
+static const char *
+apply_and_record(const char *text, EventSource source, const char *stream_id,
+				 EventInfo *info, const char **reason, volatile bool *committing)
 {
-	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner;
-	EventInfo	info;
-	const char *reason = NULL;
 	const char *status;
-	EventStatus result;
 
-	memset(&info, 0, sizeof(info));
-	info.cxt = AllocSetContextCreate(caller, "tenant_router event", ALLOCSET_DEFAULT_SIZES);
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	owner = CurrentResourceOwner;
 
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(info.cxt);
+	MemoryContextSwitchTo(info->cxt);
 	PG_TRY();
 	{
-		reason = parse_and_apply(text, &info);
+		*reason = parse_and_apply(text, info);
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(info.cxt);
+		MemoryContextSwitchTo(info->cxt);
 		CurrentResourceOwner = owner;
-		status = reason ? "ignored" : "applied";
+		status = *reason ? "ignored" : "applied";
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(info.cxt);
+		MemoryContextSwitchTo(info->cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(info.cxt);
+		MemoryContextSwitchTo(info->cxt);
 		CurrentResourceOwner = owner;
 		/* the primary message only: a parse error's detail quotes the input */
-		reason = edata->message;
+		*reason = edata->message;
 		status = "rejected";
 	}
 	PG_END_TRY();
 
-	record(source, stream_id, &info, status, reason, text);
+	record(source, stream_id, info, status, *reason, text);
+	SPI_finish();
+	PopActiveSnapshot();
+	*committing = true;
+	CommitTransactionCommand();
+	*committing = false;
+	MemoryContextSwitchTo(info->cxt);
+	return status;
+}
+
+/* record_rejected records a rejected event in a transaction of its own */
+static void
+record_rejected(const char *text, EventSource source, const char *stream_id,
+				EventInfo *info, const char *reason)
+{
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	record(source, stream_id, info, "rejected", reason, text);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	MemoryContextSwitchTo(info.cxt);
+	MemoryContextSwitchTo(info->cxt);
+}
+
+/*
+ * ApplyTopologyEvent applies and records one event in its own transaction;
+ * it never raises an error for a bad event, nor for one whose transaction
+ * fails to commit (that one is rolled back and recorded as rejected, its
+ * stream entry passed).  It returns the status.
+ */
+EventStatus
+ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	EventInfo  *info;
+	const char *reason = NULL;
+	const char *status;
+	volatile bool committing = false;
+	EventStatus result;
+
+	info = MemoryContextAllocZero(caller, sizeof(EventInfo));
+	info->cxt = AllocSetContextCreate(caller, "tenant_router event", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(info->cxt);
+	PG_TRY();
+	{
+		status = apply_and_record(text, source, stream_id, info, &reason, &committing);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(info->cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(info->cxt);
+		reason = committing ? psprintf("commit failed: %s", edata->message) : edata->message;
+		status = "rejected";
+		record_rejected(text, source, stream_id, info, reason);
+	}
+	PG_END_TRY();
 
 	result = strcmp(status, "applied") == 0 ? EVENT_APPLIED :
 		strcmp(status, "ignored") == 0 ? EVENT_IGNORED : EVENT_REJECTED;
 	ereport(result == EVENT_REJECTED ? LOG : DEBUG1,
 			(errmsg("tenant_router: %s topology event %s%s%s%s%s",
-					status, info.op ? info.op : "(no op)",
-					info.shard_id ? " for shard " : "", info.shard_id ? info.shard_id : "",
+					status, info->op ? info->op : "(no op)",
+					info->shard_id ? " for shard " : "", info->shard_id ? info->shard_id : "",
 					reason ? ": " : "", reason ? reason : "")));
 	MemoryContextSwitchTo(caller);
-	MemoryContextDelete(info.cxt);
+	MemoryContextDelete(info->cxt);
+	pfree(info);
 	return result;
 }

@@ -1,9 +1,9 @@
 # Topology from Redis: the worker applies a control plane's events live,
 # rejects bad ones without changing anything, recovers what it missed while
 # Redis or the worker was away (or the publisher was: an entry appended to
-# the stream and never published), applies each event of a burst once,
-# publishes this coordinator's own changes (never a rolled-back one), and
-# two coordinators converge.
+# the stream and never published), rejects an event whose commit fails and
+# goes on, applies each event of a burst once, publishes this coordinator's
+# own changes (never a rolled-back one), and two coordinators converge.
 use strict;
 use warnings;
 
@@ -66,6 +66,13 @@ sub poll_until
 		usleep(100_000);
 	}
 	return 0;
+}
+
+sub worker_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'});
 }
 
 for my $node ($a, $b)
@@ -243,6 +250,48 @@ for my $node ($a, $b)
 {
 	ok(poll_until($node, q{SELECT shard_for(96500) = 'shard4'}, 15),
 		$node->name . ': an event appended to the stream but never published is applied within seconds');
+}
+
+#
+# An event whose commit fails (here the shard's COMMIT: a deferred foreign
+# key, violated by an event trigger on the shard's DDL) is rejected with the
+# reason, the stream position moves past it, and the worker goes on; it is
+# not replayed forever.
+#
+$shards[3]->safe_psql('postgres', q{
+	CREATE TABLE refuse_parent (id int PRIMARY KEY);
+	CREATE TABLE refuse_child (id int REFERENCES refuse_parent DEFERRABLE INITIALLY DEFERRED);
+	CREATE FUNCTION refuse_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO public.refuse_child VALUES (1);	-- the remote session's search_path is pg_catalog
+	END $$;
+	CREATE EVENT TRIGGER refuse_ddl ON ddl_command_end EXECUTE FUNCTION refuse_ddl();
+});
+my %pid = map { $_->name => worker_pid($_) } ($a, $b);
+my $refused = q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard4", "range_start": 80001, "range_end": 98000}});
+publish_logged($refused);
+my $entry = (split /\n/, TenantRouter::Test->redis_cli($redis, 'XREVRANGE', $stream, '+', '-', 'COUNT', '1'))[0];
+for my $node ($a, $b)
+{
+	my $who = $node->name;
+	ok(poll_until($node, q{SELECT count(*) = 1 FROM tenant_router.events WHERE status = 'rejected' AND event LIKE '%98000%'}, 15),
+		"$who: an event whose commit failed is recorded as rejected");
+	like($node->safe_psql('postgres', q{SELECT reason FROM tenant_router.events WHERE event LIKE '%98000%'}),
+		qr/foreign key constraint/, "$who: with the shard's reason");
+	is($node->safe_psql('postgres', 'SELECT stream_id FROM tenant_router.event_stats'), $entry,
+		"$who: the stream position moved past it");
+	is($node->safe_psql('postgres', q{SELECT shard_for(97500) IS NULL}), 't', "$who: the catalog did not change");
+}
+$shards[3]->safe_psql('postgres', q{
+	DROP EVENT TRIGGER refuse_ddl;
+	DROP TABLE refuse_child, refuse_parent;
+	DROP FUNCTION refuse_ddl();
+});
+publish_logged($refused);
+for my $node ($a, $b)
+{
+	wait_for($node, q{SELECT shard_for(97500) = 'shard4'}, $node->name . ': the worker goes on: the same event sent again is applied');
+	is(worker_pid($node), $pid{ $node->name }, $node->name . ': with the same worker process');
 }
 
 #
