@@ -341,4 +341,19 @@ is($c->safe_psql('postgres', q{SELECT count(*) || ' ' || count(DISTINCT event) F
 is($c->safe_psql('postgres', 'SELECT applied FROM tenant_router.event_stats'), $burst, 'and counted once');
 is(topology($c), 'burst1:1..' . (1000 + $burst), 'the last one wins');
 
+#
+# Two coordinators and a split: shard_split() on A publishes the shrunk
+# range and the new shard; B applies both and routes the moved tenant there.
+#
+$a->safe_psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (7000, 'moved'), (3000, 'stays')});
+$a->safe_psql('postgres', "SELECT shard_split('shard1', 5000, 'shard5', '$dsn[2]')");
+is($a->safe_psql('postgres', q{SELECT shard_for(3000) || ' ' || shard_for(7000)}), 'shard1 shard5',
+	'A split shard1: tenant 7000 moved to shard5');
+ok(poll_until($b, q{SELECT shard_for(7000) = 'shard5'}, 30), 'B routes tenant 7000 to the new shard');
+is(topology($b), topology($a), 'A and B agree on the ranges after the split');
+is($b->safe_psql('postgres', q{SELECT username FROM users WHERE tenant_id = 7000}), 'moved',
+	'B reads the moved row from the new shard');
+is($b->safe_psql('postgres', q{SELECT username FROM users WHERE tenant_id = 3000}), 'stays',
+	'and the row that stayed from the old one');
+
 done_testing();
