@@ -16,7 +16,13 @@
  * tenant_router.event_log, with its DSN redacted; the log keeps the last
  * tenant_router.event_log_size events.  A stream entry's id is stored in
  * the same transaction as its effect, so a restart neither skips nor
- * repeats it.
+ * repeats it.  An event whose transaction fails after the subtransaction
+ * (a shard's COMMIT, a constraint checked at commit) is rolled back and
+ * recorded as rejected in a transaction of its own, its stream entry
+ * passed: the worker goes on instead of replaying it forever.
+ *
+ * What the parse finds, and the reasons, live in a memory context of the
+ * event's own, not in SPI's, which SPI_finish frees: they are logged after.
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +58,7 @@ typedef struct EventInfo
 	int64		version;
 	bool		has_version;
 	char	   *redacted;		/* the event as logged */
+	MemoryContext cxt;			/* where all of the above live */
 } EventInfo;
 
 static void
@@ -109,10 +116,14 @@ integer_field(JsonbContainer *object, const char *key)
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(num)));
 }
 
-/* redact returns the event text with its payload's DSN redacted */
+/*
+ * redact returns the event text with its payload's DSN redacted, in the
+ * current memory context (not SPI's)
+ */
 static char *
 redact(Jsonb *event, JsonbContainer *payload)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	JsonbValue *dsn = payload ? field(payload, "dsn") : NULL;
 	char	   *event_text = JsonbToCString(NULL, &event->root, VARSIZE(event));
 	Oid			types[2] = {TEXTOID, TEXTOID};
@@ -126,12 +137,15 @@ redact(Jsonb *event, JsonbContainer *payload)
 							  "pg_catalog.to_jsonb($2::text))::text",
 							  2, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tenant_router: could not redact an event");
+	MemoryContextSwitchTo(cxt);
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /*
  * parse_and_apply parses an event and applies it; it raises an error for an
- * event to reject and returns a reason for one to ignore, or NULL.
+ * event to reject and returns a reason for one to ignore, or NULL.  It runs
+ * in info->cxt, and returns to it after each SPI call (which leaves SPI's
+ * memory current).
  */
 static const char *
 parse_and_apply(const char *text, EventInfo *info)
@@ -190,6 +204,7 @@ parse_and_apply(const char *text, EventInfo *info)
 		if (SPI_execute_with_args("SELECT version FROM tenant_router.origin_progress "
 								  "WHERE origin = $1", 1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "tenant_router: could not read origin_progress");
+		MemoryContextSwitchTo(info->cxt);
 		if (SPI_processed > 0)
 		{
 			int64		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -225,6 +240,7 @@ parse_and_apply(const char *text, EventInfo *info)
 								  "SET version = excluded.version", 2, types, values, NULL,
 								  false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "tenant_router: could not record origin_progress");
+		MemoryContextSwitchTo(info->cxt);
 	}
 	return NULL;
 }
@@ -281,63 +297,121 @@ record(EventSource source, const char *stream_id, EventInfo *info, const char *s
 }
 
 /*
- * ApplyTopologyEvent applies and records one event in its own transaction;
- * it never raises an error for a bad event.  It returns the status.
+ * apply_and_record applies and records one event in its own transaction and
+ * returns its status.  The event's own errors are caught in a
+ * subtransaction; an error it raises comes from the transaction itself
+ * (its commit, with *committing set, or the record).
  */
-EventStatus
-ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
+static const char *
+apply_and_record(const char *text, EventSource source, const char *stream_id,
+				 EventInfo *info, const char **reason, volatile bool *committing)
 {
-	MemoryContext caller = CurrentMemoryContext;
 	ResourceOwner owner;
-	EventInfo	info;
-	const char *reason = NULL;
 	const char *status;
-	EventStatus result;
 
-	memset(&info, 0, sizeof(info));
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	owner = CurrentResourceOwner;
 
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
+	MemoryContextSwitchTo(info->cxt);
 	PG_TRY();
 	{
-		reason = parse_and_apply(text, &info);
+		*reason = parse_and_apply(text, info);
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(info->cxt);
 		CurrentResourceOwner = owner;
-		status = reason ? "ignored" : "applied";
+		status = *reason ? "ignored" : "applied";
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(info->cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
+		MemoryContextSwitchTo(info->cxt);
 		CurrentResourceOwner = owner;
 		/* the primary message only: a parse error's detail quotes the input */
-		reason = edata->message;
+		*reason = edata->message;
 		status = "rejected";
 	}
 	PG_END_TRY();
 
-	record(source, stream_id, &info, status, reason, text);
+	record(source, stream_id, info, status, *reason, text);
+	SPI_finish();
+	PopActiveSnapshot();
+	*committing = true;
+	CommitTransactionCommand();
+	*committing = false;
+	MemoryContextSwitchTo(info->cxt);
+	return status;
+}
+
+/* record_rejected records a rejected event in a transaction of its own */
+static void
+record_rejected(const char *text, EventSource source, const char *stream_id,
+				EventInfo *info, const char *reason)
+{
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	record(source, stream_id, info, "rejected", reason, text);
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);
+	MemoryContextSwitchTo(info->cxt);
+}
+
+/*
+ * ApplyTopologyEvent applies and records one event in its own transaction;
+ * it never raises an error for a bad event, nor for one whose transaction
+ * fails to commit (that one is rolled back and recorded as rejected, its
+ * stream entry passed).  It returns the status.
+ */
+EventStatus
+ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	EventInfo  *info;
+	const char *reason = NULL;
+	const char *status;
+	volatile bool committing = false;
+	EventStatus result;
+
+	info = MemoryContextAllocZero(caller, sizeof(EventInfo));
+	info->cxt = AllocSetContextCreate(caller, "tenant_router event", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(info->cxt);
+	PG_TRY();
+	{
+		status = apply_and_record(text, source, stream_id, info, &reason, &committing);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(info->cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(info->cxt);
+		reason = committing ? psprintf("commit failed: %s", edata->message) : edata->message;
+		status = "rejected";
+		record_rejected(text, source, stream_id, info, reason);
+	}
+	PG_END_TRY();
 
 	result = strcmp(status, "applied") == 0 ? EVENT_APPLIED :
 		strcmp(status, "ignored") == 0 ? EVENT_IGNORED : EVENT_REJECTED;
 	ereport(result == EVENT_REJECTED ? LOG : DEBUG1,
 			(errmsg("tenant_router: %s topology event %s%s%s%s%s",
-					status, info.op ? info.op : "(no op)",
-					info.shard_id ? " for shard " : "", info.shard_id ? info.shard_id : "",
+					status, info->op ? info->op : "(no op)",
+					info->shard_id ? " for shard " : "", info->shard_id ? info->shard_id : "",
 					reason ? ": " : "", reason ? reason : "")));
+	MemoryContextSwitchTo(caller);
+	MemoryContextDelete(info->cxt);
+	pfree(info);
 	return result;
 }

@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "tenant_router/guc.h"
@@ -125,12 +126,14 @@ OutboxUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 /*
  * OutboxPublish publishes the queued events, oldest first, on Redis (stream
  * and channel), deleting each once Redis has accepted it; it stops at the
- * first failure.  It returns the number published, or -1 after a failure.
- * Its own transaction; called by the worker.
+ * first failure.  It returns the number published, or -1 after a failure,
+ * with *errmsg in the caller's memory context.  Its own transaction; called
+ * by the worker.
  */
 int
 OutboxPublish(char **errmsg)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	char	   *stream_key = RedisStreamKey();
 	int			published = 0;
 	bool		failed = false;
@@ -155,8 +158,13 @@ OutboxPublish(char **errmsg)
 	}
 	for (i = 0; i < n; i++)
 	{
-		if (!RedisPublish(stream_key, TenantRouterTopologyChannel, events[i], errmsg))
+		char	   *why = NULL;
+
+		if (!RedisPublish(stream_key, TenantRouterTopologyChannel, events[i], &why))
 		{
+			/* the message outlives SPI's memory, freed by SPI_finish */
+			if (errmsg)
+				*errmsg = MemoryContextStrdup(cxt, why);
 			failed = true;
 			break;
 		}
@@ -172,5 +180,6 @@ OutboxPublish(char **errmsg)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return failed ? -1 : published;
 }

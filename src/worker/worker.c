@@ -6,14 +6,15 @@
  *
  * It subscribes to tenant_router.topology_channel and applies the events
  * published there (events.c); it reads the stream "<channel>:log" from the
- * last entry it applied, after every (re)connection and before each channel
- * message, so that events published while it was away are not lost; it
- * publishes the events of this coordinator's SQL changes from the outbox;
- * and it finishes shard splits (shard_cleanup(), unless
- * tenant_router.auto_cleanup is off).  Its loop waits on its
- * latch and the Redis socket together, as pg_cron's does: interrupts, then
- * a reload on SIGHUP (reconnecting if the Redis settings changed), then the
- * work, then the wait, the loop's memory reset every pass.
+ * last entry it applied, after every (re)connection, before each channel
+ * message and every 5 s, so that events published while it was away, and
+ * entries a publisher appended to the stream but never published, are not
+ * lost; it publishes the events of this coordinator's SQL changes from the
+ * outbox; and it finishes shard splits (shard_cleanup(), unless
+ * tenant_router.auto_cleanup is off).  Its loop waits on its latch and the
+ * Redis socket together, as pg_cron's does: interrupts, then a reload on
+ * SIGHUP (reconnecting if the Redis settings changed), then the work, then
+ * the wait, the loop's memory reset every pass.
  *
  * Redis being down stops nothing but the worker's own work: routing goes on
  * from the catalog.  The worker retries with backoff (100 ms doubling to
@@ -55,8 +56,10 @@
 #define IDLE_WAIT_MS 10000
 #define CLEANUP_EVERY_MS 10000
 #define STREAM_BATCH 100
+/* how often the worker reads the stream with no channel message to prompt it */
+#define CATCH_UP_EVERY_MS 5000
 /* stream entries remembered, so that their channel copies are not applied twice */
-#define RECENT_STREAM_EVENTS 1024
+#define STREAM_QUEUE_SIZE 65536
 
 typedef struct WorkerShared
 {
@@ -68,10 +71,17 @@ static WorkerShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* hashes of events applied from the stream, oldest overwritten first */
-static uint64 recent[RECENT_STREAM_EVENTS];
-static bool recent_used[RECENT_STREAM_EVENTS];
-static int	recent_next = 0;
+/*
+ * The hashes of the events applied from the stream whose channel copies
+ * have not come yet, oldest first: a ring of STREAM_QUEUE_SIZE, the oldest
+ * dropped when it is full.  The channel delivers in stream order, so a
+ * channel message is the copy of the first entry that matches it, and the
+ * entries before that one will get no copy (appended but never published,
+ * or published while the subscription was down).
+ */
+static uint64 stream_queue[STREAM_QUEUE_SIZE];
+static int	stream_queue_head = 0;
+static int	stream_queue_len = 0;
 
 static void
 worker_shmem_request(void)
@@ -135,42 +145,66 @@ worker_exit(int code, Datum arg)
 	RedisDisconnect();
 }
 
+static uint64
+event_hash(const char *event)
+{
+	return hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
+}
+
+/* remember_stream_event queues an event applied from the stream */
 static void
 remember_stream_event(const char *event)
 {
-	recent[recent_next] = hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
-	recent_used[recent_next] = true;
-	recent_next = (recent_next + 1) % RECENT_STREAM_EVENTS;
+	if (stream_queue_len == STREAM_QUEUE_SIZE)
+	{
+		stream_queue_head = (stream_queue_head + 1) % STREAM_QUEUE_SIZE;
+		stream_queue_len--;
+	}
+	stream_queue[(stream_queue_head + stream_queue_len) % STREAM_QUEUE_SIZE] = event_hash(event);
+	stream_queue_len++;
 }
 
-/* forget_stream_event tells whether event was applied from the stream */
+/*
+ * forget_stream_event tells whether a channel message is the copy of an
+ * event applied from the stream; if so it drops that entry and the older
+ * ones, whose copies will not come.
+ */
 static bool
 forget_stream_event(const char *event)
 {
-	uint64		h = hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
+	uint64		h = event_hash(event);
 	int			i;
 
-	for (i = 0; i < RECENT_STREAM_EVENTS; i++)
+	for (i = 0; i < stream_queue_len; i++)
 	{
-		if (recent_used[i] && recent[i] == h)
+		if (stream_queue[(stream_queue_head + i) % STREAM_QUEUE_SIZE] == h)
 		{
-			recent_used[i] = false;
+			stream_queue_head = (stream_queue_head + i + 1) % STREAM_QUEUE_SIZE;
+			stream_queue_len -= i + 1;
 			return true;
 		}
 	}
 	return false;
 }
 
+/*
+ * A transaction ends in TopMemoryContext: each function below that runs one
+ * returns to its caller's context, so that what the loop allocates next is
+ * reset with the loop's context instead of piling up.
+ */
+
 /* extension_ready tells whether the extension exists in the worker's database */
 static bool
 extension_ready(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		ready;
 
 	StartTransactionCommand();
 	ready = OidIsValid(get_namespace_oid("tenant_router", true)) &&
 		OidIsValid(get_relname_relid("worker_state", get_namespace_oid("tenant_router", true)));
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return ready;
 }
 
@@ -196,6 +230,7 @@ stream_position(const char *key, MemoryContext cxt)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return id;
 }
 
@@ -211,6 +246,12 @@ catch_up(bool after_connect, char **why)
 	char	   *key = RedisStreamKey();
 	char	   *last = stream_position(key, cxt);
 
+	/*
+	 * A new subscription gets no copy of an event published before it, and
+	 * every event published since is still in the stream, after last.
+	 */
+	if (after_connect)
+		stream_queue_len = 0;
 	if (after_connect && strcmp(last, "0-0") != 0)
 	{
 		bool		trimmed;
@@ -326,6 +367,7 @@ run_cleanups(void)
 static bool
 outbox_pending(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		pending;
 
 	StartTransactionCommand();
@@ -336,6 +378,7 @@ outbox_pending(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return pending;
 }
 
@@ -351,6 +394,7 @@ TenantRouterWorkerMain(Datum main_arg)
 	int			attempts = 0;
 	TimestampTz next_attempt = 0;
 	TimestampTz next_cleanup = 0;
+	TimestampTz next_catch_up = 0;
 	TimestampTz outage_since = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -435,6 +479,7 @@ TenantRouterWorkerMain(Datum main_arg)
 					attempts = 0;
 					backoff_ms = BACKOFF_MIN_MS;
 					readable = false;
+					next_catch_up = TimestampTzPlusMilliseconds(now, CATCH_UP_EVERY_MS);
 				}
 				else
 				{
@@ -459,6 +504,12 @@ TenantRouterWorkerMain(Datum main_arg)
 
 				foreach(lc, payloads)
 					ok = ok && handle_message(lfirst(lc), &why);
+				/* entries appended to the stream but never published */
+				if (ok && now >= next_catch_up)
+				{
+					ok = catch_up(false, &why);
+					next_catch_up = TimestampTzPlusMilliseconds(now, CATCH_UP_EVERY_MS);
+				}
 				if (ok && outbox_pending())
 					ok = OutboxPublish(&why) >= 0;
 				if (!ok)
@@ -476,6 +527,8 @@ TenantRouterWorkerMain(Datum main_arg)
 			}
 			if (!RedisConnected())
 				timeout = Max(1, TimestampDifferenceMilliseconds(now, next_attempt));
+			else
+				timeout = Max(1, Min(timeout, TimestampDifferenceMilliseconds(now, next_catch_up)));
 		}
 
 		if (TenantRouterAutoCleanup && now >= next_cleanup)

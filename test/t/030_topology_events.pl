@@ -1,13 +1,16 @@
 # Topology from Redis: the worker applies a control plane's events live,
 # rejects bad ones without changing anything, recovers what it missed while
-# Redis or the worker was away, publishes this coordinator's own changes
-# (never a rolled-back one), and two coordinators converge.
+# Redis or the worker was away (or the publisher was: an entry appended to
+# the stream and never published), rejects an event whose commit fails and
+# goes on, applies each event of a burst once, publishes this coordinator's
+# own changes (never a rolled-back one), and two coordinators converge.
 use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
 use TenantRouter::Test;
 
 my $channel = 'db_shard_topology_updates';
@@ -50,6 +53,26 @@ sub wait_for
 {
 	my ($node, $query, $what) = @_;
 	ok($node->poll_query_until('postgres', $query), $what);
+}
+
+# poll_until: true once query returns true, false after $secs seconds
+sub poll_until
+{
+	my ($node, $query, $secs) = @_;
+	my $deadline = time + $secs;
+	while (time < $deadline)
+	{
+		return 1 if $node->safe_psql('postgres', $query) eq 't';
+		usleep(100_000);
+	}
+	return 0;
+}
+
+sub worker_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'});
 }
 
 for my $node ($a, $b)
@@ -217,6 +240,61 @@ is($a->safe_psql('postgres',
 	'an event both in the stream and on the channel is applied once');
 
 #
+# A control plane that crashed between XADD and PUBLISH: the entry is only
+# in the stream.  With no channel message to prompt it, the worker's
+# periodic read of the stream (every 5 s) applies it.
+#
+TenantRouter::Test->redis_cli($redis, 'XADD', $stream, '*', 'event',
+	q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard4", "range_start": 80001, "range_end": 97000}}));
+for my $node ($a, $b)
+{
+	ok(poll_until($node, q{SELECT shard_for(96500) = 'shard4'}, 15),
+		$node->name . ': an event appended to the stream but never published is applied within seconds');
+}
+
+#
+# An event whose commit fails (here the shard's COMMIT: a deferred foreign
+# key, violated by an event trigger on the shard's DDL) is rejected with the
+# reason, the stream position moves past it, and the worker goes on; it is
+# not replayed forever.
+#
+$shards[3]->safe_psql('postgres', q{
+	CREATE TABLE refuse_parent (id int PRIMARY KEY);
+	CREATE TABLE refuse_child (id int REFERENCES refuse_parent DEFERRABLE INITIALLY DEFERRED);
+	CREATE FUNCTION refuse_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO public.refuse_child VALUES (1);	-- the remote session's search_path is pg_catalog
+	END $$;
+	CREATE EVENT TRIGGER refuse_ddl ON ddl_command_end EXECUTE FUNCTION refuse_ddl();
+});
+my %pid = map { $_->name => worker_pid($_) } ($a, $b);
+my $refused = q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard4", "range_start": 80001, "range_end": 98000}});
+publish_logged($refused);
+my $entry = (split /\n/, TenantRouter::Test->redis_cli($redis, 'XREVRANGE', $stream, '+', '-', 'COUNT', '1'))[0];
+for my $node ($a, $b)
+{
+	my $who = $node->name;
+	ok(poll_until($node, q{SELECT count(*) = 1 FROM tenant_router.events WHERE status = 'rejected' AND event LIKE '%98000%'}, 15),
+		"$who: an event whose commit failed is recorded as rejected");
+	like($node->safe_psql('postgres', q{SELECT reason FROM tenant_router.events WHERE event LIKE '%98000%'}),
+		qr/foreign key constraint/, "$who: with the shard's reason");
+	is($node->safe_psql('postgres', 'SELECT stream_id FROM tenant_router.event_stats'), $entry,
+		"$who: the stream position moved past it");
+	is($node->safe_psql('postgres', q{SELECT shard_for(97500) IS NULL}), 't', "$who: the catalog did not change");
+}
+$shards[3]->safe_psql('postgres', q{
+	DROP EVENT TRIGGER refuse_ddl;
+	DROP TABLE refuse_child, refuse_parent;
+	DROP FUNCTION refuse_ddl();
+});
+publish_logged($refused);
+for my $node ($a, $b)
+{
+	wait_for($node, q{SELECT shard_for(97500) = 'shard4'}, $node->name . ': the worker goes on: the same event sent again is applied');
+	is(worker_pid($node), $pid{ $node->name }, $node->name . ': with the same worker process');
+}
+
+#
 # Changes on either side converge.
 #
 $b->safe_psql('postgres', q{SELECT shard_update_range('shard4', 80001, 99000)});
@@ -232,5 +310,50 @@ publish($first_event);
 wait_for($b, q{SELECT count(*) > 0 FROM tenant_router.event_log WHERE reason LIKE 'stale%'},
 	'a replayed old event is ignored as stale');
 is(topology($b), topology($a), 'and changes nothing');
+
+#
+# A burst: a control plane sends 1100 events (stream and channel) at once,
+# more than the worker once remembered to skip the channel copies of what it
+# applied from the stream.  Each one is applied exactly once, in order.  A
+# third coordinator on a channel of its own, without logical tables, keeps
+# it fast.
+#
+my $c = TenantRouter::Test->new_coordinator('coord_c', redis => $redis,
+	conf => [ "tenant_router.topology_channel = 'burst'", 'tenant_router.event_log_size = 5000' ]);
+TenantRouter::Test->wait_subscribers($redis, 'burst', 1);
+$c->safe_psql('postgres', qq{SELECT shard_add('burst1', 1, 1000, '$dsn[3]')});
+my $burst = 1100;
+TenantRouter::Test->redis_cli($redis, 'EVAL', q{
+	for i = 1, tonumber(ARGV[1]) do
+		local e = '{"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "burst1", "range_start": 1, "range_end": '
+			.. (1000 + i) .. '}, "seq": ' .. i .. '}'
+		redis.call('XADD', KEYS[1], '*', 'event', e)
+		redis.call('PUBLISH', KEYS[2], e)
+	end
+	return 1}, '2', 'burst:log', 'burst', $burst);
+# channel messages are handled in order: once this one is logged, so is every copy before it
+TenantRouter::Test->redis_cli($redis, 'PUBLISH', 'burst', '{"op": "REMOVE_SHARD", "payload": {"shard_id": "end-of-burst"}}');
+wait_for($c, q{SELECT count(*) = 1 FROM tenant_router.events WHERE shard_id = 'end-of-burst'},
+	'the burst went through');
+is($c->safe_psql('postgres', q{SELECT count(*) || ' ' || count(DISTINCT event) FROM tenant_router.events
+		WHERE op = 'UPDATE_SHARD_RANGE' AND status = 'applied'}),
+	"$burst $burst", "each of the $burst events of the burst was applied once");
+is($c->safe_psql('postgres', 'SELECT applied FROM tenant_router.event_stats'), $burst, 'and counted once');
+is(topology($c), 'burst1:1..' . (1000 + $burst), 'the last one wins');
+
+#
+# Two coordinators and a split: shard_split() on A publishes the shrunk
+# range and the new shard; B applies both and routes the moved tenant there.
+#
+$a->safe_psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (7000, 'moved'), (3000, 'stays')});
+$a->safe_psql('postgres', "SELECT shard_split('shard1', 5000, 'shard5', '$dsn[2]')");
+is($a->safe_psql('postgres', q{SELECT shard_for(3000) || ' ' || shard_for(7000)}), 'shard1 shard5',
+	'A split shard1: tenant 7000 moved to shard5');
+ok(poll_until($b, q{SELECT shard_for(7000) = 'shard5'}, 30), 'B routes tenant 7000 to the new shard');
+is(topology($b), topology($a), 'A and B agree on the ranges after the split');
+is($b->safe_psql('postgres', q{SELECT username FROM users WHERE tenant_id = 7000}), 'moved',
+	'B reads the moved row from the new shard');
+is($b->safe_psql('postgres', q{SELECT username FROM users WHERE tenant_id = 3000}), 'stays',
+	'and the row that stayed from the old one');
 
 done_testing();
