@@ -178,11 +178,13 @@ CREATE SERVER tenant_router FOREIGN DATA WRAPPER tenant_router;
 /*
  * Admin functions.  They run as their owner so that they can write the
  * catalog; EXECUTE is granted to superusers and tenant_router_admin only.
+ * shard_add and shard_split take a DSN, a credential: they run as the caller,
+ * who must be a superuser.
  */
 CREATE FUNCTION shard_add(shard_id text, range_start bigint, range_end bigint, dsn text)
     RETURNS void
     AS 'MODULE_PATHNAME', 'tenant_router_shard_add'
-    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    LANGUAGE C STRICT VOLATILE
     SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION shard_remove(shard_id text)
@@ -211,7 +213,7 @@ CREATE FUNCTION logical_table_add(tbl regclass, tenant_column name DEFAULT 'tena
 CREATE FUNCTION shard_split(shard_id text, split_at bigint, new_shard_id text, new_dsn text)
     RETURNS void
     AS 'MODULE_PATHNAME', 'tenant_router_shard_split'
-    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    LANGUAGE C STRICT VOLATILE
     SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION tenant_router.shard_cleanup(shard_id text)
@@ -226,11 +228,9 @@ REVOKE EXECUTE ON FUNCTION shard_update_range(text, bigint, bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION logical_table_add(regclass, name) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION shard_split(text, bigint, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION tenant_router.shard_cleanup(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION shard_remove(text) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION shard_update_range(text, bigint, bigint) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION logical_table_add(regclass, name) TO tenant_router_admin;
-GRANT EXECUTE ON FUNCTION shard_split(text, bigint, text, text) TO tenant_router_admin;
 GRANT EXECUTE ON FUNCTION tenant_router.shard_cleanup(text) TO tenant_router_admin;
 
 /*

@@ -45,6 +45,8 @@ SELECT shard_add('shard3', 20001, 30000, 'postgres://u:secret@127.0.0.1:notaport
 SELECT shard_add('shard3', 20001, 30000, 'host=127.0.0.1 bogus_option=1');
 -- libpq quotes what it could not parse; that is never echoed
 SELECT shard_add('shard3', 20001, 30000, 'passwordhunter2');
+SELECT shard_add('shard3', 20001, 30000, 'postgres://u:hunter2@[::1]"/db');
+SELECT shard_add('shard3', 20001, 30000, 'host=x pass"word');
 SELECT shard_add('shard3', 20001, 30000, '');
 -- unreachable shard: connection error naming the shard, never its password
 SELECT shard_add('shard3', 20001, 30000, 'host=127.0.0.1 port=1 user=u password=secret connect_timeout=2');

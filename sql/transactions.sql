@@ -157,6 +157,19 @@ SELECT count(*) FROM accounts WHERE tenant_id = 8;
 \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
 SELECT name, balance FROM accounts WHERE tenant_id = 8 ORDER BY name;
+-- a savepoint taken before the shard's transaction failed covers the failure
+BEGIN;
+SAVEPOINT outer_sp;
+DECLARE c CURSOR FOR SELECT name, 100 / balance
+    FROM (SELECT * FROM accounts WHERE tenant_id = 8 ORDER BY name OFFSET 0) s;
+FETCH 1 FROM c;
+SAVEPOINT inner_sp;
+FETCH 1 FROM c;
+ROLLBACK TO inner_sp;
+ROLLBACK TO outer_sp;
+UPDATE accounts SET balance = balance + 1 WHERE tenant_id = 8 AND name = 'y8';
+COMMIT;
+SELECT name, balance FROM accounts WHERE tenant_id = 8 ORDER BY name;
 -- a cursor whose query started inside a savepoint rolled back since is
 -- cancelled with it; it never reads another statement's rows
 BEGIN;
@@ -184,12 +197,6 @@ EXECUTE small(1000);
 EXECUTE big(5000000000);
 DEALLOCATE small;
 DEALLOCATE big;
-
--- a statement outside a transaction block runs at the session's isolation level
-SET default_transaction_isolation = 'repeatable read';
-SELECT current_setting('transaction_isolation') FROM accounts WHERE tenant_id = 1 LIMIT 1;
-RESET default_transaction_isolation;
-SELECT current_setting('transaction_isolation') FROM accounts WHERE tenant_id = 1 LIMIT 1;
 
 -- read-only transactions refuse writes
 BEGIN READ ONLY;

@@ -198,6 +198,15 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
 	appendStringInfo(&sql, "COMMENT ON CONSTRAINT " RANGE_CONSTRAINT " ON %s IS %s",
 					 qualname, quote_literal_cstr(marker));
 	remote_command(sc, sql.data);
+
+	/*
+	 * The constraint was validated: no row is outside the range, so the
+	 * guard a split put on moved rows (split.c) has nothing left to guard,
+	 * and would refuse rows the range now covers again.
+	 */
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "DROP TRIGGER IF EXISTS tenant_router_moved ON %s", qualname);
+	remote_command(sc, sql.data);
 }
 
 /*

@@ -58,6 +58,18 @@ PG_FUNCTION_INFO_V1(tenant_router_shard_cleanup);
 /* how often the split looks at the new shard's progress */
 #define SPLIT_POLL_MS 50
 
+/*
+ * Settings of the new shard's session while it runs the CREATE SUBSCRIPTION
+ * that holds the old shard's DSN: no log line may show the statement.
+ */
+static const char *const quiet_logging[] = {
+	"log_statement = none",
+	"log_min_error_statement = panic",
+	"log_min_duration_statement = -1",
+	"log_min_duration_sample = -1",
+	"log_transaction_sample_rate = 0",
+};
+
 static void
 remote(ShardConn *sc, const char *sql)
 {
@@ -158,6 +170,7 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 	volatile bool published = false;
 	volatile bool copying = false;
 	volatile bool locked = false;
+	volatile bool quiet = false;
 	MemoryContext oldcxt = CurrentMemoryContext;
 	StringInfoData sql;
 	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID};
@@ -248,13 +261,16 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 		remote(old_side, sql.data);
 		subscribed = true;
 		/* the old shard's DSN: never in an error, nor in the new shard's log */
-		remote(new_sc, "SET log_statement = none");
-		remote(new_sc, "SET log_min_error_statement = panic");
+		quiet = true;
+		for (int i = 0; i < lengthof(quiet_logging); i++)
+			remote(new_sc, psprintf("SET %s", quiet_logging[i]));
 		PQclear(ShardConnExecSecret(new_sc,
 									psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s",
 											 name, quote_literal_cstr(old->dsn), name)));
-		remote(new_sc, "RESET log_statement");
-		remote(new_sc, "RESET log_min_error_statement");
+		quiet = false;
+		for (int i = 0; i < lengthof(quiet_logging); i++)
+			remote(new_sc, psprintf("RESET %.*s", (int) strcspn(quiet_logging[i], " "),
+									quiet_logging[i]));
 		copying = true;
 
 		/* the copy of the rows there already */
@@ -343,6 +359,10 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 		 * rolls back with this one.  While it holds the tables' locks, the
 		 * old shard's side connection cannot drop what touches the tables.
 		 */
+		if (quiet)
+			for (int i = 0; i < lengthof(quiet_logging); i++)
+				best_effort(new_sc, psprintf("RESET %.*s", (int) strcspn(quiet_logging[i], " "),
+											 quiet_logging[i]));
 		if (subscribed)
 			best_effort(new_sc, psprintf("DROP SUBSCRIPTION IF EXISTS %s", name));
 		best_effort(new_sc, psprintf("DROP TABLE IF EXISTS %s", marker));

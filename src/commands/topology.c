@@ -67,15 +67,16 @@ validate_range(int64 range_start, int64 range_end)
 }
 
 /*
- * TopologyRequireSuperuser refuses a caller that is not a superuser.  The
- * admin functions are SECURITY DEFINER, so the caller is the outer user.
- * Those that take a connection string need a superuser: a DSN is a
- * credential, as for CREATE SUBSCRIPTION.
+ * TopologyRequireSuperuser refuses a caller that is not a superuser: the
+ * functions that take a connection string need one, since a DSN is a
+ * credential (as for CREATE SUBSCRIPTION).  They are not SECURITY DEFINER
+ * and EXECUTE is not granted to anyone (superusers have it anyway): this
+ * check is for a GRANT made by hand.
  */
 void
 TopologyRequireSuperuser(const char *function, const char *why)
 {
-	if (!superuser_arg(GetOuterUserId()))
+	if (!superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only superusers may call %s()", function),

@@ -1132,7 +1132,7 @@ xact_callback(XactEvent event, void *arg)
 			hash_seq_init(&status, ConnHash);
 			while ((sc = hash_seq_search(&status)) != NULL)
 			{
-				bool		keep = (sc->conn != NULL && !sc->broken);
+				bool		keep = (sc->conn != NULL && sc->broken != SHARD_LOST);
 
 				list_free_deep(sc->pending);
 				sc->pending = NIL;
@@ -1192,8 +1192,13 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
 			ShardConnQueue(sc, sql);
 		}
-		else if (!sc->broken)
+		else if (sc->broken != SHARD_LOST)
 		{
+			/*
+			 * A failure marked SHARD_FAILED happened at this connection's
+			 * depth, at or below this level: the rollback to this level's
+			 * savepoint undoes it.
+			 */
 			if (!cleanup_in_flight(sc))
 			{
 				sc_disconnect(sc);
@@ -1201,6 +1206,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			}
 			else
 			{
+				sc->broken = SHARD_OK;
 				snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT s%d", curlevel);
 				ShardConnQueue(sc, sql);
 				snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);

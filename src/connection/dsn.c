@@ -27,15 +27,35 @@
  * unless it is the name of a libpq option or a lone punctuation character
  * (the "=" of 'missing "=" after ...'): libpq quotes the piece of the
  * connection string it could not parse, which may be part of a password.
+ * When the connection string itself holds a double quote, the quotes of the
+ * message cannot be paired: everything from the first to the last is masked.
  */
 static char *
-mask_quoted(const char *msg)
+mask_quoted(const char *msg, const char *dsn)
 {
 	StringInfoData buf;
-	PQconninfoOption *defaults = PQconndefaults();
+	PQconninfoOption *defaults;
 	const char *p = msg;
 
 	initStringInfo(&buf);
+	if (strchr(dsn, '"') != NULL)
+	{
+		const char *first = strchr(msg, '"');
+		const char *last = strrchr(msg, '"');
+
+		if (first == NULL)
+			appendStringInfoString(&buf, msg);
+		else
+		{
+			appendBinaryStringInfo(&buf, msg, first - msg);
+			appendStringInfoString(&buf, "\"...\"");
+			if (last != first)
+				appendStringInfoString(&buf, last + 1);
+		}
+		return buf.data;
+	}
+
+	defaults = PQconndefaults();
 	while (*p)
 	{
 		const char *end;
@@ -83,7 +103,7 @@ DsnValidate(const char *dsn)
 	opts = PQconninfoParse(dsn, &parse_error);
 	if (opts == NULL)
 	{
-		char	   *detail = mask_quoted(parse_error ? parse_error : "out of memory");
+		char	   *detail = mask_quoted(parse_error ? parse_error : "out of memory", dsn);
 		int			len = strlen(detail);
 
 		if (parse_error)

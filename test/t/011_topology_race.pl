@@ -64,6 +64,29 @@ is($shard2->safe_psql('postgres', "SELECT note FROM race_rows WHERE tenant_id = 
 	'the next insert from an existing session lands on the new owner');
 is($shard1->safe_psql('postgres', 'SELECT count(*) FROM race_rows'), '0', 'and not on the old one');
 
+# A statement outside a transaction block at repeatable read runs in a
+# repeatable read transaction on its shard: an update that waited for a
+# concurrent one fails to serialize, as it would on one server, instead of
+# updating the new row version.
+$coord->safe_psql('postgres', "INSERT INTO race_rows VALUES (5, 'iso')");
+$writer->query_safe('BEGIN');
+$writer->query_safe("UPDATE race_rows SET note = 'first' WHERE tenant_id = 5");
+$admin->query_safe("SET default_transaction_isolation = 'repeatable read'");
+$admin->query_until(qr/started again/, q(
+	\echo started again
+	UPDATE race_rows SET note = 'second' WHERE tenant_id = 5;
+));
+ok( $shard1->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		 WHERE query LIKE 'UPDATE%' AND wait_event_type = 'Lock'}),
+	'an autocommit update at repeatable read waits on the shard for the open one');
+$writer->query_safe('COMMIT');
+$admin->query('SELECT 1');
+like($admin->{stderr}, qr/could not serialize access due to concurrent update/,
+	'then fails to serialize: it ran at repeatable read on the shard');
+is($shard1->safe_psql('postgres', 'SELECT note FROM race_rows WHERE tenant_id = 5'), 'first',
+	'and the first update stands');
+
 $writer->quit;
 $admin->quit;
 done_testing();

@@ -29,6 +29,7 @@ $coord->safe_psql('postgres', qq{
 	SELECT logical_table_add('orders');
 	-- local bookkeeping of the writers
 	CREATE TABLE written (writer int, inserted int, failed int);
+	CREATE TABLE stop_writing (flag int);
 });
 # 5 000 rows over shard1's tenants, loaded one tenant range at a time
 for my $part (0 .. 4)
@@ -55,12 +56,13 @@ $coord->safe_psql('postgres', q{
 		t bigint;
 	BEGIN
 		FOR i IN 1..n LOOP
+			EXIT WHEN i > 500 AND EXISTS (SELECT 1 FROM stop_writing);
 			t := 1 + (i * 7919 + w * 104729) % 10000;
 			BEGIN
 				INSERT INTO users (tenant_id, username) VALUES (t, 'w' || w || '-' || i);
 				UPDATE users SET hits = hits + 1 WHERE tenant_id = t;
 				ok := ok + 1;
-			EXCEPTION WHEN check_violation THEN
+			EXCEPTION WHEN check_violation OR serialization_failure THEN
 				failed := failed + 1;
 			END;
 			COMMIT;
@@ -75,7 +77,7 @@ my @writers;
 for my $w (1 .. 2)
 {
 	my $session = $coord->background_psql('postgres', on_error_stop => 0);
-	$session->query_until(qr/started/, "\\echo started\nCALL writer($w, 3000);\n");
+	$session->query_until(qr/started/, "\\echo started\nCALL writer($w, 100000);\n");
 	push @writers, $session;
 }
 
@@ -86,6 +88,7 @@ $coord->safe_psql('postgres', "SELECT shard_split('shard1', 5000, 'shard3', '$ds
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM written'), '0',
 	'shard_split returned while both writers were still writing');
 
+$coord->safe_psql('postgres', 'INSERT INTO stop_writing VALUES (1)');
 $_->quit for @writers;
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM written'), '2', 'both writers finished');
 my ($inserted, $failed) = split /\|/,
