@@ -215,8 +215,11 @@ start(RouterScanState *state)
 	}
 	else
 	{
-		/* no shard owns the tenant, so it has no rows: any shard says so */
-		List	   *shards = CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX);
+		/*
+		 * No shard owns the tenant, so it has no rows: any shard says so (the
+		 * first one, read alone: the catalog may hold thousands).
+		 */
+		List	   *shards = CatalogShardChunk(PG_INT64_MIN, 1);
 		ShardRow   *any;
 
 		if (shards == NIL)
