@@ -110,8 +110,8 @@ tps() {
 	shift 4
 	local conn=$coord
 	[ "$target" = direct ] && conn=$s1
-	pgbench $conn -n -M "$mode" -c "$clients" -j "$clients" -T "$SECONDS_PER_RUN" "$@" \
-		-f "$scripts/${target}_${workload}.sql" postgres 2>&1 |
+	pgbench $conn -n -M "$mode" -c "$clients" -j "$clients" -T "${RUN_SECONDS:-$SECONDS_PER_RUN}" "$@" \
+		-f "$scripts/${target}_${workload}.sql" "${DB:-postgres}" 2>&1 |
 		sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -132,20 +132,23 @@ for workload in select insert; do
 done
 
 # ---------------------------------------------------------------- 10 000 shards
-# The same two physical shards, cut into 10 000 ranges of 2 tenants each; the
-# shard tables' range constraint is dropped, since each now serves 5 000 ranges.
-first_query() {	# new session per transaction: connection + first routed query
+# The same two physical shards, cut into 10 000 ranges of 2 tenants each, in a
+# second database of the coordinator (bench10k); the shard tables' range
+# constraint is dropped, since each now serves 5 000 ranges.  The 2-shard and
+# the 10 000-shard runs alternate, two half-length runs each, so that drift
+# of the machine does not favour either.
+first_query() {	# DB: new session per transaction: connection + first routed query
 	pgbench $coord -n -C -M prepared -c 1 -j 1 -T "$SECONDS_PER_RUN" \
-		-f "$scripts/router_select.sql" postgres 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
+		-f "$scripts/router_select.sql" "$1" 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
 }
-first_memory() {	# kB held by a new backend after its first routed query
-	psql -X -A -t -q $coord <<'SQL' | tail -1
+first_memory() {	# DB: kB held by a new backend after its first routed query
+	psql -X -A -t -q $coord -d "$1" <<'SQL' | tail -1
 SELECT count(*) FROM bench_users WHERE tenant_id = 4242;
 SELECT sum(total_bytes) / 1024 FROM pg_backend_memory_contexts;
 SQL
 }
-backend_memory() {	# kB held by a backend after 2 000 routed queries of random tenants
-	psql -X -A -t -q $coord <<'SQL' | tail -1
+backend_memory() {	# DB: kB held by a backend after 2 000 routed queries of random tenants
+	psql -X -A -t -q $coord -d "$1" <<'SQL' | tail -1
 SET plan_cache_mode = force_generic_plan;
 PREPARE q(bigint) AS SELECT count(*) FROM bench_users WHERE tenant_id = $1;
 \o /dev/null
@@ -154,22 +157,27 @@ SELECT format('EXECUTE q(%s);', (random() * 19999)::int + 1) FROM generate_serie
 SELECT sum(total_bytes) / 1024 FROM pg_backend_memory_contexts;
 SQL
 }
-# the 2-shard figures again, next to the 10 000-shard ones
-declare -A B2
-for workload in select insert; do
-	for clients in 1 4; do
-		B2[$workload.$clients]=$(tps router $workload prepared $clients)
-	done
-done
-conn2=$(first_query)
-first2=$(first_memory | tr -d ' ')
-mem2=$(backend_memory | tr -d ' ')
-
+psqlq $coord -c "CREATE DATABASE bench10k"
+psqlq $coord -d bench10k <<SQL
+CREATE EXTENSION tenant_router;
+SELECT shard_add('shard1', 1, 10000, '$TR_SHARD1_DSN');
+SELECT shard_add('shard2', 10001, 20000, '$TR_SHARD2_DSN');
+CREATE TABLE bench_users (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL,
+                          username text NOT NULL, created_at timestamptz DEFAULT now());
+CREATE INDEX ON bench_users (tenant_id);
+SELECT logical_table_add('bench_users');
+CREATE TABLE bench_log (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL,
+                        username text NOT NULL, created_at timestamptz DEFAULT now());
+CREATE INDEX ON bench_log (tenant_id);
+SELECT logical_table_add('bench_log');
+-- ids apart from the first database's
+ALTER SEQUENCE bench_log_id_seq RESTART 50000000;
+SQL
 for conn in "$s1" "$s2"; do
 	psqlq $conn -c "ALTER TABLE bench_users DROP CONSTRAINT tenant_router_range" \
 		-c "ALTER TABLE bench_log DROP CONSTRAINT tenant_router_range"
 done
-psqlq $coord <<SQL
+psqlq $coord -d bench10k <<SQL
 BEGIN;
 DELETE FROM tenant_router.shard;
 INSERT INTO tenant_router.shard (shard_id, range_start, range_end, dsn, version)
@@ -179,21 +187,29 @@ SELECT 's' || g, 2 * g - 1, 2 * g,
 COMMIT;
 VACUUM ANALYZE tenant_router.shard;
 SQL
-[ "$(psql -X -A -t $coord -c 'SELECT count(*) FROM tenant_router.shards')" = 10000 ] || { echo "10 000 shards not set up" >&2; exit 1; }
+[ "$(psql -X -A -t $coord -d bench10k -c 'SELECT count(*) FROM tenant_router.shards')" = 10000 ] || { echo "10 000 shards not set up" >&2; exit 1; }
 
+half=$(( (SECONDS_PER_RUN + 1) / 2 ))
+mean() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (a + b) / 2 }'; }
 echo
-echo "router with 10 000 shards against 2 (same data, prepared), tps (ratio)"
+echo "router with 10 000 shards against 2 (same data, prepared, runs alternated), tps (ratio)"
 printf '%-8s %7s %12s %20s\n' workload clients "2 shards" "10000 shards"
 for workload in select insert; do
 	for clients in 1 4; do
-		r=$(tps router $workload prepared $clients)
-		printf '%-8s %7s %12.0f %12.0f (%5s)\n' "$workload" "$clients" \
-			"${B2[$workload.$clients]}" "$r" "$(ratio "$r" "${B2[$workload.$clients]}")"
+		a1=$(RUN_SECONDS=$half tps router $workload prepared $clients)
+		b1=$(RUN_SECONDS=$half DB=bench10k tps router $workload prepared $clients)
+		b2=$(RUN_SECONDS=$half DB=bench10k tps router $workload prepared $clients)
+		a2=$(RUN_SECONDS=$half tps router $workload prepared $clients)
+		a=$(mean "$a1" "$a2") b=$(mean "$b1" "$b2")
+		printf '%-8s %7s %12.0f %12.0f (%5s)\n' "$workload" "$clients" "$a" "$b" "$(ratio "$b" "$a")"
 	done
 done
-conn10k=$(first_query)
-first10k=$(first_memory | tr -d ' ')
-mem10k=$(backend_memory | tr -d ' ')
+conn2=$(first_query postgres)
+conn10k=$(first_query bench10k)
+first2=$(first_memory postgres | tr -d ' ')
+first10k=$(first_memory bench10k | tr -d ' ')
+mem2=$(backend_memory postgres | tr -d ' ')
+mem10k=$(backend_memory bench10k | tr -d ' ')
 printf '%-40s %12.0f %12.0f (%5s)\n' "new session + first query (pgbench -C)" "$conn2" "$conn10k" "$(ratio "$conn10k" "$conn2")"
 printf '%-40s %9.0f kB %9.0f kB (%5s)\n' "backend memory after its first query" "$first2" "$first10k" "$(ratio "$first10k" "$first2")"
 printf '%-40s %9.0f kB %9.0f kB (%5s)\n' "backend memory after 2000 queries" "$mem2" "$mem10k" "$(ratio "$mem10k" "$mem2")"
