@@ -39,7 +39,9 @@ s2="-h 127.0.0.1 -p $TR_SHARD2_PORT -U postgres"
 psqlq() { psql -X -q -v ON_ERROR_STOP=1 "$@" >/dev/null; }
 
 # ---------------------------------------------------------------- setup
-psqlq $coord <<SQL
+# router_setup DB: the extension, the two shards and the logical tables in DB
+router_setup() {
+	psqlq $coord -d "$1" <<SQL
 CREATE EXTENSION tenant_router;
 SELECT shard_add('shard1', 1, 10000, '$TR_SHARD1_DSN');
 SELECT shard_add('shard2', 10001, 20000, '$TR_SHARD2_DSN');
@@ -52,7 +54,10 @@ CREATE TABLE bench_log (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL,
                         username text NOT NULL, created_at timestamptz DEFAULT now());
 CREATE INDEX ON bench_log (tenant_id);
 SELECT logical_table_add('bench_log');
-
+SQL
+}
+router_setup postgres
+psqlq $coord <<SQL
 -- the postgres_fdw baseline: range partitions on the same shard tables
 CREATE EXTENSION postgres_fdw;
 CREATE SERVER pf1 FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host '127.0.0.1', port '$TR_SHARD1_PORT', dbname 'postgres');
@@ -158,21 +163,10 @@ SELECT sum(total_bytes) / 1024 FROM pg_backend_memory_contexts;
 SQL
 }
 psqlq $coord -c "CREATE DATABASE bench10k"
-psqlq $coord -d bench10k <<SQL
-CREATE EXTENSION tenant_router;
-SELECT shard_add('shard1', 1, 10000, '$TR_SHARD1_DSN');
-SELECT shard_add('shard2', 10001, 20000, '$TR_SHARD2_DSN');
-CREATE TABLE bench_users (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL,
-                          username text NOT NULL, created_at timestamptz DEFAULT now());
-CREATE INDEX ON bench_users (tenant_id);
-SELECT logical_table_add('bench_users');
-CREATE TABLE bench_log (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL,
-                        username text NOT NULL, created_at timestamptz DEFAULT now());
-CREATE INDEX ON bench_log (tenant_id);
-SELECT logical_table_add('bench_log');
--- ids apart from the first database's
-ALTER SEQUENCE bench_log_id_seq RESTART 50000000;
-SQL
+router_setup bench10k
+# ids apart from the first database's
+psqlq $coord -d bench10k -c "ALTER SEQUENCE bench_log_id_seq RESTART 50000000"
+
 for conn in "$s1" "$s2"; do
 	psqlq $conn -c "ALTER TABLE bench_users DROP CONSTRAINT tenant_router_range" \
 		-c "ALTER TABLE bench_log DROP CONSTRAINT tenant_router_range"

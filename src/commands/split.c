@@ -62,12 +62,12 @@ PG_FUNCTION_INFO_V1(tenant_router_shard_cleanup);
  * Settings of the new shard's session while it runs the CREATE SUBSCRIPTION
  * that holds the old shard's DSN: no log line may show the statement.
  */
-static const char *const quiet_logging[] = {
-	"log_statement = none",
-	"log_min_error_statement = panic",
-	"log_min_duration_statement = -1",
-	"log_min_duration_sample = -1",
-	"log_transaction_sample_rate = 0",
+static const char *const quiet_logging[][2] = {
+	{"log_statement", "none"},
+	{"log_min_error_statement", "panic"},
+	{"log_min_duration_statement", "-1"},
+	{"log_min_duration_sample", "-1"},
+	{"log_transaction_sample_rate", "0"},
 };
 
 static void
@@ -263,14 +263,13 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 		/* the old shard's DSN: never in an error, nor in the new shard's log */
 		quiet = true;
 		for (int i = 0; i < lengthof(quiet_logging); i++)
-			remote(new_sc, psprintf("SET %s", quiet_logging[i]));
+			remote(new_sc, psprintf("SET %s = %s", quiet_logging[i][0], quiet_logging[i][1]));
 		PQclear(ShardConnExecSecret(new_sc,
 									psprintf("CREATE SUBSCRIPTION %s CONNECTION %s PUBLICATION %s",
 											 name, quote_literal_cstr(old->dsn), name)));
 		quiet = false;
 		for (int i = 0; i < lengthof(quiet_logging); i++)
-			remote(new_sc, psprintf("RESET %.*s", (int) strcspn(quiet_logging[i], " "),
-									quiet_logging[i]));
+			remote(new_sc, psprintf("RESET %s", quiet_logging[i][0]));
 		copying = true;
 
 		/* the copy of the rows there already */
@@ -361,8 +360,7 @@ TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_i
 		 */
 		if (quiet)
 			for (int i = 0; i < lengthof(quiet_logging); i++)
-				best_effort(new_sc, psprintf("RESET %.*s", (int) strcspn(quiet_logging[i], " "),
-											 quiet_logging[i]));
+				best_effort(new_sc, psprintf("RESET %s", quiet_logging[i][0]));
 		if (subscribed)
 			best_effort(new_sc, psprintf("DROP SUBSCRIPTION IF EXISTS %s", name));
 		best_effort(new_sc, psprintf("DROP TABLE IF EXISTS %s", marker));

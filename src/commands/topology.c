@@ -81,7 +81,7 @@ TopologyRequireSuperuser(const char *function, const char *why)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("only superusers may call %s()", function),
 				 errdetail("%s", why),
-				 errhint("Members of tenant_router_admin may change ranges, remove shards, clean up shards and add logical tables; adding a shard takes a superuser.")));
+				 errhint("Members of tenant_router_admin may change ranges, remove shards, clean up shards and add logical tables; adding or splitting a shard takes a superuser.")));
 }
 
 /* TopologySpiExec runs a catalog statement and checks its outcome */
