@@ -23,8 +23,11 @@ PG_CONFIG  ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src/include -I$(shell $(PG_CONFIG) --includedir)
 # -Wextra minus what PostgreSQL's own headers and macros trip (unused
 # parameters of callbacks, PG_TRY's locals, signed/unsigned in inline code).
+# TR_EXTRA_CFLAGS: `make test` adds -DUSE_ASSERT_CHECKING, so that the suite
+# runs with the extension's assertions on (as pgvector's CI does).
 PG_CFLAGS   = -Wall -Wextra -Werror -Wno-unused-parameter \
-              -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered
+              -Wno-missing-field-initializers -Wno-sign-compare -Wno-clobbered \
+              $(TR_EXTRA_CFLAGS)
 SHLIB_LINK  = -L$(shell $(PG_CONFIG) --libdir) -lpq -lhiredis
 
 # Tests: `make test` (scripts/test.sh) runs pg_regress (sql/, expected/),

@@ -34,6 +34,9 @@ esac
 t0=$SECONDS
 cd "$TR_ROOT"
 
+say "Checking that source folders depend downward only"
+scripts/check-layers.sh
+
 if [ $build = 1 ]; then
 	say "Checking Debian packages"
 	scripts/install-deps.sh
@@ -46,9 +49,9 @@ pg_isolation_regress=$pgxs_test/isolation/pg_isolation_regress
 [ -x "$pg_regress" ] || die "$pg_regress not found (it comes with postgresql-client-15)"
 
 if [ $build = 1 ]; then
-	say "Building tenant_router with -Werror (clean build) and installing it"
+	say "Building tenant_router with -Werror and assertions (clean build) and installing it"
 	make --no-print-directory clean >/dev/null
-	build_install
+	build_install TR_EXTRA_CFLAGS=-DUSE_ASSERT_CHECKING
 fi
 t_build=$((SECONDS - t0))
 

@@ -2,7 +2,9 @@
  *
  * tenant_router.c
  *	  Module load: refuses to load unless preloaded, defines the settings
- *	  (tenant_router.*), installs the hooks and registers the worker.
+ *	  (tenant_router.*), and has each part install its hooks and register
+ *	  what it needs (remote transactions, planner hook, custom scan, routing
+ *	  cache, outbox, worker).
  *
  * Invariants: every hook saves the previous one and calls it; the settings
  * are defined in alphabetical order and the prefix is reserved.
@@ -11,16 +13,16 @@
  */
 #include "postgres.h"
 
-#include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/parsenodes.h"
-#include "tcop/utility.h"
 #include "utils/guc.h"
 
+#include "tenant_router/connection.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/fast_path.h"
+#include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
+#include "tenant_router/router_scan.h"
 #include "tenant_router/worker.h"
 
 PG_MODULE_MAGIC;
@@ -29,6 +31,7 @@ void		_PG_init(void);
 
 /* settings */
 bool		TenantRouterAutoCleanup = true;
+int			TenantRouterConnectTimeout = 10;
 char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
@@ -40,19 +43,6 @@ int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
 char	   *TenantRouterTopologyChannel = NULL;
 
-int			ExecutorNestLevel = 0;
-
-static ExecutorRun_hook_type prev_ExecutorRun = NULL;
-static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
-static ProcessUtility_hook_type prev_ProcessUtility = NULL;
-
-static void tr_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction,
-						   uint64 count, bool execute_once);
-static void tr_ExecutorFinish(QueryDesc *queryDesc);
-static void tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
-							  bool readOnlyTree, ProcessUtilityContext context,
-							  ParamListInfo params, QueryEnvironment *queryEnv,
-							  DestReceiver *dest, QueryCompletion *qc);
 static void define_settings(void);
 
 /*
@@ -71,15 +61,11 @@ _PG_init(void)
 
 	define_settings();
 
-	prev_ExecutorRun = ExecutorRun_hook;
-	ExecutorRun_hook = tr_ExecutorRun;
-	prev_ExecutorFinish = ExecutorFinish_hook;
-	ExecutorFinish_hook = tr_ExecutorFinish;
-	prev_ProcessUtility = ProcessUtility_hook;
-	ProcessUtility_hook = tr_ProcessUtility;
-
+	RemoteXactInit();
 	InstallPlannerHook();
+	RegisterRouterScan();
 	RouteCacheInit();
+	OutboxInit();
 	WorkerInit();
 }
 
@@ -94,6 +80,16 @@ define_settings(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.connect_timeout",
+							"Longest wait for a connection to a shard.",
+							"A shard that has not answered by then is reported unreachable.",
+							&TenantRouterConnectTimeout,
+							10,
+							1, 3600,
+							PGC_USERSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tenant_router.database",
 							   "Database whose tenant_router catalog the topology worker maintains.",
@@ -189,75 +185,4 @@ define_settings(void)
 							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("tenant_router");
-}
-
-/*
- * The three hooks below only count how deeply executor and utility calls are
- * nested, so that the router can tell a top-level statement (which may run on
- * a shard without a remote transaction) from one nested in a function.
- */
-static void
-tr_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
-			   bool execute_once)
-{
-	ExecutorNestLevel++;
-	PG_TRY();
-	{
-		if (prev_ExecutorRun)
-			prev_ExecutorRun(queryDesc, direction, count, execute_once);
-		else
-			standard_ExecutorRun(queryDesc, direction, count, execute_once);
-	}
-	PG_FINALLY();
-	{
-		ExecutorNestLevel--;
-	}
-	PG_END_TRY();
-}
-
-static void
-tr_ExecutorFinish(QueryDesc *queryDesc)
-{
-	ExecutorNestLevel++;
-	PG_TRY();
-	{
-		if (prev_ExecutorFinish)
-			prev_ExecutorFinish(queryDesc);
-		else
-			standard_ExecutorFinish(queryDesc);
-	}
-	PG_FINALLY();
-	{
-		ExecutorNestLevel--;
-	}
-	PG_END_TRY();
-}
-
-static void
-tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
-				  bool readOnlyTree, ProcessUtilityContext context,
-				  ParamListInfo params, QueryEnvironment *queryEnv,
-				  DestReceiver *dest, QueryCompletion *qc)
-{
-	/*
-	 * EXECUTE of a prepared statement runs that statement as the top-level
-	 * one, so it does not count as a level of its own.
-	 */
-	int			levels = IsA(pstmt->utilityStmt, ExecuteStmt) ? 0 : 1;
-
-	ExecutorNestLevel += levels;
-	PG_TRY();
-	{
-		if (prev_ProcessUtility)
-			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-								params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		ExecutorNestLevel -= levels;
-	}
-	PG_END_TRY();
 }

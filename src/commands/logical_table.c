@@ -43,7 +43,7 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
-#include "tenant_router/deparse.h"
+#include "tenant_router/remote_session.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl.h"
 

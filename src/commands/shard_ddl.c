@@ -29,7 +29,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-#include "tenant_router/deparse.h"
+#include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
 #define RANGE_CONSTRAINT "tenant_router_range"

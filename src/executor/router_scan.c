@@ -27,9 +27,9 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
-#include "tenant_router/fast_path.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
+#include "tenant_router/router_scan.h"
 
 typedef struct RouterScanState
 {
@@ -60,9 +60,11 @@ static void end_router_scan(CustomScanState *node);
 static void rescan_router_scan(CustomScanState *node);
 static void explain_router_scan(CustomScanState *node, List *ancestors, ExplainState *es);
 
+static Node *create_router_scan_state(CustomScan *cscan);
+
 CustomScanMethods RouterScanMethods = {
 	"TenantRouter",
-	CreateRouterScanState
+	create_router_scan_state
 };
 
 static CustomExecMethods RouterExecMethods = {
@@ -74,14 +76,21 @@ static CustomExecMethods RouterExecMethods = {
 	.ExplainCustomScan = explain_router_scan,
 };
 
-Node *
-CreateRouterScanState(CustomScan *cscan)
+static Node *
+create_router_scan_state(CustomScan *cscan)
 {
 	RouterScanState *state = palloc0(sizeof(RouterScanState));
 
 	NodeSetTag(state, T_CustomScanState);
 	state->css.methods = &RouterExecMethods;
 	return (Node *) state;
+}
+
+/* RegisterRouterScan makes the plan node known (for plan copies); from _PG_init. */
+void
+RegisterRouterScan(void)
+{
+	RegisterCustomScanMethods(&RouterScanMethods);
 }
 
 static void
@@ -98,7 +107,7 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 	state->sql = strVal(list_nth(cscan->custom_private, RouterScanSql));
 	state->flags = intVal(list_nth(cscan->custom_private, RouterScanFlags));
 	state->tenant_param = intVal(list_nth(cscan->custom_private, RouterScanTenantParam));
-	state->table_name = strVal(list_nth(cscan->custom_private, RouterScanTenantColumn));
+	state->table_name = strVal(list_nth(cscan->custom_private, RouterScanTableName));
 	state->tenant_state = ExecInitExpr(linitial(cscan->custom_exprs), &node->ss.ps);
 	state->tenant_type = getBaseType(exprType(linitial(cscan->custom_exprs)));
 	state->param_states = ExecInitExprList(param_exprs, &node->ss.ps);

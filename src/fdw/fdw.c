@@ -36,7 +36,7 @@
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
 
-#include "tenant_router/deparse.h"
+#include "tenant_router/remote_session.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/shard_pruning.h"

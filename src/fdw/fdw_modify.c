@@ -33,7 +33,7 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
-#include "tenant_router/deparse.h"
+#include "tenant_router/remote_session.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"

@@ -406,3 +406,21 @@ tenant_router_catalog_changed(PG_FUNCTION_ARGS)
 	CacheInvalidateRelcache(trigdata->tg_relation);
 	PG_RETURN_POINTER(NULL);
 }
+
+/* TenantDatumToInt64 widens a tenant value of type int2, int4 or int8. */
+int64
+TenantDatumToInt64(Datum value, Oid typid)
+{
+	switch (typid)
+	{
+		case INT2OID:
+			return DatumGetInt16(value);
+		case INT4OID:
+			return DatumGetInt32(value);
+		case INT8OID:
+			return DatumGetInt64(value);
+		default:
+			elog(ERROR, "tenant_router: tenant value of unexpected type %u", typid);
+	}
+	return 0;					/* not reached */
+}

@@ -37,11 +37,11 @@
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
 
-#include "tenant_router/deparse.h"
+#include "tenant_router/remote_session.h"
 #include "tenant_router/fast_path.h"
 #include "tenant_router/guc.h"
-#include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
+#include "tenant_router/router_scan.h"
 #include "tenant_router/shippable.h"
 
 static planner_hook_type prev_planner = NULL;
@@ -803,5 +803,4 @@ InstallPlannerHook(void)
 {
 	prev_planner = planner_hook;
 	planner_hook = tr_planner;
-	RegisterCustomScanMethods(&RouterScanMethods);
 }

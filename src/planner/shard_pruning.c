@@ -24,7 +24,6 @@
 #include "utils/lsyscache.h"
 
 #include "tenant_router/catalog.h"
-#include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 

@@ -24,6 +24,7 @@
 #include "nodes/nodeFuncs.h"
 #include "utils/lsyscache.h"
 
+#include "tenant_router/remote_io.h"
 #include "tenant_router/shippable.h"
 
 void
@@ -40,17 +41,6 @@ bool
 IsBuiltinObject(Oid oid)
 {
 	return oid < FirstGenbkiObjectId;
-}
-
-/*
- * RemoteParamType returns the type OID to declare for a parameter: built-in
- * types have the same OID everywhere; others are left to the shard to infer
- * (the deparsed text casts them by name).
- */
-Oid
-RemoteParamType(Oid typid)
-{
-	return IsBuiltinObject(typid) ? typid : InvalidOid;
 }
 
 static bool

@@ -47,6 +47,7 @@
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/outbox.h"
+#include "tenant_router/publish.h"
 #include "tenant_router/redis.h"
 #include "tenant_router/topology.h"
 #include "tenant_router/worker.h"
@@ -61,16 +62,6 @@
 /* stream entries remembered, so that their channel copies are not applied twice */
 #define STREAM_QUEUE_SIZE 65536
 
-typedef struct WorkerShared
-{
-	pid_t		pid;
-	Latch	   *latch;			/* NULL when the worker is not running */
-} WorkerShared;
-
-static WorkerShared *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 /*
  * The hashes of the events applied from the stream whose channel copies
  * have not come yet, oldest first: a ring of STREAM_QUEUE_SIZE, the oldest
@@ -83,38 +74,11 @@ static uint64 stream_queue[STREAM_QUEUE_SIZE];
 static int	stream_queue_head = 0;
 static int	stream_queue_len = 0;
 
-static void
-worker_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
-}
-
-static void
-worker_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("tenant_router worker", sizeof(WorkerShared), &found);
-	if (!found)
-		memset(shared, 0, sizeof(WorkerShared));
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* WorkerInit registers the worker and its shared memory; from _PG_init. */
+/* WorkerInit registers the worker; called from _PG_init. */
 void
 WorkerInit(void)
 {
 	BackgroundWorker bgw;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = worker_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = worker_shmem_startup;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -127,21 +91,10 @@ WorkerInit(void)
 	RegisterBackgroundWorker(&bgw);
 }
 
-/* WorkerWake wakes the worker, e.g. when the outbox has new events. */
-void
-WorkerWake(void)
-{
-	Latch	   *latch = shared ? shared->latch : NULL;
-
-	if (latch != NULL)
-		SetLatch(latch);
-}
-
 static void
 worker_exit(int code, Datum arg)
 {
-	shared->latch = NULL;
-	shared->pid = 0;
+	OutboxSetConsumer(NULL);
 	RedisDisconnect();
 }
 
@@ -403,8 +356,7 @@ TenantRouterWorkerMain(Datum main_arg)
 	BackgroundWorkerInitializeConnection(TenantRouterDatabase, NULL, 0);
 	pgstat_report_appname("tenant_router topology worker");
 
-	shared->pid = MyProcPid;
-	shared->latch = MyLatch;
+	OutboxSetConsumer(MyLatch);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "tenant_router worker loop",

@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * connection.h
- *	  Shard connections and the remote transactions tied to the local one.
+ *	  Shard connections (connection.c), what travels on them
+ *	  (remote_command.c) and the remote transactions tied to the local one
+ *	  (remote_xact.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -13,6 +15,21 @@
 typedef struct ShardConn ShardConn;
 typedef struct ShardStream ShardStream;
 
+/*
+ * A command in flight on a connection that its owner reads at its own pace
+ * (a stream, an asynchronous fetch).  Before anything else is sent on the
+ * connection, release finishes the command (keeping what its owner still
+ * needs) and leaves the connection idle; abandon tells the owner the command
+ * is gone (rolled back, or the connection lost) without touching the
+ * connection.
+ */
+typedef struct ShardConnClaim ShardConnClaim;
+struct ShardConnClaim
+{
+	void		(*release) (ShardConnClaim *claim);
+	void		(*abandon) (ShardConnClaim *claim);
+};
+
 /* how a statement uses its shard connection */
 typedef enum ShardXactMode
 {
@@ -23,16 +40,24 @@ typedef enum ShardXactMode
 								 * write of its transaction */
 } ShardXactMode;
 
+/* connection.c */
 extern ShardConn *ShardConnGet(const char *shard_id, const char *dsn);
 extern ShardConn *ShardConnGetSide(const char *shard_id, const char *dsn);
-extern bool ShardConnCanAutocommit(void);
-extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
 extern const char *ShardConnLabel(ShardConn *sc);
 
+/* remote_xact.c */
+extern void RemoteXactInit(void);
+extern bool ShardConnCanAutocommit(void);
+extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
+
+/* remote_command.c */
 extern PGresult *ShardConnExec(ShardConn *sc, const char *sql, int nparams,
 							   const Oid *types, const char *const *values);
 extern PGresult *ShardConnExecSecret(ShardConn *sc, const char *sql);
 extern void ShardConnQueue(ShardConn *sc, const char *sql);
+extern void ShardConnClaimSet(ShardConn *sc, ShardConnClaim *claim);
+extern void ShardConnClaimDone(ShardConn *sc, ShardConnClaim *claim);
+extern void ShardConnRelease(ShardConn *sc);
 
 extern ShardStream *ShardStreamOpen(ShardConn *sc, const char *sql, int nparams,
 									const Oid *types, const char *const *values,

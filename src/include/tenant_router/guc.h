@@ -9,6 +9,7 @@
 #define TENANT_ROUTER_GUC_H
 
 extern bool TenantRouterAutoCleanup;
+extern int	TenantRouterConnectTimeout;
 extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
@@ -19,8 +20,5 @@ extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
 extern char *TenantRouterTopologyChannel;
-
-/* ExecutorNestLevel is 0 outside any executor/utility call, 1 at top level. */
-extern int	ExecutorNestLevel;
 
 #endif

@@ -23,11 +23,11 @@ typedef struct RemoteParams
 	int			needs;			/* REMOTE_NEEDS_*: settings the output uses */
 } RemoteParams;
 
+extern Oid	RemoteParamType(Oid typid);
 extern void RemoteParamsInit(RemoteParams *params, int n, const Oid *typids);
 extern void RemoteParamsFill(RemoteParams *params, const Datum *values, const bool *nulls);
 extern void RemoteRowDecode(PGresult *res, int row, List *retrieved_attrs,
 							AttInMetadata *attinmeta, Datum *values, bool *nulls,
 							ItemPointer ctid);
-extern int64 TenantDatumToInt64(Datum value, Oid typid);
 
 #endif

@@ -9,6 +9,7 @@
 #define TENANT_ROUTER_ROUTE_CACHE_H
 
 #include "access/attnum.h"
+#include "postgres_ext.h"
 
 #define SHARD_ID_MAXLEN 64
 
@@ -37,5 +38,6 @@ typedef struct LogicalTable
 extern void RouteCacheInit(void);
 extern ShardRoute *RouteTenant(int64 tenant);
 extern LogicalTable *LookupLogicalTable(Oid relid);
+extern int64 TenantDatumToInt64(Datum value, Oid typid);
 
 #endif

@@ -29,6 +29,5 @@ extern void ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query
 extern Node *ShipExpr(Node *node, ShipContext *ctx);
 extern Node *ShipParam(Node *expr, ShipContext *ctx);
 extern bool IsBuiltinObject(Oid oid);
-extern Oid	RemoteParamType(Oid typid);
 
 #endif

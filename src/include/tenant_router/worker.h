@@ -10,7 +10,6 @@
 #define TENANT_ROUTER_WORKER_H
 
 extern void WorkerInit(void);
-extern void WorkerWake(void);
 extern void TenantRouterWorkerMain(Datum main_arg) pg_attribute_noreturn();
 
 #endif

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * outbox.c
- *	  Queues the topology events of SQL changes for the worker to publish.
+ *	  Queues the topology events of SQL changes for the worker to publish,
+ *	  and wakes the worker when they commit.
  *
  * An admin function that changes the topology inserts its event, in the
  * seed's format plus "origin" and "version", into tenant_router.outbox in
@@ -9,7 +10,10 @@
  * At commit the worker is woken, publishes the queued events in order and
  * deletes them (OutboxPublish); while Redis is unreachable they wait in the
  * table.  A crash between publishing and deleting publishes an event twice;
- * receivers ignore the second copy by its origin and version.
+ * receivers ignore the second copy by its origin and version.  Publishing
+ * is the worker's (worker/publish.c); the worker's latch is found through
+ * the small shared memory area kept here, so that queueing a change needs
+ * nothing of the worker's code.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,21 +24,85 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/snapmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 
 #include "tenant_router/guc.h"
 #include "tenant_router/outbox.h"
-#include "tenant_router/redis.h"
-#include "tenant_router/worker.h"
 
+/* where a backend finds the worker that publishes the outbox */
+typedef struct OutboxShared
+{
+	pid_t		consumer_pid;
+	Latch	   *consumer_latch; /* NULL when the worker is not running */
+} OutboxShared;
+
+static OutboxShared *shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_registered = false;
+
+static void
+outbox_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(OutboxShared)));
+}
+
+static void
+outbox_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("tenant_router outbox", sizeof(OutboxShared), &found);
+	if (!found)
+		memset(shared, 0, sizeof(OutboxShared));
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* OutboxInit reserves the shared memory area; called from _PG_init. */
+void
+OutboxInit(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = outbox_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = outbox_shmem_startup;
+}
+
+/*
+ * OutboxSetConsumer records the process that publishes the outbox (the
+ * worker), or that there is none (latch NULL).
+ */
+void
+OutboxSetConsumer(Latch *latch)
+{
+	shared->consumer_pid = latch ? MyProcPid : 0;
+	shared->consumer_latch = latch;
+}
+
+/* OutboxWake wakes the worker, e.g. when the outbox has new events. */
+void
+OutboxWake(void)
+{
+	Latch	   *latch = shared ? shared->consumer_latch : NULL;
+
+	if (latch != NULL)
+		SetLatch(latch);
+}
 
 static void
 wake_at_commit(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT)
-		WorkerWake();
+		OutboxWake();
 }
 
 /*
@@ -121,65 +189,4 @@ OutboxUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 		  "pg_catalog.jsonb_build_object('shard_id', $4::text, 'range_start', $5::bigint, "
 		  "'range_end', $6::bigint)",
 		  3, types, values, version);
-}
-
-/*
- * OutboxPublish publishes the queued events, oldest first, on Redis (stream
- * and channel), deleting each once Redis has accepted it; it stops at the
- * first failure.  It returns the number published, or -1 after a failure,
- * with *errmsg in the caller's memory context.  Its own transaction; called
- * by the worker.
- */
-int
-OutboxPublish(char **errmsg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	char	   *stream_key = RedisStreamKey();
-	int			published = 0;
-	bool		failed = false;
-	uint64		n;
-	char	  **ids;
-	char	  **events;
-	uint64		i;
-
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	if (SPI_execute("SELECT id, event::text FROM tenant_router.outbox ORDER BY id LIMIT 100",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "tenant_router: could not read the outbox");
-	n = SPI_processed;
-	ids = palloc(sizeof(char *) * (n + 1));
-	events = palloc(sizeof(char *) * (n + 1));
-	for (i = 0; i < n; i++)
-	{
-		ids[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		events[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-	}
-	for (i = 0; i < n; i++)
-	{
-		char	   *why = NULL;
-
-		if (!RedisPublish(stream_key, TenantRouterTopologyChannel, events[i], &why))
-		{
-			/* the message outlives SPI's memory, freed by SPI_finish */
-			if (errmsg)
-				*errmsg = MemoryContextStrdup(cxt, why);
-			failed = true;
-			break;
-		}
-		if (SPI_execute(psprintf("DELETE FROM tenant_router.outbox WHERE id = %s", ids[i]),
-						false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "tenant_router: could not delete from the outbox");
-		published++;
-	}
-	if (published > 0 &&
-		SPI_execute(psprintf("UPDATE tenant_router.worker_state SET published = published + %d",
-							 published), false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "tenant_router: could not count published events");
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
-	return failed ? -1 : published;
 }

@@ -14,13 +14,24 @@
 #include "postgres.h"
 
 #include "access/sysattr.h"
+#include "access/transam.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
-#include "tenant_router/deparse.h"
+#include "tenant_router/remote_session.h"
 #include "tenant_router/remote_io.h"
-#include "tenant_router/shippable.h"
+
+/*
+ * RemoteParamType returns the type OID to declare for a parameter: built-in
+ * types have the same OID everywhere; others are left to the shard to infer
+ * (the deparsed text casts them by name).
+ */
+Oid
+RemoteParamType(Oid typid)
+{
+	return typid < FirstGenbkiObjectId ? typid : InvalidOid;
+}
 
 /* output_needs returns the settings a type's text form depends on */
 static int
@@ -137,22 +148,4 @@ RemoteRowDecode(PGresult *res, int row, List *retrieved_attrs,
 		}
 		col++;
 	}
-}
-
-/* TenantDatumToInt64 widens a tenant value of type int2, int4 or int8. */
-int64
-TenantDatumToInt64(Datum value, Oid typid)
-{
-	switch (typid)
-	{
-		case INT2OID:
-			return DatumGetInt16(value);
-		case INT4OID:
-			return DatumGetInt32(value);
-		case INT8OID:
-			return DatumGetInt64(value);
-		default:
-			elog(ERROR, "tenant_router: tenant value of unexpected type %u", typid);
-	}
-	return 0;					/* not reached */
 }

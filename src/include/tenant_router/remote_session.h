@@ -1,14 +1,15 @@
 /*-------------------------------------------------------------------------
  *
- * deparse.h
- *	  SQL text for shards, produced by PostgreSQL's own deparser.
+ * remote_session.h
+ *	  The settings of a shard session, and the same settings on the
+ *	  coordinator while text for a shard is produced.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef TENANT_ROUTER_DEPARSE_H
-#define TENANT_ROUTER_DEPARSE_H
+#ifndef TENANT_ROUTER_REMOTE_SESSION_H
+#define TENANT_ROUTER_REMOTE_SESSION_H
 
-#include "nodes/parsenodes.h"
+extern const char *RemoteSessionSetupSql(void);
 
 extern int	EnterRemoteSqlSettings(void);
 extern void LeaveRemoteSqlSettings(int nestlevel);

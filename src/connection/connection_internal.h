@@ -1,0 +1,85 @@
+/*-------------------------------------------------------------------------
+ *
+ * connection_internal.h
+ *	  What the files of src/connection/ share about a shard connection;
+ *	  the rest of the extension sees ShardConn as opaque (connection.h).
+ *
+ * connection.c owns the cache and the lifecycle (connect, lost connection,
+ * disconnect), remote_command.c what travels on a connection (commands,
+ * pipelines, prepared statements, streams, errors), remote_xact.c the
+ * remote transaction tied to the local one.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_CONNECTION_INTERNAL_H
+#define TENANT_ROUTER_CONNECTION_INTERNAL_H
+
+#include "libpq-fe.h"
+#include "nodes/pg_list.h"
+#include "storage/latch.h"
+#include "utils/hsearch.h"
+
+#include "tenant_router/connection.h"
+#include "tenant_router/route_cache.h"
+
+/* why a remote transaction cannot go on */
+typedef enum ShardBroken
+{
+	SHARD_OK = 0,
+	SHARD_LOST,					/* the connection was lost */
+	SHARD_FAILED				/* it failed at a savepoint level rolled back since */
+} ShardBroken;
+
+/* where a shard's part of the local transaction is */
+typedef enum RemoteXactState
+{
+	REMOTE_XACT_NONE = 0,		/* no remote transaction */
+	REMOTE_XACT_OPEN,			/* open (its BEGIN may still be queued) */
+	REMOTE_XACT_PREPARED		/* PREPARE TRANSACTION done: gid names it */
+} RemoteXactState;
+
+#define GID_MAXLEN 64
+
+struct ShardConn
+{
+	uint64		key;			/* hash of the DSN (and side): hash key */
+	PGconn	   *conn;			/* NULL when not connected */
+	char	   *dsn;
+	char		label[SHARD_ID_MAXLEN]; /* the shard named in messages */
+
+	/* remote_command.c */
+	bool		in_pipeline;	/* the command in flight was pipelined */
+	List	   *pending;		/* commands to send before the next statement */
+	ShardConnClaim *claim;		/* a command in flight that another owns */
+	HTAB	   *prepared;		/* remote prepared statements */
+	uint32		next_stmt;
+	WaitEventSet *wait_set;		/* latch, postmaster death, conn's socket */
+
+	/* remote_xact.c */
+	RemoteXactState xact_state;
+	int			xact_depth;		/* 0: no remote transaction; n: savepoint level */
+	ShardBroken broken;			/* remote transaction unusable: fail until its end */
+	bool		wrote;			/* written in this local transaction */
+	char		gid[GID_MAXLEN];	/* while prepared */
+};
+
+/* connection.c */
+extern void ShardConnDisconnect(ShardConn *sc);
+extern void ShardConnLost(ShardConn *sc) pg_attribute_noreturn();
+extern char *ShardConnLibpqMessage(PGconn *conn);
+extern void ShardConnForEach(void (*fn) (ShardConn *sc, void *arg), void *arg);
+
+/* remote_xact.c */
+extern void RemoteXactCheck(ShardConn *sc);
+
+/* remote_xact.c */
+extern void RemoteXactCheck(ShardConn *sc);
+
+/* remote_command.c */
+extern PGresult *RemoteGetResult(ShardConn *sc);
+extern void RemoteReport(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
+extern void RemoteForgetPrepared(ShardConn *sc);
+extern bool RemoteCleanup(ShardConn *sc, int timeout_ms);
+extern bool RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms);
+
+#endif

@@ -1,0 +1,428 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote_xact.c
+ *	  The remote transactions tied to the local one, postgres_fdw-style.
+ *
+ * A remote transaction is opened lazily, at the local transaction's
+ * isolation level, by the first statement that needs one, and committed or
+ * rolled back with the local transaction; subtransactions are mirrored by
+ * savepoints.  Its BEGIN and SAVEPOINTs are queued and travel with the next
+ * statement.  A top-level statement outside a transaction block, at read
+ * committed, runs without any remote transaction: exactly one round trip.
+ * Telling such a statement from one nested in a function is why the
+ * executor and utility nest levels are counted here.
+ *
+ * Invariants: at the end of every local transaction, every connection is
+ * idle and outside any remote transaction, or closed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+
+#include "connection_internal.h"
+#include "tenant_router/guc.h"
+
+/* how long cleanup after an error waits for a shard */
+#define CLEANUP_TIMEOUT_MS 30000
+
+static int	open_remote_xacts = 0;	/* connections with a remote transaction */
+static ShardConn *xact_writer = NULL;	/* the shard written in this transaction */
+static bool xact_wrote_all = false;	/* this transaction wrote every shard */
+
+/* executor and utility nesting: 0 outside any, 1 at top level */
+static int	ExecutorNestLevel = 0;
+
+static ExecutorRun_hook_type prev_ExecutorRun = NULL;
+static ExecutorFinish_hook_type prev_ExecutorFinish = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
+/*
+ * RemoteXactCheck raises the error for a shard whose remote transaction
+ * cannot go on: the local transaction can only roll back.
+ */
+void
+RemoteXactCheck(ShardConn *sc)
+{
+	if (sc->broken == SHARD_OK)
+		return;
+	if (sc->broken == SHARD_FAILED)
+		ereport(ERROR,
+				(errcode(ERRCODE_IN_FAILED_SQL_TRANSACTION),
+				 errmsg("the remote transaction on shard \"%s\" failed earlier in this transaction",
+						sc->label),
+				 errdetail("A statement failed on the shard inside a savepoint, but the shard's transaction had started outside it, so rolling back to the savepoint cannot recover it."),
+				 errhint("Roll back the transaction and retry.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("connection to shard \"%s\" was lost earlier in this transaction",
+					sc->label),
+			 errhint("Roll back the transaction and retry.")));
+}
+
+/*
+ * ShardConnCanAutocommit tells whether a statement may run on its shard
+ * without a remote transaction: it is the only statement of its local
+ * transaction (top level, no transaction block), no remote transaction
+ * is open, and the isolation level is read committed (the shard's default
+ * for a statement of its own; any other level needs a remote transaction).
+ */
+bool
+ShardConnCanAutocommit(void)
+{
+	return !IsTransactionBlock() && ExecutorNestLevel <= 1 &&
+		GetCurrentTransactionNestLevel() == 1 && open_remote_xacts == 0 &&
+		XactIsoLevel <= XACT_READ_COMMITTED;
+}
+
+static void
+check_single_writer(ShardConn *writer, ShardXactMode mode)
+{
+	if (mode == SHARD_WRITE_ALL)
+	{
+		if (xact_writer != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("TRUNCATE of a logical table cannot follow a write in the same transaction"),
+					 errdetail("Shard \"%s\" was written earlier in this transaction; TRUNCATE writes every shard.",
+							   xact_writer->label),
+					 errhint("Commit before the TRUNCATE.")));
+		xact_wrote_all = true;
+		return;
+	}
+	if (xact_wrote_all)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("transaction would write to more than one shard"),
+				 errdetail("A TRUNCATE of a logical table wrote every shard earlier in this transaction; this statement writes to shard \"%s\".",
+						   writer->label),
+				 errhint("Commit after the TRUNCATE, before writing rows.")));
+	if (xact_writer != NULL && xact_writer != writer)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("transaction would write to more than one shard"),
+				 errdetail("Shard \"%s\" was written earlier in this transaction; this statement writes to shard \"%s\".",
+						   xact_writer->label, writer->label),
+				 errhint("Write to one shard per transaction: commit before writing rows of tenants on another shard.")));
+	xact_writer = writer;
+}
+
+/*
+ * ShardConnBegin prepares sc for a statement: in SHARD_READ or SHARD_WRITE
+ * mode it opens the remote transaction (and savepoints up to the current
+ * subtransaction level) unless already open; the commands go with the
+ * statement.  A write to a second shard in one transaction is refused.
+ */
+void
+ShardConnBegin(ShardConn *sc, ShardXactMode mode)
+{
+	int			curlevel = GetCurrentTransactionNestLevel();
+	char		sql[64];
+
+	if (mode == SHARD_AUTOCOMMIT)
+	{
+		Assert(sc->xact_depth == 0);
+		return;
+	}
+	if (mode == SHARD_WRITE || mode == SHARD_WRITE_ALL)
+		check_single_writer(sc, mode);
+	if (sc->xact_depth == 0)
+	{
+		const char *level;
+
+		switch (XactIsoLevel)
+		{
+			case XACT_SERIALIZABLE:
+				level = "SERIALIZABLE";
+				break;
+			case XACT_REPEATABLE_READ:
+				level = "REPEATABLE READ";
+				break;
+			default:
+				level = "READ COMMITTED";
+				break;
+		}
+		snprintf(sql, sizeof(sql), "START TRANSACTION ISOLATION LEVEL %s%s",
+				 level, XactReadOnly ? " READ ONLY" : "");
+		ShardConnQueue(sc, sql);
+		sc->xact_depth = 1;
+		sc->xact_state = REMOTE_XACT_OPEN;
+		open_remote_xacts++;
+	}
+	while (sc->xact_depth < curlevel)
+	{
+		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", ++sc->xact_depth);
+		ShardConnQueue(sc, sql);
+	}
+}
+
+/*
+ * commit_remote commits the shard's remote transaction.  A shard answers
+ * COMMIT of a failed transaction with ROLLBACK, and no error: that is an
+ * error here, or the local transaction would commit what the shard dropped.
+ */
+static void
+commit_remote(ShardConn *sc)
+{
+	PGresult   *res;
+	bool		committed;
+
+	ShardConnRelease(sc);
+	res = ShardConnExec(sc, "COMMIT TRANSACTION", 0, NULL, NULL);
+	committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
+	PQclear(res);
+	sc->xact_depth = 0;
+	sc->xact_state = REMOTE_XACT_NONE;
+	if (!committed)
+		ereport(ERROR,
+				(errcode(ERRCODE_TRANSACTION_ROLLBACK),
+				 errmsg("the remote transaction on shard \"%s\" was rolled back instead of committed",
+						sc->label),
+				 errdetail("A statement had failed in it earlier.")));
+}
+
+static void
+reset_xact_state(void)
+{
+	open_remote_xacts = 0;
+	xact_writer = NULL;
+	xact_wrote_all = false;
+}
+
+/* pre_commit_reader: commits a shard only read (the writer goes last) */
+static void
+pre_commit_reader(ShardConn *sc, void *arg)
+{
+	RemoteXactCheck(sc);
+	if (sc->conn == NULL || sc == xact_writer)
+		return;
+	if (sc->xact_depth > 0)
+		commit_remote(sc);
+	else
+		ShardConnRelease(sc);
+}
+
+static void
+pre_prepare(ShardConn *sc, void *arg)
+{
+	if (sc->xact_depth > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot PREPARE a transaction that has used shards")));
+}
+
+/* abort_remote rolls back the shard's remote transaction, or drops the connection */
+static void
+abort_remote(ShardConn *sc, void *arg)
+{
+	bool		keep = (sc->conn != NULL && sc->broken != SHARD_LOST);
+
+	list_free_deep(sc->pending);
+	sc->pending = NIL;
+	if (keep)
+		keep = RemoteCleanup(sc, CLEANUP_TIMEOUT_MS);
+	if (keep && PQtransactionStatus(sc->conn) != PQTRANS_IDLE)
+		keep = RemoteCleanupExec(sc, "ROLLBACK TRANSACTION", CLEANUP_TIMEOUT_MS);
+	if (!keep)
+		ShardConnDisconnect(sc);
+	sc->xact_depth = 0;
+	sc->xact_state = REMOTE_XACT_NONE;
+	sc->broken = SHARD_OK;
+}
+
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+
+			/*
+			 * Shards only read first, the shard written last: if a reader's
+			 * COMMIT fails, the local transaction and the write still roll
+			 * back together.
+			 */
+			ShardConnForEach(pre_commit_reader, NULL);
+			if (xact_writer != NULL &&
+				xact_writer->conn != NULL && xact_writer->xact_depth > 0)
+				commit_remote(xact_writer);
+			reset_xact_state();
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			ShardConnForEach(pre_prepare, NULL);
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			ShardConnForEach(abort_remote, NULL);
+			reset_xact_state();
+			break;
+		default:
+			break;
+	}
+}
+
+typedef struct SubXactEnd
+{
+	SubXactEvent event;
+	int			level;
+} SubXactEnd;
+
+/* subxact_end mirrors the end of a subtransaction on one shard */
+static void
+subxact_end(ShardConn *sc, void *arg)
+{
+	SubXactEnd *end = (SubXactEnd *) arg;
+	int			curlevel = end->level;
+	char		sql[100];
+
+	if (sc->conn == NULL || sc->xact_depth == 0)
+		return;
+
+	/*
+	 * A remote transaction opened outside this subtransaction can still
+	 * have failed in it: a cursor opened before the savepoint and read
+	 * after it.  No savepoint of ours covers that failure, so the remote
+	 * transaction is lost; COMMIT would only roll it back.
+	 */
+	if (sc->xact_depth < curlevel)
+	{
+		if (end->event == SUBXACT_EVENT_ABORT_SUB && !sc->broken && sc->claim == NULL &&
+			!sc->in_pipeline && PQtransactionStatus(sc->conn) == PQTRANS_INERROR)
+			sc->broken = SHARD_FAILED;
+		return;
+	}
+	if (end->event == SUBXACT_EVENT_PRE_COMMIT_SUB)
+	{
+		snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
+		ShardConnQueue(sc, sql);
+	}
+	else if (sc->broken != SHARD_LOST)
+	{
+		/*
+		 * A failure marked SHARD_FAILED happened at this connection's
+		 * depth, at or below this level: the rollback to this level's
+		 * savepoint undoes it.
+		 */
+		if (!RemoteCleanup(sc, CLEANUP_TIMEOUT_MS))
+		{
+			ShardConnDisconnect(sc);
+			sc->broken = SHARD_LOST;
+		}
+		else
+		{
+			sc->broken = SHARD_OK;
+			snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT s%d", curlevel);
+			ShardConnQueue(sc, sql);
+			snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT s%d", curlevel);
+			ShardConnQueue(sc, sql);
+		}
+	}
+	sc->xact_depth = curlevel - 1;
+}
+
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	SubXactEnd	end;
+
+	if (event != SUBXACT_EVENT_PRE_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	end.event = event;
+	end.level = GetCurrentTransactionNestLevel();
+	ShardConnForEach(subxact_end, &end);
+}
+
+/*
+ * The three hooks below only count how deeply executor and utility calls are
+ * nested, so that a top-level statement (which may run on a shard without a
+ * remote transaction) can be told from one nested in a function.
+ */
+static void
+tr_ExecutorRun(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
+			   bool execute_once)
+{
+	ExecutorNestLevel++;
+	PG_TRY();
+	{
+		if (prev_ExecutorRun)
+			prev_ExecutorRun(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		ExecutorNestLevel--;
+	}
+	PG_END_TRY();
+}
+
+static void
+tr_ExecutorFinish(QueryDesc *queryDesc)
+{
+	ExecutorNestLevel++;
+	PG_TRY();
+	{
+		if (prev_ExecutorFinish)
+			prev_ExecutorFinish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		ExecutorNestLevel--;
+	}
+	PG_END_TRY();
+}
+
+static void
+tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+				  bool readOnlyTree, ProcessUtilityContext context,
+				  ParamListInfo params, QueryEnvironment *queryEnv,
+				  DestReceiver *dest, QueryCompletion *qc)
+{
+	/*
+	 * EXECUTE of a prepared statement runs that statement as the top-level
+	 * one, so it does not count as a level of its own.
+	 */
+	int			levels = IsA(pstmt->utilityStmt, ExecuteStmt) ? 0 : 1;
+
+	ExecutorNestLevel += levels;
+	PG_TRY();
+	{
+		if (prev_ProcessUtility)
+			prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+									params, queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		ExecutorNestLevel -= levels;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * RemoteXactInit installs the transaction callbacks and the nest-level
+ * hooks (saving and chaining the previous hooks); called from _PG_init.
+ */
+void
+RemoteXactInit(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+
+	prev_ExecutorRun = ExecutorRun_hook;
+	ExecutorRun_hook = tr_ExecutorRun;
+	prev_ExecutorFinish = ExecutorFinish_hook;
+	ExecutorFinish_hook = tr_ExecutorFinish;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = tr_ProcessUtility;
+}

@@ -1,0 +1,32 @@
+/*-------------------------------------------------------------------------
+ *
+ * router_scan.h
+ *	  The custom scan that runs a statement whole on one tenant's shard:
+ *	  the plan the fast path (planner/fast_path.c) builds.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_ROUTER_SCAN_H
+#define TENANT_ROUTER_ROUTER_SCAN_H
+
+#include "nodes/extensible.h"
+
+/* CustomScan.custom_private */
+enum RouterScanPrivate
+{
+	RouterScanSql,				/* statement for the shard (String) */
+	RouterScanFlags,			/* ROUTER_* (Integer) */
+	RouterScanTenantParam,		/* parameter holding the tenant, or -1:
+								 * custom_exprs[0] computes it (Integer) */
+	RouterScanTableName			/* the table written, for messages (String) */
+};
+
+#define ROUTER_WRITE		0x01	/* the statement writes or locks rows */
+#define ROUTER_INSERT		0x02	/* it inserts one row: the tenant must have a shard */
+#define ROUTER_COUNT_ROWS	0x04	/* es_processed counts the shard's rows */
+#define ROUTER_PREPARE		0x08	/* worth preparing on the shard */
+
+extern CustomScanMethods RouterScanMethods;
+extern void RegisterRouterScan(void);
+
+#endif
