@@ -221,14 +221,14 @@ abort_remote(ShardConn *sc, void *arg)
 {
 	bool		keep = (sc->conn != NULL && sc->broken != SHARD_LOST);
 
-	list_free_deep(sc->pending);
-	sc->pending = NIL;
 	if (keep)
 		keep = RemoteCleanup(sc, CLEANUP_TIMEOUT_MS);
 	if (keep && PQtransactionStatus(sc->conn) != PQTRANS_IDLE)
 		keep = RemoteCleanupExec(sc, "ROLLBACK TRANSACTION", CLEANUP_TIMEOUT_MS);
 	if (!keep)
 		ShardConnDisconnect(sc);
+	else
+		RemoteForgetCommands(sc);
 	sc->xact_depth = 0;
 	sc->xact_state = REMOTE_XACT_NONE;
 	sc->broken = SHARD_OK;

@@ -55,6 +55,15 @@ extern PGresult *ShardConnExec(ShardConn *sc, const char *sql, int nparams,
 							   const Oid *types, const char *const *values);
 extern PGresult *ShardConnExecSecret(ShardConn *sc, const char *sql);
 extern void ShardConnQueue(ShardConn *sc, const char *sql);
+extern void ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams,
+								 const Oid *types, const char *const *values);
+extern void ShardConnSend(ShardConn *sc, const char *sql, int nparams,
+						  const Oid *types, const char *const *values);
+extern bool ShardConnResultReady(ShardConn *sc);
+extern PGresult *ShardConnResult(ShardConn *sc, bool raise);
+extern pgsocket ShardConnSocket(ShardConn *sc);
+extern void ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls,
+							 PGresult **results);
 extern void ShardConnClaimSet(ShardConn *sc, ShardConnClaim *claim);
 extern void ShardConnClaimDone(ShardConn *sc, ShardConnClaim *claim);
 extern void ShardConnRelease(ShardConn *sc);
