@@ -38,7 +38,7 @@ typedef enum RemoteXactState
 	REMOTE_XACT_PREPARED		/* PREPARE TRANSACTION done: gid names it */
 } RemoteXactState;
 
-#define GID_MAXLEN 64
+#define GID_MAXLEN 128
 
 /* a command queued to go before the next statement (ShardConnQueue) */
 typedef struct QueuedCommand
@@ -106,5 +106,7 @@ extern void RemoteForgetPrepared(ShardConn *sc);
 extern bool RemoteCleanup(ShardConn *sc, int timeout_ms);
 extern bool RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms);
 extern void RemoteForgetCommands(ShardConn *sc);
+extern void RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls,
+								 int timeout_ms, bool *ok);
 
 #endif

@@ -763,11 +763,13 @@ send_cancel(ShardConn *sc, TimestampTz deadline)
 /*
  * wait_idle waits until the command in flight has finished, discarding its
  * results, without raising errors; false if the connection must be given up
- * (broken, or the deadline passed).
+ * (broken, or the deadline passed).  *failed tells whether a result was an
+ * error.
  */
 static bool
-wait_idle(ShardConn *sc, TimestampTz deadline)
+wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
 {
+	*failed = false;
 	for (;;)
 	{
 		PGresult   *res;
@@ -802,6 +804,8 @@ wait_idle(ShardConn *sc, TimestampTz deadline)
 			sc->in_pipeline = false;
 			return PQexitPipelineMode(sc->conn) == 1;
 		}
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+			*failed = true;
 		PQclear(res);
 	}
 }
@@ -826,7 +830,9 @@ RemoteCleanup(ShardConn *sc, int timeout_ms)
 	}
 	if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
 	{
-		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline))
+		bool		failed;
+
+		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline, &failed))
 			return false;
 	}
 	end_command(sc);
@@ -842,10 +848,37 @@ bool
 RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	bool		failed;
 
 	if (!PQsendQuery(sc->conn, sql))
 		return false;
-	return wait_idle(sc, deadline) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+	return wait_idle(sc, deadline, &failed) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+}
+
+/*
+ * RemoteExecAllBounded runs one command on each of n connections at once,
+ * outside a transaction's normal flow (the second phase of a commit):
+ * waiting at most timeout_ms in all and never raising an error.  ok[i]
+ * tells whether the command succeeded; a connection that failed to answer
+ * in time is left busy (the caller gives it up).
+ */
+void
+RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls, int timeout_ms,
+					 bool *ok)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		ok[i] = scs[i]->conn != NULL && !scs[i]->cmd.active &&
+			PQsendQuery(scs[i]->conn, sqls[i]);
+	for (i = 0; i < n; i++)
+	{
+		bool		failed;
+
+		if (ok[i])
+			ok[i] = wait_idle(scs[i], deadline, &failed) && !failed;
+	}
 }
 
 static void

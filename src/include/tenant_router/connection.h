@@ -35,9 +35,7 @@ typedef enum ShardXactMode
 {
 	SHARD_AUTOCOMMIT,			/* no remote transaction: one round trip */
 	SHARD_READ,					/* inside the remote transaction */
-	SHARD_WRITE,				/* inside it, and counts as a write */
-	SHARD_WRITE_ALL				/* a write to every shard (TRUNCATE): the only
-								 * write of its transaction */
+	SHARD_WRITE					/* inside it, and counts as a write */
 } ShardXactMode;
 
 /* connection.c */
@@ -49,6 +47,7 @@ extern const char *ShardConnLabel(ShardConn *sc);
 extern void RemoteXactInit(void);
 extern bool ShardConnCanAutocommit(void);
 extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
+extern int	RemoteXactRecover(void);
 
 /* remote_command.c */
 extern PGresult *ShardConnExec(ShardConn *sc, const char *sql, int nparams,
