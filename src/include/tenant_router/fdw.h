@@ -21,7 +21,9 @@ enum FdwScanPrivate
 	FdwScanTenantStrategies,	/* tenant conditions (IntList) */
 	FdwScanMergeKeys,			/* (column, sort op, collation, nulls first)
 								 * of each key the shards sort by, or NIL */
-	FdwScanTableName			/* the logical table, for messages (String) */
+	FdwScanTableName,			/* the logical table, for messages (String) */
+	FdwScanColumnKinds			/* PartialKind of each output column, or NIL
+								 * for columns returned as they are (IntList) */
 };
 
 /* ModifyTable.fdw_privlist entries */
