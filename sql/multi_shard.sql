@@ -159,6 +159,16 @@ WITH u AS (UPDATE ms_orders SET amount = amount + 1 WHERE qty = 8 RETURNING tena
 SELECT count(*), sum(amount) FROM u;
 WITH u AS (UPDATE ms_orders_local SET amount = amount + 1 WHERE qty = 8 RETURNING tenant_id, amount)
 SELECT count(*), sum(amount) FROM u;
+-- values the coordinator computes (current_user, a parameter) go along
+PREPARE ms_upd(int) AS UPDATE ms_orders SET note = current_user, qty = qty * $1
+  WHERE tenant_id BETWEEN 2400 AND 5100 AND qty = 2 RETURNING tenant_id, qty;
+EXPLAIN (VERBOSE, COSTS OFF) EXECUTE ms_upd(3);
+WITH u AS (UPDATE ms_orders_local SET note = current_user, qty = qty * 3
+             WHERE tenant_id BETWEEN 2400 AND 5100 AND qty = 2 RETURNING tenant_id, qty)
+SELECT count(*), sum(qty) FROM u;
+CREATE TEMP TABLE ms_returned AS SELECT 0 AS n;
+DO $$ DECLARE cnt int; BEGIN EXECUTE 'EXECUTE ms_upd(3)'; GET DIAGNOSTICS cnt = ROW_COUNT; UPDATE ms_returned SET n = cnt; END $$;
+SELECT n FROM ms_returned;
 COPY ms_orders (id, tenant_id, status) FROM stdin;
 200001	17	copied
 200002	2600	copied

@@ -52,6 +52,17 @@ operator_name(Oid opno)
 	return name;
 }
 
+static void
+append_column_list(StringInfo buf, Relation rel, List *attrs)
+{
+	ListCell   *lc;
+
+	foreach(lc, attrs)
+		appendStringInfo(buf, "%s%s", lc == list_head(attrs) ? "" : ", ",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																lfirst_int(lc) - 1)->attname)));
+}
+
 /* a deparse context with the relation as the only one, numbered 1 */
 static List *
 relation_context(Relation rel)
@@ -204,17 +215,6 @@ DeparseGrouped(Relation rel, LogicalTable *table, Index varno, List *outputs,
 	return buf.data;
 }
 
-static void
-append_column_list(StringInfo buf, Relation rel, List *attrs)
-{
-	ListCell   *lc;
-
-	foreach(lc, attrs)
-		appendStringInfo(buf, "%s%s", lc == list_head(attrs) ? "" : ", ",
-						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
-																lfirst_int(lc) - 1)->attname)));
-}
-
 /*
  * DeparseInsert returns the INSERT of nrows rows of the columns attrs into
  * the shard's copy of rel, parameters $1.. row after row.
@@ -294,6 +294,43 @@ DeparseDelete(Relation rel, LogicalTable *table, List *returning)
 		appendStringInfoString(&buf, " RETURNING ");
 		append_column_list(&buf, rel, returning);
 	}
+	return buf.data;
+}
+
+/*
+ * DeparseDirectModify returns the UPDATE (setting attrs to exprs) or DELETE
+ * of the rows of the shard's copy of rel that meet conds, within the
+ * shard's range, returning the columns returning.
+ */
+char *
+DeparseDirectModify(Relation rel, LogicalTable *table, Index varno, CmdType operation,
+					List *attrs, List *exprs, List *conds, int nparams, List *returning)
+{
+	List	   *dpcontext = relation_context(rel);
+	StringInfoData buf;
+	ListCell   *lc;
+	ListCell   *ec;
+	int			nestlevel = EnterRemoteSqlSettings();
+
+	initStringInfo(&buf);
+	if (operation == CMD_UPDATE)
+	{
+		appendStringInfo(&buf, "UPDATE %s SET ", table->remote_name);
+		forboth(lc, attrs, ec, exprs)
+			appendStringInfo(&buf, "%s%s = %s", lc == list_head(attrs) ? "" : ", ",
+							 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																	lfirst_int(lc) - 1)->attname)),
+							 expression_text(lfirst(ec), varno, dpcontext));
+	}
+	else
+		appendStringInfo(&buf, "DELETE FROM %s", table->remote_name);
+	append_where(&buf, conds, varno, dpcontext, table, nparams);
+	if (returning != NIL)
+	{
+		appendStringInfoString(&buf, " RETURNING ");
+		append_column_list(&buf, rel, returning);
+	}
+	LeaveRemoteSqlSettings(nestlevel);
 	return buf.data;
 }
 

@@ -350,6 +350,7 @@ plan_scan(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, ForeignPath *
 	ListCell   *lc;
 	const char *lock = lock_clause(root, baserel);
 	char	   *sql;
+	int			nparams;
 	Relation	rel = table_open(info->relid, NoLock);
 
 	/* columns the scan must return: those used above it or checked here */
@@ -384,18 +385,19 @@ plan_scan(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, ForeignPath *
 	}
 
 	conds = ship_conds(info, &ctx);
+	nparams = list_length(ctx.param_exprs);
 	sql = DeparseScan(rel, table, baserel->relid, attrs_used,
 					  lock[0] != '\0' ||
 					  bms_is_member(SelfItemPointerAttributeNumber - FirstLowInvalidHeapAttributeNumber,
 									attrs_used),
-					  conds, list_length(ctx.param_exprs), keys,
+					  conds, nparams, keys,
 					  scan_limit(root, baserel, info, best_path->path.pathkeys),
 					  lock, &retrieved_attrs);
 	table_close(rel, NoLock);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid,
 							list_concat(ctx.param_exprs, tenant_exprs),
-							fdw_scan_private(sql, retrieved_attrs, list_length(ctx.param_exprs),
+							fdw_scan_private(sql, retrieved_attrs, nparams,
 											 strategies, merge_keys, get_rel_name(info->relid), NIL),
 							NIL, NIL, outer_plan);
 }
@@ -421,6 +423,7 @@ plan_grouped(PlannerInfo *root, RelOptInfo *upperrel, TrRelInfo *info,
 	ShipContext ctx;
 	ListCell   *lc;
 	int			i = 0;
+	int			nparams;
 	char	   *sql;
 	Relation	rel = table_open(scan->relid, NoLock);
 
@@ -463,13 +466,14 @@ plan_grouped(PlannerInfo *root, RelOptInfo *upperrel, TrRelInfo *info,
 		}
 		outputs = simple_outputs;
 	}
+	nparams = list_length(ctx.param_exprs);
 	sql = DeparseGrouped(rel, scan->table, scan->varno, outputs, kinds, conds,
-						 list_length(ctx.param_exprs), positions, having);
+						 nparams, positions, having);
 	table_close(rel, NoLock);
 
 	return make_foreignscan(tlist, NIL, 0,
 							list_concat(ctx.param_exprs, tenant_exprs),
-							fdw_scan_private(sql, retrieved, list_length(ctx.param_exprs),
+							fdw_scan_private(sql, retrieved, nparams,
 											 strategies, NIL, get_rel_name(scan->relid),
 											 info->kind == TR_PARTIAL ? kinds : NIL),
 							add_to_flat_tlist(NIL, target->exprs), NIL, outer_plan);
@@ -691,6 +695,31 @@ add_grouping_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped
 	}
 }
 
+/*
+ * TrScanIsRemote tells whether a relation planned here is a logical table
+ * scan whose every condition is checked on the shards.
+ */
+bool
+TrScanIsRemote(RelOptInfo *baserel)
+{
+	TrRelInfo  *info = baserel->fdw_private;
+
+	return info != NULL && info->kind == TR_SCAN && info->local_conds == NIL;
+}
+
+/* TrScanRemoteConds returns the conditions of such a scan, as expressions */
+List *
+TrScanRemoteConds(RelOptInfo *baserel)
+{
+	TrRelInfo  *info = baserel->fdw_private;
+	List	   *conds = NIL;
+	ListCell   *lc;
+
+	foreach(lc, info->remote_conds)
+		conds = lappend(conds, lfirst_node(RestrictInfo, lc)->clause);
+	return conds;
+}
+
 static void
 trGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage,
 					   RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
@@ -728,6 +757,12 @@ tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 	routine->IsForeignRelUpdatable = TrIsForeignRelUpdatable;
 	routine->ExplainForeignModify = TrExplainForeignModify;
 	routine->ExecForeignTruncate = TrExecForeignTruncate;
+
+	routine->PlanDirectModify = TrPlanDirectModify;
+	routine->BeginDirectModify = TrBeginDirectModify;
+	routine->IterateDirectModify = TrIterateDirectModify;
+	routine->EndDirectModify = TrEndDirectModify;
+	routine->ExplainDirectModify = TrExplainDirectModify;
 
 	PG_RETURN_POINTER(routine);
 }

@@ -76,8 +76,9 @@ TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
 	add_row_identity_var(root, var, rtindex, TENANT_JUNK_NAME);
 }
 
-static List *
-all_columns(Relation rel)
+/* TrAllColumns returns the attribute numbers of the columns of rel */
+List *
+TrAllColumns(Relation rel)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	List	   *attrs = NIL;
@@ -102,7 +103,7 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 	char	   *sql = NULL;
 
 	if (plan->returningLists != NIL)
-		returning = all_columns(rel);
+		returning = TrAllColumns(rel);
 
 	switch (operation)
 	{
@@ -113,7 +114,7 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 						 errmsg("INSERT ... ON CONFLICT DO UPDATE on logical table \"%s\" needs the tenant",
 								RelationGetRelationName(rel)),
 						 errhint("Insert one row with a constant or parameter tenant, so that the statement goes to one shard whole.")));
-			target_attrs = all_columns(rel);
+			target_attrs = TrAllColumns(rel);
 			sql = DeparseInsert(rel, table, target_attrs, 1,
 								plan->onConflictAction == ONCONFLICT_NOTHING, returning);
 			break;
@@ -372,7 +373,7 @@ TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 {
 	Relation	rel = rinfo->ri_RelationDesc;
 	LogicalTable *table = GetLogicalTableOrError(rel);
-	List	   *attrs = all_columns(rel);
+	List	   *attrs = TrAllColumns(rel);
 	List	   *returning = rinfo->ri_returningList ? attrs : NIL;
 
 	rinfo->ri_FdwState = create_modify_state(rel, CMD_INSERT,

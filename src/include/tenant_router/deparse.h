@@ -10,6 +10,7 @@
 
 #include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
+#include "nodes/nodes.h"
 #include "nodes/primnodes.h"
 #include "utils/relcache.h"
 
@@ -34,6 +35,9 @@ extern char *DeparseInsert(Relation rel, LogicalTable *table, List *attrs, int n
 						   bool do_nothing, List *returning);
 extern char *DeparseUpdate(Relation rel, LogicalTable *table, List *attrs, List *returning);
 extern char *DeparseDelete(Relation rel, LogicalTable *table, List *returning);
+extern char *DeparseDirectModify(Relation rel, LogicalTable *table, Index varno,
+								 CmdType operation, List *attrs, List *exprs, List *conds,
+								 int nparams, List *returning);
 extern char *DeparseTruncate(List *tables, bool cascade);
 
 #endif

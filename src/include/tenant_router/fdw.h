@@ -70,6 +70,20 @@ extern void TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rin
 								   struct ExplainState *es);
 extern void TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs);
 
+/* fdw_direct.c */
+extern bool TrPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
+							   int subplan_index);
+extern void TrBeginDirectModify(ForeignScanState *node, int eflags);
+extern TupleTableSlot *TrIterateDirectModify(ForeignScanState *node);
+extern void TrEndDirectModify(ForeignScanState *node);
+extern void TrExplainDirectModify(ForeignScanState *node, struct ExplainState *es);
+
+/* fdw.c */
 extern LogicalTable *GetLogicalTableOrError(Relation rel);
+extern bool TrScanIsRemote(RelOptInfo *baserel);
+extern List *TrScanRemoteConds(RelOptInfo *baserel);
+
+/* fdw_modify.c */
+extern List *TrAllColumns(Relation rel);
 
 #endif
