@@ -59,6 +59,7 @@ typedef struct TrModifyState
 	bool	   *nulls;
 	AttInMetadata *attinmeta;
 	MemoryContext row_cxt;
+	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
 } TrModifyState;
 
 void
@@ -316,7 +317,19 @@ TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 					TupleTableSlot *planSlot)
 {
 	TrModifyState *state = rinfo->ri_FdwState;
-	ShardConn  *sc = shard_of(state, tenant_of_slot(state, slot));
+	ShardConn  *sc;
+
+	if (state->copy != NULL)
+	{
+		int64		tenant = tenant_of_slot(state, slot);
+		ShardRoute *route = RouteTenant(tenant);
+
+		if (route == NULL)
+			no_shard(state, tenant);
+		TrCopyRow(state->copy, ShardConnGet(route->shard_id, route->dsn), slot);
+		return slot;
+	}
+	sc = shard_of(state, tenant_of_slot(state, slot));
 
 	collect_values(state, slot);
 	return execute(state, sc, slot);
@@ -376,14 +389,24 @@ TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 	List	   *attrs = TrAllColumns(rel);
 	List	   *returning = rinfo->ri_returningList ? attrs : NIL;
 
-	rinfo->ri_FdwState = create_modify_state(rel, CMD_INSERT,
-											 DeparseInsert(rel, table, attrs, 1, false, returning),
-											 attrs, returning);
+	TrModifyState *state;
+
+	state = create_modify_state(rel, CMD_INSERT,
+								DeparseInsert(rel, table, attrs, 1, false, returning),
+								attrs, returning);
+	/* COPY FROM (no plan): rows streamed to a COPY on each shard */
+	if (mtstate->ps.plan == NULL && returning == NIL)
+		state->copy = TrCopyBegin(rel, table, attrs);
+	rinfo->ri_FdwState = state;
 }
 
 void
 TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 {
+	TrModifyState *state = rinfo->ri_FdwState;
+
+	if (state != NULL && state->copy != NULL)
+		(void) TrCopyEnd(state->copy);
 }
 
 /*

@@ -86,4 +86,11 @@ extern List *TrScanRemoteConds(RelOptInfo *baserel);
 /* fdw_modify.c */
 extern List *TrAllColumns(Relation rel);
 
+/* fdw_copy.c */
+typedef struct TrCopy TrCopy;
+struct ShardConn;
+extern TrCopy *TrCopyBegin(Relation rel, LogicalTable *table, List *attrs);
+extern void TrCopyRow(TrCopy *copy, struct ShardConn *sc, TupleTableSlot *slot);
+extern uint64 TrCopyEnd(TrCopy *copy);
+
 #endif
