@@ -46,6 +46,7 @@
 #include "tenant_router/remote_session.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl.h"
+#include "tenant_router/shard_ddl_safety.h"
 
 PG_FUNCTION_INFO_V1(tenant_router_logical_table_add);
 
@@ -201,9 +202,11 @@ column_definitions(Relation rel, bool coordinator)
 /*
  * shard_ddl returns the statements that create rel on a shard: schema,
  * table, constraints (keys, checks, exclusions) and the other indexes.
+ * Unless trusted, each definition must be safe to ship
+ * (shard_ddl_safety.c).
  */
 static List *
-shard_ddl(Relation rel, const char *nspname, const char *qualname)
+shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted)
 {
 	Oid			relid = RelationGetRelid(rel);
 	List	   *ddl = NIL;
@@ -218,13 +221,26 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname)
 	foreach(lc, spi_strings("SELECT oid FROM pg_catalog.pg_constraint "
 							"WHERE conrelid = $1 AND contype IN ('p', 'u', 'c', 'x') "
 							"ORDER BY contype = 'c', oid", relid))
-		ddl = lappend(ddl, pg_get_constraintdef_command(atooid(lfirst(lc))));
+	{
+		Oid			conoid = atooid(lfirst(lc));
+
+		if (!trusted)
+			ShardCheckConstraint(conoid);
+		ddl = lappend(ddl, pg_get_constraintdef_command(conoid));
+	}
 	foreach(lc, spi_strings("SELECT i.indexrelid FROM pg_catalog.pg_index i "
 							"WHERE i.indrelid = $1 AND NOT EXISTS ("
 							"SELECT 1 FROM pg_catalog.pg_constraint c "
 							"WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) "
 							"ORDER BY i.indexrelid", relid))
-		ddl = lappend(ddl, pg_get_indexdef_string(atooid(lfirst(lc))));
+	{
+		Oid			indexoid = atooid(lfirst(lc));
+
+		if (!trusted)
+			ShardCheckIndex(indexoid, psprintf("index \"%s\"", get_rel_name(indexoid)),
+							relid, NULL);
+		ddl = lappend(ddl, pg_get_indexdef_string(indexoid));
+	}
 	return ddl;
 }
 
@@ -368,7 +384,13 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
 	if (rel->rd_rel->relkind == RELKIND_RELATION)
 		check_convertible(rel, qualname);
-	ddl = shard_ddl(rel, nspname, qualname);
+	/*
+	 * The definitions were chosen by the table's owner: a superuser calling
+	 * this for a table someone else owns ships that someone's code.
+	 */
+	ddl = shard_ddl(rel, nspname, qualname,
+					ShardDdlTrusted(GetOuterUserId()) &&
+					ShardDdlTrusted(rel->rd_rel->relowner));
 
 	/* the shards first: an unreachable or different shard changes nothing */
 	row.relid = relid;
