@@ -26,6 +26,7 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/fdw.h"
+#include "tenant_router/guc.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
@@ -64,7 +65,7 @@ typedef struct TrScanState
 
 static unsigned int cursor_number = 0;
 
-static void start_scan(ForeignScanState *node, TrScanState *state);
+static void start_scan(ForeignScanState *node, TrScanState *state, bool explain_only);
 
 static bool
 contain_param_walker(Node *node, void *context)
@@ -131,7 +132,7 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	/* EXPLAIN names the shards when the tenant conditions are constants */
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && state->ntenant > 0 &&
 		!contain_param_walker((Node *) list_copy_tail(exprs, state->nparams), NULL))
-		start_scan(node, state);
+		start_scan(node, state, true);
 }
 
 /* choose_shards evaluates the tenant conditions and prunes */
@@ -169,7 +170,7 @@ close_cursor(TrScanState *state)
 }
 
 static void
-start_scan(ForeignScanState *node, TrScanState *state)
+start_scan(ForeignScanState *node, TrScanState *state, bool explain_only)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
 	MemoryContext old;
@@ -181,6 +182,15 @@ start_scan(ForeignScanState *node, TrScanState *state)
 	MemoryContextSwitchTo(old);
 	state->started = true;
 	(void) econtext;
+	if (list_length(state->shards) > 1 && !explain_only &&
+		TenantRouterMultiShardReads == MULTI_SHARD_READS_REFUSE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("statement would read %d shards of logical table \"%s\"",
+						list_length(state->shards),
+						RelationGetRelationName(node->ss.ss_currentRelation)),
+				 errdetail("tenant_router.multi_shard_reads is \"refuse\"."),
+				 errhint("Add a condition on the tenant column that selects one shard, or set tenant_router.multi_shard_reads to \"allow\".")));
 }
 
 /* open_next_cursor declares the cursor on the next shard; false if none left */
@@ -251,7 +261,7 @@ TrIterateForeignScan(ForeignScanState *node)
 	TupleDesc	tupdesc = slot->tts_tupleDescriptor;
 
 	if (!state->started)
-		start_scan(node, state);
+		start_scan(node, state, false);
 
 	for (;;)
 	{
