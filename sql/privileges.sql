@@ -102,7 +102,27 @@ CREATE INDEX fine_fts ON fine USING gin (to_tsvector('english', v));
 SELECT logical_table_add('fine');
 INSERT INTO fine VALUES (5, 'a', '{1}');
 SELECT tenant_id, v, w FROM fine WHERE tenant_id = 5;
+-- the same rule for the DDL it propagates to the shards
+ALTER TABLE fine ADD CONSTRAINT fine_evil CHECK (v IS NULL OR pg_read_file('/etc/passwd') <> '');
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE fine ADD COLUMN n int CHECK (n IS NULL OR length(query_to_xml('SELECT 1', true, true, '')::text) > 0);
+CREATE INDEX fine_len ON fine (tr_len(v));
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE fine ADD CONSTRAINT fine_excl EXCLUDE USING btree (tr_len(v) WITH =);
+ALTER TABLE fine ALTER COLUMN v TYPE int USING length(pg_read_file('/etc/passwd'));
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE fine ALTER COLUMN v TYPE tr_mood USING 'ok';
+-- built-in immutable ones are accepted
+ALTER TABLE fine ADD CONSTRAINT fine_short CHECK (length(v) < 50);
+CREATE INDEX fine_upper ON fine (upper(v));
+ALTER TABLE fine ALTER COLUMN v TYPE varchar(60) USING substr(v, 1, 60);
 RESET ROLE;
+\c :shard1
+SELECT conname FROM pg_constraint WHERE conrelid = 'public.fine'::regclass ORDER BY 1;
+SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'public.fine'::regclass ORDER BY 1;
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'public.fine'::regclass AND attname = 'v';
+\c :coord
+\set SHOW_CONTEXT never
 -- a superuser's own table is shipped as it is: here the shard lacks tr_len()
 CREATE TABLE su_idx (tenant_id bigint, v text);
 CREATE INDEX su_idx_len ON su_idx (tr_len(v));

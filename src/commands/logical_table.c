@@ -225,7 +225,7 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted)
 		Oid			conoid = atooid(lfirst(lc));
 
 		if (!trusted)
-			ShardCheckConstraint(conoid);
+			ShardCheckConstraint(conoid, NULL, InvalidOid);
 		ddl = lappend(ddl, pg_get_constraintdef_command(conoid));
 	}
 	foreach(lc, spi_strings("SELECT i.indexrelid FROM pg_catalog.pg_index i "

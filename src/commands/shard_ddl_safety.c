@@ -375,25 +375,27 @@ constraint_kind(char contype)
 
 /*
  * ShardCheckConstraint refuses the constraint conoid unless its expression,
- * its index and its exclusion operators are all safe to ship.
+ * its index and its exclusion operators are all safe to ship.  Messages name
+ * it name of table relid, or by its own names when they are not given.
  */
 void
-ShardCheckConstraint(Oid conoid)
+ShardCheckConstraint(Oid conoid, const char *name, Oid relid)
 {
 	HeapTuple	tuple = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
 	Form_pg_constraint con;
 	char	   *what;
 	char	   *definition;
 	char	   *offence = NULL;
-	Oid			relid;
 	Oid			indexoid;
 
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for constraint %u", conoid);
 	con = (Form_pg_constraint) GETSTRUCT(tuple);
-	relid = con->conrelid;
+	if (!OidIsValid(relid))
+		relid = con->conrelid;
 	indexoid = con->conindid;
-	what = psprintf("%s \"%s\"", constraint_kind(con->contype), NameStr(con->conname));
+	what = psprintf("%s \"%s\"", constraint_kind(con->contype),
+					name ? name : NameStr(con->conname));
 	definition = TextDatumGetCString(DirectFunctionCall1(pg_get_constraintdef,
 														 ObjectIdGetDatum(conoid)));
 

@@ -16,6 +16,6 @@ extern void ShardCheckExpr(Node *expr, const char *what, Oid relid,
 						   const char *definition);
 extern void ShardCheckIndex(Oid indexoid, const char *what, Oid relid,
 							const char *definition);
-extern void ShardCheckConstraint(Oid conoid);
+extern void ShardCheckConstraint(Oid conoid, const char *name, Oid relid);
 
 #endif
