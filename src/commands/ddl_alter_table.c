@@ -64,6 +64,7 @@
 #include "utils/syscache.h"
 
 #include "ddl_internal.h"
+#include "tenant_router/adopt.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl_safety.h"
 
@@ -641,5 +642,6 @@ DdlAlterTable(DdlCall *call, AlterTableStmt *stmt, DdlTable *table)
 	}
 
 	DdlSendToShards(table, commands);
-	(void) defaults_changed;
+	if (defaults_changed)
+		AdoptSequences(table->relid, table->qualname, NIL);
 }

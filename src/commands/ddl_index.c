@@ -208,8 +208,8 @@ DdlCreateIndex(DdlCall *call, IndexStmt *stmt, DdlTable *table)
 
 	if (!DdlUserTrusted())
 		ShardCheckIndex(indexoid, psprintf("index \"%s\"", name), table->relid, text);
-	if (stmt->unique)
-		DdlWarnUniqueness(table, InvalidOid, indexoid, psprintf("unique index \"%s\"", name));
+	if (stmt->unique && !DdlIndexHasTenant(table, indexoid))
+		DdlWarnUniqueness(table, list_make1(psprintf("unique index \"%s\"", name)));
 	scratch_drop();
 	DdlSendToShards(table, list_make1(text));
 }
@@ -271,8 +271,8 @@ DdlIndexConstraint(DdlTable *table, Constraint *constraint)
 
 	if (!DdlUserTrusted())
 		ShardCheckConstraint(conoid, name, table->relid);
-	DdlWarnUniqueness(table, conoid, get_constraint_index(conoid),
-					  psprintf("%s \"%s\"", kind, name));
+	if (!DdlIndexHasTenant(table, get_constraint_index(conoid)))
+		DdlWarnUniqueness(table, list_make1(psprintf("%s \"%s\"", kind, name)));
 	scratch_drop();
 	return psprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", table->qualname,
 					quote_identifier(name), definition);

@@ -2,7 +2,7 @@
  *
  * ddl_internal.h
  *	  Shared by the files that propagate DDL on logical tables to the shards
- *	  (ddl_propagation.c, ddl_alter_table.c, ddl_index.c).
+ *	  (ddl_propagation.c, ddl_alter_table.c, ddl_index.c) and adopt.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -35,7 +35,28 @@ typedef struct DdlTable
 	char	   *tenant_column;	/* unquoted */
 } DdlTable;
 
+/* a shard statements go to */
+typedef struct DdlShard
+{
+	char	   *shard_id;
+	char	   *dsn;
+	char	   *state;
+} DdlShard;
+
+/* the catalog accessed as its owner (ddl_propagation.c) */
+typedef struct DdlCatalogAccess
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nestlevel;
+} DdlCatalogAccess;
+
 /* ddl_propagation.c */
+extern void DdlCatalogBegin(DdlCatalogAccess *access);
+extern void DdlCatalogEnd(DdlCatalogAccess *access);
+extern void DdlCatalogExec(const char *sql, int nargs, Oid *types, Datum *values,
+						   int expected);
+extern List *DdlShards(bool lock);
 extern bool DdlLookupTable(Oid relid, DdlTable *table);
 extern bool DdlLookupRangeVar(RangeVar *rv, bool missing_ok, DdlTable *table);
 extern void DdlRunLocal(DdlCall *call, Node *stmt);
@@ -47,8 +68,8 @@ extern void DdlRefuse(const char *statement, DdlTable *table, const char *detail
 					  const char *hint) pg_attribute_noreturn();
 extern void DdlCheckConstraintName(const char *name, DdlTable *table);
 extern Oid	DdlLocalConstraint(DdlTable *table, const char *name);
-extern void DdlWarnUniqueness(DdlTable *table, Oid conoid, Oid indexoid,
-							  const char *name);
+extern bool DdlIndexHasTenant(DdlTable *table, Oid indexoid);
+extern void DdlWarnUniqueness(DdlTable *table, List *names);
 
 /* ddl_alter_table.c */
 extern void DdlAlterTable(DdlCall *call, AlterTableStmt *stmt, DdlTable *table);

@@ -50,6 +50,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_constraint.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/comment.h"
 #include "executor/spi.h"
@@ -78,14 +79,6 @@
 #define RANGE_CONSTRAINT "tenant_router_range"
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
-
-/* a shard the statement goes to */
-typedef struct DdlShard
-{
-	char	   *shard_id;
-	char	   *dsn;
-	char	   *state;
-} DdlShard;
 
 /*
  * DdlLookupTable fills table for relid and returns true if relid is a
@@ -146,17 +139,10 @@ DdlRunLocal(DdlCall *call, Node *stmt)
  * The catalog is read and written as its owner, with search_path =
  * pg_catalog (no operator of the user's can stand in for a built-in one),
  * whoever runs the DDL: the owner of a logical table may change it without
- * privileges on the catalog.
+ * privileges on the catalog.  SPI is connected in between.
  */
-typedef struct CatalogAccess
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
-} CatalogAccess;
-
-static void
-catalog_begin(CatalogAccess *access)
+void
+DdlCatalogBegin(DdlCatalogAccess *access)
 {
 	HeapTuple	tuple;
 	Oid			owner;
@@ -174,16 +160,16 @@ catalog_begin(CatalogAccess *access)
 	SPI_connect();
 }
 
-static void
-catalog_end(CatalogAccess *access)
+void
+DdlCatalogEnd(DdlCatalogAccess *access)
 {
 	SPI_finish();
 	LeaveRemoteSqlSettings(access->nestlevel);
 	SetUserIdAndSecContext(access->save_userid, access->save_sec_context);
 }
 
-static void
-catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+void
+DdlCatalogExec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 {
 	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
 
@@ -192,22 +178,24 @@ catalog_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected
 }
 
 /*
- * lock_shards locks the topology against changes until the end of the
- * transaction and returns the shards (in shard_id order), one per DSN.
+ * DdlShards returns the shards (in shard_id order), one per DSN; with lock,
+ * it first locks the topology against changes until the end of the
+ * transaction and refuses shards in an online operation.
  */
-static List *
-lock_shards(void)
+List *
+DdlShards(bool lock)
 {
-	CatalogAccess access;
+	DdlCatalogAccess access;
 	MemoryContext caller = CurrentMemoryContext;
 	List	   *shards = NIL;
 	uint64		i;
 
-	catalog_begin(&access);
-	catalog_exec("SELECT 1 FROM tenant_router.topology FOR SHARE", 0, NULL, NULL,
-				 SPI_OK_SELECT);
-	catalog_exec("SELECT shard_id, dsn, state FROM tenant_router.shard ORDER BY shard_id",
-				 0, NULL, NULL, SPI_OK_SELECT);
+	DdlCatalogBegin(&access);
+	if (lock)
+		DdlCatalogExec("SELECT 1 FROM tenant_router.topology FOR SHARE", 0, NULL, NULL,
+					   SPI_OK_SELECT);
+	DdlCatalogExec("SELECT shard_id, dsn, state FROM tenant_router.shard ORDER BY shard_id",
+				   0, NULL, NULL, SPI_OK_SELECT);
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[i];
@@ -222,14 +210,14 @@ lock_shards(void)
 		shard->state = SPI_getvalue(tuple, tupdesc, 3);
 		MemoryContextSwitchTo(old);
 
-		if (strcmp(shard->state, "active") != 0)
+		if (lock && strcmp(shard->state, "active") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("cannot change logical tables while shard \"%s\" is %s",
 							shard->shard_id, shard->state),
 					 errdetail("An online operation copies the shard's tables; a change to them now would break it."),
 					 errhint("Retry when the operation has finished (see tenant_router.operations).")));
-		/* shards that share a database receive the statement once */
+		/* shards that share a database count once */
 		foreach(lc, shards)
 			if (strcmp(((DdlShard *) lfirst(lc))->dsn, shard->dsn) == 0)
 				seen = true;
@@ -240,7 +228,7 @@ lock_shards(void)
 			MemoryContextSwitchTo(old);
 		}
 	}
-	catalog_end(&access);
+	DdlCatalogEnd(&access);
 	return shards;
 }
 
@@ -248,7 +236,7 @@ lock_shards(void)
 static void
 append_log(DdlTable *table, List *commands)
 {
-	CatalogAccess access;
+	DdlCatalogAccess access;
 	Datum	   *elems = palloc(sizeof(Datum) * list_length(commands));
 	Oid			types[2] = {OIDOID, TEXTARRAYOID};
 	Datum		values[2];
@@ -259,11 +247,11 @@ append_log(DdlTable *table, List *commands)
 		elems[n++] = CStringGetTextDatum(lfirst(lc));
 	values[0] = ObjectIdGetDatum(table->relid);
 	values[1] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
-	catalog_begin(&access);
-	catalog_exec("UPDATE tenant_router.logical_table "
+	DdlCatalogBegin(&access);
+	DdlCatalogExec("UPDATE tenant_router.logical_table "
 				 "SET shard_ddl = shard_ddl OPERATOR(pg_catalog.||) $2 WHERE table_id = $1",
 				 2, types, values, SPI_OK_UPDATE);
-	catalog_end(&access);
+	DdlCatalogEnd(&access);
 }
 
 /*
@@ -284,7 +272,7 @@ DdlSendToShards(DdlTable *table, List *commands)
 
 	if (commands == NIL)
 		return;
-	shards = lock_shards();
+	shards = DdlShards(true);
 	if (list_length(shards) > 1 &&
 		TenantRouterMultiShardWrites == MULTI_SHARD_WRITES_REFUSE)
 		ereport(ERROR,
@@ -328,7 +316,7 @@ DdlSendToShards(DdlTable *table, List *commands)
 static char **
 first_shard_row(const char *sql, int nparams, const char *const *params)
 {
-	CatalogAccess access;
+	DdlCatalogAccess access;
 	MemoryContext caller = CurrentMemoryContext;
 	char	   *shard_id = NULL;
 	char	   *dsn = NULL;
@@ -337,8 +325,8 @@ first_shard_row(const char *sql, int nparams, const char *const *params)
 	char	  **row = NULL;
 	int			i;
 
-	catalog_begin(&access);
-	catalog_exec("SELECT shard_id, dsn FROM tenant_router.shard ORDER BY shard_id LIMIT 1",
+	DdlCatalogBegin(&access);
+	DdlCatalogExec("SELECT shard_id, dsn FROM tenant_router.shard ORDER BY shard_id LIMIT 1",
 				 0, NULL, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
@@ -348,7 +336,7 @@ first_shard_row(const char *sql, int nparams, const char *const *params)
 		dsn = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 		MemoryContextSwitchTo(old);
 	}
-	catalog_end(&access);
+	DdlCatalogEnd(&access);
 	if (shard_id == NULL)
 		return NULL;
 
@@ -482,39 +470,59 @@ DdlLocalConstraint(DdlTable *table, const char *name)
 }
 
 /*
- * DdlWarnUniqueness warns that a unique, primary key or exclusion
- * constraint, or a unique index, without the tenant column holds on each
- * shard only.  indexoid: the scratch index whose key columns to look at.
+ * DdlIndexHasTenant tells whether the key columns of an index include the
+ * tenant column of table.
  */
-void
-DdlWarnUniqueness(DdlTable *table, Oid conoid, Oid indexoid, const char *name)
+bool
+DdlIndexHasTenant(DdlTable *table, Oid indexoid)
 {
 	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
 	Form_pg_index index;
 	bool		has_tenant = false;
 	int			i;
 
-	(void) conoid;
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for index %u", indexoid);
 	index = (Form_pg_index) GETSTRUCT(tuple);
 	for (i = 0; i < index->indnkeyatts; i++)
 	{
 		AttrNumber	attno = index->indkey.values[i];
-		char	   *attname = attno > 0 ? get_attname(index->indrelid, attno, false) : NULL;
 
-		if (attname != NULL && strcmp(attname, table->tenant_column) == 0)
+		if (attno > 0 &&
+			strcmp(get_attname(index->indrelid, attno, false), table->tenant_column) == 0)
 			has_tenant = true;
 	}
 	ReleaseSysCache(tuple);
-	if (!has_tenant)
-		ereport(WARNING,
-				(errmsg("%s of logical table \"%s\" holds on each shard separately",
-						name, table->relname),
-				 errdetail("It does not include the tenant column \"%s\": two shards may hold rows with equal keys.",
-						   table->tenant_column),
-				 errhint("Include \"%s\" in it to make it hold across shards. Ids drawn from the coordinator's sequences are unique anyway (see sequence_block_set()).",
-						 table->tenant_column)));
+	return has_tenant;
+}
+
+/*
+ * DdlWarnUniqueness warns, in one WARNING, that the unique, primary key or
+ * exclusion constraints or unique indexes named (like 'primary key "x"'),
+ * which lack the tenant column, hold on each shard separately.
+ */
+void
+DdlWarnUniqueness(DdlTable *table, List *names)
+{
+	StringInfoData list;
+	ListCell   *lc;
+	int			n = list_length(names);
+
+	if (n == 0)
+		return;
+	initStringInfo(&list);
+	foreach(lc, names)
+		appendStringInfo(&list, "%s%s", list.len > 0 ? ", " : "", (char *) lfirst(lc));
+	ereport(WARNING,
+			(errmsg("%s of logical table \"%s\" %s on each shard separately",
+					list.data, table->relname, n == 1 ? "holds" : "hold"),
+			 n == 1 ?
+			 errdetail("It does not include the tenant column \"%s\": two shards may hold rows with equal keys.",
+					   table->tenant_column) :
+			 errdetail("They do not include the tenant column \"%s\": two shards may hold rows with equal keys.",
+					   table->tenant_column),
+			 errhint("Include \"%s\" in a constraint to make it hold across shards. Ids drawn from the coordinator's sequences are unique anyway (see sequence_block_set()).",
+					 table->tenant_column)));
 }
 
 /*
@@ -564,16 +572,16 @@ rename_table(DdlCall *call, RenameStmt *stmt)
 			if (strcmp(stmt->subname, table.tenant_column) == 0)
 			{
 				/* the catalog names the tenant column */
-				CatalogAccess access;
+				DdlCatalogAccess access;
 				Oid			types[2] = {OIDOID, NAMEOID};
 				Datum		values[2];
 
 				values[0] = ObjectIdGetDatum(table.relid);
 				values[1] = DirectFunctionCall1(namein, CStringGetDatum(stmt->newname));
-				catalog_begin(&access);
-				catalog_exec("UPDATE tenant_router.logical_table SET tenant_column = $2 "
+				DdlCatalogBegin(&access);
+				DdlCatalogExec("UPDATE tenant_router.logical_table SET tenant_column = $2 "
 							 "WHERE table_id = $1", 2, types, values, SPI_OK_UPDATE);
-				catalog_end(&access);
+				DdlCatalogEnd(&access);
 			}
 			break;
 		case OBJECT_TABCONSTRAINT:

@@ -26,21 +26,26 @@
 #include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_attribute.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "foreign/fdwapi.h"
 #include "foreign/foreign.h"
-#include "utils/array.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 
+#include "ddl_internal.h"
+#include "tenant_router/adopt.h"
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/remote_session.h"
@@ -199,6 +204,48 @@ column_definitions(Relation rel, bool coordinator)
 	return buf.data;
 }
 
+/* index_is_unique tells whether an index is a unique one */
+static bool
+index_is_unique(Oid indexoid)
+{
+	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	bool		unique;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for index %u", indexoid);
+	unique = ((Form_pg_index) GETSTRUCT(tuple))->indisunique;
+	ReleaseSysCache(tuple);
+	return unique;
+}
+
+/*
+ * lacks_tenant returns how to name a primary key, unique or exclusion
+ * constraint that does not include the tenant column ('primary key "x"'),
+ * or NULL.
+ */
+static char *
+lacks_tenant(DdlTable *table, Oid conoid)
+{
+	HeapTuple	tuple = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	Form_pg_constraint con;
+	const char *kind = NULL;
+	char	   *name = NULL;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for constraint %u", conoid);
+	con = (Form_pg_constraint) GETSTRUCT(tuple);
+	if (con->contype == CONSTRAINT_PRIMARY)
+		kind = "primary key";
+	else if (con->contype == CONSTRAINT_UNIQUE)
+		kind = "unique constraint";
+	else if (con->contype == CONSTRAINT_EXCLUSION)
+		kind = "exclusion constraint";
+	if (kind != NULL && OidIsValid(con->conindid) && !DdlIndexHasTenant(table, con->conindid))
+		name = psprintf("%s \"%s\"", kind, NameStr(con->conname));
+	ReleaseSysCache(tuple);
+	return name;
+}
+
 /*
  * shard_ddl returns the statements that create rel on a shard: schema,
  * table, constraints (keys, checks, exclusions) and the other indexes.
@@ -206,8 +253,13 @@ column_definitions(Relation rel, bool coordinator)
  * (shard_ddl_safety.c).
  */
 static List *
-shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted)
+shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted,
+		  const char *tenant_column)
 {
+	DdlTable	table = {RelationGetRelid(rel), RelationGetRelationName(rel),
+	RelationGetNamespace(rel), (char *) qualname, (char *) tenant_column};
+	List	   *per_shard = NIL;
+	char	   *name;
 	Oid			relid = RelationGetRelid(rel);
 	List	   *ddl = NIL;
 	ListCell   *lc;
@@ -226,6 +278,8 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted)
 
 		if (!trusted)
 			ShardCheckConstraint(conoid, NULL, InvalidOid);
+		if ((name = lacks_tenant(&table, conoid)) != NULL)
+			per_shard = lappend(per_shard, name);
 		ddl = lappend(ddl, pg_get_constraintdef_command(conoid));
 	}
 	foreach(lc, spi_strings("SELECT i.indexrelid FROM pg_catalog.pg_index i "
@@ -239,8 +293,12 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted)
 		if (!trusted)
 			ShardCheckIndex(indexoid, psprintf("index \"%s\"", get_rel_name(indexoid)),
 							relid, NULL);
+		if (index_is_unique(indexoid) && !DdlIndexHasTenant(&table, indexoid))
+			per_shard = lappend(per_shard,
+								psprintf("unique index \"%s\"", get_rel_name(indexoid)));
 		ddl = lappend(ddl, pg_get_indexdef_string(indexoid));
 	}
+	DdlWarnUniqueness(&table, per_shard);
 	return ddl;
 }
 
@@ -390,7 +448,8 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	 */
 	ddl = shard_ddl(rel, nspname, qualname,
 					ShardDdlTrusted(GetOuterUserId()) &&
-					ShardDdlTrusted(rel->rd_rel->relowner));
+					ShardDdlTrusted(rel->rd_rel->relowner),
+					tenant_column);
 
 	/* the shards first: an unreachable or different shard changes nothing */
 	row.relid = relid;
@@ -426,6 +485,9 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "tenant_router: could not register the logical table");
 	SPI_finish();
+
+	/* ids drawn from now on: in this coordinator's block, above the shards' */
+	AdoptSequences(newrelid, quote_qualified_identifier(nspname, get_rel_name(newrelid)), NIL);
 
 	/* plans that used the table must be made again */
 	CacheInvalidateRelcacheByRelid(newrelid);
