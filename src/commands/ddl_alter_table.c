@@ -493,6 +493,7 @@ static void
 alter_foreign_table(DdlCall *call, AlterTableStmt *stmt, DdlTable *table)
 {
 	ListCell   *lc;
+	bool		defaults_changed = false;
 
 	foreach(lc, stmt->cmds)
 	{
@@ -512,8 +513,12 @@ alter_foreign_table(DdlCall *call, AlterTableStmt *stmt, DdlTable *table)
 						 errmsg("tenant column \"%s\" must be of type smallint, integer or bigint",
 								cmd->name)));
 		}
+		if (cmd->subtype == AT_ColumnDefault)
+			defaults_changed = true;
 	}
 	DdlRunLocal(call, (Node *) stmt);
+	if (defaults_changed)
+		AdoptSequences(table->relid, table->qualname, NIL);
 }
 
 /*

@@ -12,6 +12,7 @@
 #include "nodes/parsenodes.h"
 #include "nodes/plannodes.h"
 #include "tcop/utility.h"
+#include "tenant_router/import.h"
 
 /* the arguments of the utility statement being processed */
 typedef struct DdlCall
@@ -73,6 +74,9 @@ extern void DdlWarnUniqueness(DdlTable *table, List *names);
 
 /* ddl_alter_table.c */
 extern void DdlAlterTable(DdlCall *call, AlterTableStmt *stmt, DdlTable *table);
+
+/* logical_table.c */
+extern void LogicalTableImported(ImportedTable *table);
 
 /* ddl_index.c */
 extern void DdlCreateIndex(DdlCall *call, IndexStmt *stmt, DdlTable *table);

@@ -760,6 +760,29 @@ set_schema(AlterObjectSchemaStmt *stmt)
 }
 
 /*
+ * import_schema runs IMPORT FOREIGN SCHEMA from server tenant_router and
+ * registers the tables it created as logical (fdw/import.c reads them).
+ */
+static bool
+import_schema(DdlCall *call, ImportForeignSchemaStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (strcmp(stmt->server_name, TENANT_ROUTER_SERVER) != 0)
+		return false;
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only superusers may import logical tables"),
+				 errdetail("The tables' definitions are read from a shard and sent to the other shards, which run them as the user of their connection string.")));
+	(void) ImportedLogicalTables();
+	DdlRunLocal(call, (Node *) stmt);
+	foreach(lc, ImportedLogicalTables())
+		LogicalTableImported(lfirst(lc));
+	return true;
+}
+
+/*
  * handle dispatches a statement about a logical table; false if the
  * statement is not about one (it then runs as it is).
  */
@@ -820,6 +843,8 @@ handle(DdlCall *call, Node *parsetree)
 		case T_AlterObjectSchemaStmt:
 			set_schema((AlterObjectSchemaStmt *) parsetree);
 			return false;
+		case T_ImportForeignSchemaStmt:
+			return import_schema(call, (ImportForeignSchemaStmt *) parsetree);
 		default:
 			return false;
 	}
@@ -840,6 +865,7 @@ tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 		case T_DropStmt:
 		case T_CommentStmt:
 		case T_AlterObjectSchemaStmt:
+		case T_ImportForeignSchemaStmt:
 			if (OidIsValid(CatalogServerOid()))
 			{
 				DdlCall		call = {pstmt, queryString, context, params, queryEnv, dest, qc};

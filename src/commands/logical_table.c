@@ -381,6 +381,81 @@ convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
 }
 
 /*
+ * sync_shards creates or checks the table on every shard, with its range
+ * constraint, in the shards' remote transactions.
+ */
+static void
+sync_shards(Oid relid, const char *tenant_column, List *ddl)
+{
+	LogicalTableRow row;
+	ListCell   *lc;
+
+	row.relid = relid;
+	row.tenant_column = (char *) tenant_column;
+	row.shard_ddl = ddl;
+	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	{
+		ShardRow   *shard = lfirst(lc);
+
+		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row,
+					   shard->range_start, shard->range_end, false);
+	}
+}
+
+/* register_table enters relid in tenant_router.logical_table */
+static void
+register_table(Oid relid, const char *tenant_column, List *ddl)
+{
+	DdlCatalogAccess access;
+	Datum	   *ddl_datums = palloc(sizeof(Datum) * (list_length(ddl) + 1));
+	Oid			types[3] = {OIDOID, NAMEOID, TEXTARRAYOID};
+	Datum		values[3];
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, ddl)
+		ddl_datums[i++] = CStringGetTextDatum(lfirst(lc));
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(tenant_column));
+	values[2] = PointerGetDatum(construct_array(ddl_datums, i, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	DdlCatalogBegin(&access);
+	DdlCatalogExec("INSERT INTO tenant_router.logical_table "
+				   "(table_id, tenant_column, shard_ddl) VALUES ($1, $2, $3)",
+				   3, types, values, SPI_OK_INSERT);
+	DdlCatalogEnd(&access);
+}
+
+/*
+ * LogicalTableImported registers a foreign table that IMPORT FOREIGN SCHEMA
+ * just created from a shard's logical table (fdw/import.c): its copies on
+ * every shard are created or checked, as logical_table_add() does for a
+ * foreign table, with the statements read from the shard.
+ */
+void
+LogicalTableImported(ImportedTable *table)
+{
+	Oid			nspid = get_namespace_oid(table->nspname, false);
+	Oid			relid = get_relname_relid(table->relname, nspid);
+	AttrNumber	attno = get_attnum(relid, table->tenant_column);
+	Oid			atttype;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "tenant_router: imported table %s.%s was not created",
+			 table->nspname, table->relname);
+	atttype = attno != InvalidAttrNumber ? get_atttype(relid, attno) : InvalidOid;
+	if (atttype != INT2OID && atttype != INT4OID && atttype != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("tenant column \"%s\" of table %s on the shard is not of type smallint, integer or bigint",
+						table->tenant_column,
+						quote_qualified_identifier(table->nspname, table->relname))));
+	sync_shards(relid, table->tenant_column, table->shard_ddl);
+	register_table(relid, table->tenant_column, table->shard_ddl);
+	CacheInvalidateRelcacheByRelid(relid);
+}
+
+/*
  * LogicalTableAdd makes relid a logical table routed by tenant_column: the
  * code of logical_table_add().
  */
@@ -392,15 +467,9 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	char	   *qualname;
 	AttrNumber	attno;
 	Oid			atttype;
-	LogicalTableRow row;
 	List	   *ddl;
-	ListCell   *lc;
 	Oid			newrelid;
 	int			nestlevel;
-	Datum	   *ddl_datums;
-	int			i;
-	Oid			types[3] = {OIDOID, NAMEOID, TEXTARRAYOID};
-	Datum		values[3];
 
 	if (!pg_class_ownercheck(relid, GetOuterUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind),
@@ -452,16 +521,7 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 					tenant_column);
 
 	/* the shards first: an unreachable or different shard changes nothing */
-	row.relid = relid;
-	row.tenant_column = (char *) tenant_column;
-	row.shard_ddl = ddl;
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
-	{
-		ShardRow   *shard = lfirst(lc);
-
-		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row,
-					   shard->range_start, shard->range_end, false);
-	}
+	sync_shards(relid, tenant_column, ddl);
 
 	if (rel->rd_rel->relkind == RELKIND_RELATION)
 		newrelid = convert_to_foreign(rel, nspname, qualname);
@@ -472,19 +532,8 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	}
 	LeaveRemoteSqlSettings(nestlevel);
 
-	ddl_datums = palloc(sizeof(Datum) * list_length(ddl));
-	i = 0;
-	foreach(lc, ddl)
-		ddl_datums[i++] = CStringGetTextDatum(lfirst(lc));
-	values[0] = ObjectIdGetDatum(newrelid);
-	values[1] = DirectFunctionCall1(namein, CStringGetDatum(tenant_column));
-	values[2] = PointerGetDatum(construct_array(ddl_datums, i, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	if (SPI_execute_with_args("INSERT INTO tenant_router.logical_table "
-							  "(table_id, tenant_column, shard_ddl) VALUES ($1, $2, $3)",
-							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "tenant_router: could not register the logical table");
 	SPI_finish();
+	register_table(newrelid, tenant_column, ddl);
 
 	/* ids drawn from now on: in this coordinator's block, above the shards' */
 	AdoptSequences(newrelid, quote_qualified_identifier(nspname, get_rel_name(newrelid)), NIL);

@@ -39,6 +39,7 @@
 #include "tenant_router/remote_session.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/fdw.h"
+#include "tenant_router/import.h"
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
 
@@ -271,6 +272,7 @@ tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 	routine->IsForeignRelUpdatable = TrIsForeignRelUpdatable;
 	routine->ExplainForeignModify = TrExplainForeignModify;
 	routine->ExecForeignTruncate = TrExecForeignTruncate;
+	routine->ImportForeignSchema = TrImportForeignSchema;
 
 	PG_RETURN_POINTER(routine);
 }

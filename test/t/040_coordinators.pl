@@ -1,6 +1,8 @@
-# 040_coordinators.pl — two coordinators over the same two shards: ids drawn
-# for the same tenant never collide once each coordinator has its own
-# sequence block (and do collide without, which is what the blocks are for).
+# 040_coordinators.pl — coordinators over the same two shards: ids drawn for
+# the same tenant never collide once each coordinator has its own sequence
+# block (and do collide without, which is what the blocks are for); a third
+# coordinator, started later, takes the logical tables from a shard with
+# IMPORT FOREIGN SCHEMA and draws ids from a block of its own.
 use strict;
 use warnings;
 
@@ -82,5 +84,27 @@ is( $shard1->safe_psql('postgres', q{
 	'200', 'each coordinator\'s ids come from its own block');
 is( $coord_a->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id = 7'),
 	'201', 'coordinator a reads every row of the tenant, whoever inserted it');
+
+# A new coordinator: the shards, then the tables from a shard.
+my $coord_c = TenantRouter::Test->new_coordinator('coord_c');
+$coord_c->safe_psql('postgres', qq{
+	SELECT shard_add('shard1', 1, 10000, '$dsn1');
+	SELECT shard_add('shard2', 10001, 20000, '$dsn2');
+	IMPORT FOREIGN SCHEMA public FROM SERVER tenant_router INTO public;
+});
+is( $coord_c->safe_psql('postgres',
+		'SELECT table_id, tenant_column FROM tenant_router.logical_tables'),
+	'users|tenant_id', 'the new coordinator imported the logical table from a shard');
+is( $coord_c->safe_psql('postgres', 'SELECT count(*) FROM users'),
+	'401', 'and reads every row the other coordinators inserted');
+$coord_c->safe_psql('postgres', q{
+	SELECT sequence_block_set(3);
+	CREATE SEQUENCE users_id_seq AS integer;
+	ALTER FOREIGN TABLE users ALTER COLUMN id SET DEFAULT nextval('users_id_seq');
+	INSERT INTO users (tenant_id, username) VALUES (7, 'coord_c 1'), (15000, 'coord_c 1');
+});
+is( $coord_c->safe_psql('postgres',
+		q{SELECT min(id) || '..' || max(id) FROM users WHERE username = 'coord_c 1'}),
+	'100663294..100663295', 'its ids come from its own block once it has a default');
 
 done_testing();
