@@ -393,6 +393,15 @@ check_constraints(Oid relid)
 	return names;
 }
 
+/* drop_text returns the shards' ALTER TABLE ... DROP COLUMN or CONSTRAINT */
+static char *
+drop_text(DdlTable *table, const char *what, AlterTableCmd *cmd)
+{
+	return psprintf("ALTER TABLE %s DROP %s %s%s%s", table->qualname, what,
+					cmd->missing_ok ? "IF EXISTS " : "", quote_identifier(cmd->name),
+					cmd->behavior == DROP_CASCADE ? " CASCADE" : "");
+}
+
 /* name_in tells whether name is in a list of strings */
 static bool
 name_in(List *names, const char *name)
@@ -591,11 +600,7 @@ DdlAlterTable(DdlCall *call, AlterTableStmt *stmt, DdlTable *table)
 				commands = list_concat(commands, add_column_text(cmd, table));
 				break;
 			case AT_DropColumn:
-				commands = lappend(commands,
-								   psprintf("ALTER TABLE %s DROP COLUMN %s%s%s", table->qualname,
-											cmd->missing_ok ? "IF EXISTS " : "",
-											quote_identifier(cmd->name),
-											cmd->behavior == DROP_CASCADE ? " CASCADE" : ""));
+				commands = lappend(commands, drop_text(table, "COLUMN", cmd));
 				break;
 			case AT_AlterColumnType:
 				if (sub->alter_type != NULL)
@@ -614,11 +619,7 @@ DdlAlterTable(DdlCall *call, AlterTableStmt *stmt, DdlTable *table)
 									   DdlIndexConstraint(table, castNode(Constraint, cmd->def)));
 				break;
 			case AT_DropConstraint:
-				commands = lappend(commands,
-								   psprintf("ALTER TABLE %s DROP CONSTRAINT %s%s%s", table->qualname,
-											cmd->missing_ok ? "IF EXISTS " : "",
-											quote_identifier(cmd->name),
-											cmd->behavior == DROP_CASCADE ? " CASCADE" : ""));
+				commands = lappend(commands, drop_text(table, "CONSTRAINT", cmd));
 				break;
 			case AT_ValidateConstraint:
 				commands = lappend(commands,

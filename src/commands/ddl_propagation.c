@@ -30,11 +30,13 @@
  * change to several shards commits with two-phase commit, atomically with
  * the coordinator (connection/remote_xact.c); a shard that is unreachable or
  * fails fails the statement, naming the shard, and nothing changes
- * anywhere.  Before sending, the topology is locked against changes (the
- * row of tenant_router.topology, FOR SHARE: a shard added meanwhile would
- * miss the change) and every shard is locked, one after the other in
- * shard_id order, with an advisory lock: two coordinators changing the same
- * table queue on the first shard instead of deadlocking across shards.
+ * anywhere.  As soon as a statement is found to be about a logical table,
+ * the topology is locked against changes until the end of the transaction
+ * (the row of tenant_router.topology, FOR SHARE, taken before the table's
+ * own lock as topology changes take it: a shard added meanwhile would miss
+ * the change); before sending, every shard is locked, one after the other
+ * in shard_id order, with an advisory lock: two coordinators changing the
+ * same table queue on the first shard instead of deadlocking across shards.
  * The statements are appended to the table's shard_ddl in the catalog, so
  * that a shard added later replays them (commands/shard_ddl.c).
  *
@@ -82,18 +84,25 @@ static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /*
  * DdlLookupTable fills table for relid and returns true if relid is a
- * logical table.
+ * logical table.  It then locks the topology against changes until the end
+ * of the transaction, before the statement locks the table: topology
+ * changes lock the topology first too, so the two cannot deadlock.
  */
 bool
 DdlLookupTable(Oid relid, DdlTable *table)
 {
 	LogicalTableRow *row;
+	DdlCatalogAccess access;
 
 	if (!OidIsValid(relid) || LookupLogicalTable(relid) == NULL)
 		return false;
 	row = CatalogGetLogicalTable(relid);
 	if (row == NULL)
 		return false;
+	DdlCatalogBegin(&access);
+	DdlCatalogExec("SELECT 1 FROM tenant_router.topology FOR SHARE", 0, NULL, NULL,
+				   SPI_OK_SELECT);
+	DdlCatalogEnd(&access);
 	table->relid = relid;
 	table->relname = get_rel_name(relid);
 	table->nspid = get_rel_namespace(relid);
@@ -674,6 +683,22 @@ comment_literal(const char *comment)
 }
 
 /*
+ * member_of_table looks up the table of a column or constraint named by
+ * names (the table's names, then the member's); true if it is a logical
+ * table, with *member the member's name.
+ */
+static bool
+member_of_table(List *names, DdlTable *table, char **member)
+{
+	if (list_length(names) < 2)
+		return false;
+	*member = strVal(llast(names));
+	return DdlLookupRangeVar(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																	list_length(names) - 1)),
+							 false, table);
+}
+
+/*
  * comment handles COMMENT ON TABLE, COLUMN, CONSTRAINT and INDEX of a
  * logical table; false if the statement is not about one.
  */
@@ -701,25 +726,15 @@ comment(DdlCall *call, CommentStmt *stmt)
 							   comment_literal(stmt->comment));
 			break;
 		case OBJECT_COLUMN:
-			names = castNode(List, stmt->object);
-			if (list_length(names) < 2 ||
-				!DdlLookupRangeVar(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																		   list_length(names) - 1)),
-								   false, &table))
+			if (!member_of_table(castNode(List, stmt->object), &table, &last))
 				return false;
-			last = strVal(llast(names));
 			DdlRunLocal(call, (Node *) stmt);
 			command = psprintf("COMMENT ON COLUMN %s.%s IS %s", table.qualname,
 							   quote_identifier(last), comment_literal(stmt->comment));
 			break;
 		case OBJECT_TABCONSTRAINT:
-			names = castNode(List, stmt->object);
-			if (list_length(names) < 2 ||
-				!DdlLookupRangeVar(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																		   list_length(names) - 1)),
-								   false, &table))
+			if (!member_of_table(castNode(List, stmt->object), &table, &last))
 				return false;
-			last = strVal(llast(names));
 			DdlCheckConstraintName(last, &table);
 			if (OidIsValid(DdlLocalConstraint(&table, last)))
 				DdlRunLocal(call, (Node *) stmt);

@@ -532,8 +532,8 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	}
 	LeaveRemoteSqlSettings(nestlevel);
 
+	register_table(newrelid, tenant_column, ddl);	/* before SPI frees ddl */
 	SPI_finish();
-	register_table(newrelid, tenant_column, ddl);
 
 	/* ids drawn from now on: in this coordinator's block, above the shards' */
 	AdoptSequences(newrelid, quote_qualified_identifier(nspname, get_rel_name(newrelid)), NIL);
