@@ -11,10 +11,12 @@ SET client_min_messages = warning;
 \c :shard1
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.ddl_accounts, public.ddl_members, public.ddl_kept CASCADE;
+DROP SCHEMA IF EXISTS "we""ird" CASCADE;
 :shape_view;
 \c :shard2
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.ddl_accounts, public.ddl_members, public.ddl_kept CASCADE;
+DROP SCHEMA IF EXISTS "we""ird" CASCADE;
 DROP DATABASE IF EXISTS ddl_shard3;
 :shape_view;
 \c :coord
@@ -185,6 +187,36 @@ DROP TABLE public.ddl_kept;
 DROP TABLE public.ddl_kept;
 \c :shard3
 DROP TABLE public.ddl_kept;
+
+-- names that need quoting, an index found through the search_path
+\c :coord
+\set SHOW_CONTEXT never
+CREATE SCHEMA "we""ird";
+CREATE TABLE "we""ird"."ta ble" (tenant_id int NOT NULL, "v""al" text);
+SELECT logical_table_add('"we""ird"."ta ble"');
+SET search_path = "we""ird", public;
+CREATE INDEX "in dex" ON "ta ble" ("v""al");
+COMMENT ON INDEX "in dex" IS 'quoted';
+ALTER TABLE "ta ble" RENAME COLUMN "v""al" TO "va""l";
+\c :shard2
+SELECT indexrelid::regclass, obj_description(indexrelid, 'pg_class'), pg_get_indexdef(indexrelid)
+  FROM pg_index WHERE indrelid = '"we""ird"."ta ble"'::regclass;
+\c :coord
+\set SHOW_CONTEXT never
+SET search_path = "we""ird", public;
+DROP INDEX "in dex";
+RESET search_path;
+DROP TABLE "we""ird"."ta ble";
+DROP SCHEMA "we""ird";
+\c :shard1
+DROP SCHEMA "we""ird";
+\c :shard2
+SELECT count(*) AS weird_tables FROM pg_class WHERE relnamespace = '"we""ird"'::regnamespace;
+DROP SCHEMA "we""ird";
+\c :shard3
+DROP SCHEMA "we""ird";
+\c :coord
+\set SHOW_CONTEXT never
 
 -- DROP TABLE drops it on every shard, in the same transaction
 \c :coord

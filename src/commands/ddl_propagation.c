@@ -372,6 +372,24 @@ DdlFirstShardScalar(const char *sql, const char *param)
 	return row ? row[0] : NULL;
 }
 
+/* append_array_element appends value, quoted, to an array literal */
+static void
+append_array_element(StringInfo buf, const char *value)
+{
+	const char *p;
+
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	appendStringInfoChar(buf, '"');
+	for (p = value; *p; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
 /*
  * DdlFindIndex looks up an index that is not a local relation on the first
  * shard, by the name a statement gives (resolved through this session's
@@ -398,17 +416,14 @@ DdlFindIndex(List *names, DdlTable *table, char **qualname)
 	initStringInfo(&schemas);
 	appendStringInfoChar(&schemas, '{');
 	if (rv->schemaname != NULL)
-		appendStringInfoString(&schemas, quote_identifier(rv->schemaname));
+		append_array_element(&schemas, rv->schemaname);
 	else
 		foreach(lc, fetch_search_path(false))
 		{
 			char	   *nspname = get_namespace_name(lfirst_oid(lc));
 
-			if (nspname == NULL)
-				continue;
-			if (schemas.len > 1)
-				appendStringInfoChar(&schemas, ',');
-			appendStringInfo(&schemas, "\"%s\"", nspname);
+			if (nspname != NULL)
+				append_array_element(&schemas, nspname);
 		}
 	appendStringInfoChar(&schemas, '}');
 	params[0] = schemas.data;
