@@ -142,7 +142,8 @@ SELECT shard_add('shard3', 20001, 30000, :'shard3');
 \dt public.*
 SELECT conrelid::regclass, pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'tenant_router_range' ORDER BY 1;
 
--- dropping a logical table forgets it; its copies on the shards stay
+-- DROP FOREIGN TABLE forgets a logical table on this coordinator; its copies
+-- on the shards stay (DROP TABLE drops them too: sql/ddl.sql)
 \c :coord
 \set SHOW_CONTEXT never
 CREATE ROLE tr_dropper;
