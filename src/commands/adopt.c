@@ -34,6 +34,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+
 #include "access/htup_details.h"
 #include "catalog/pg_sequence.h"
 #include "catalog/pg_type.h"
@@ -96,12 +98,18 @@ fed_columns(Oid relid)
 	return fed;
 }
 
-/* configured_block returns this coordinator's block, or -1. SPI is connected. */
+/*
+ * configured_block returns this coordinator's block, or -1 (none, or a
+ * catalog not yet updated to have blocks).  SPI is connected.
+ */
 static int
 configured_block(void)
 {
 	bool		isnull;
 
+	if (!OidIsValid(get_relname_relid("sequence_block",
+									  get_namespace_oid("tenant_router", false))))
+		return -1;
 	DdlCatalogExec("SELECT block FROM tenant_router.sequence_block", 0, NULL, NULL,
 				   SPI_OK_SELECT);
 	if (SPI_processed == 0)
