@@ -67,6 +67,13 @@ SELECT * FROM user_orders WHERE tenant_id = 15000;
 -- stable expressions and the coordinator's values are computed here, sent as parameters
 EXPLAIN (COSTS OFF, VERBOSE) SELECT username FROM users WHERE tenant_id = 123 AND created_at <= now() AND username <> current_user;
 
+-- IN and NOT IN (subquery): the sublink's column stays in the statement sent
+SELECT username FROM users WHERE tenant_id = 124 AND id IN (SELECT user_id FROM orders WHERE tenant_id = 124);
+SELECT username FROM users WHERE tenant_id = 125 AND id NOT IN (SELECT user_id FROM orders WHERE tenant_id = 125);
+SELECT username FROM users WHERE tenant_id = 124 AND 3 = ANY (SELECT user_id FROM orders WHERE tenant_id = 124);
+EXPLAIN (COSTS OFF, VERBOSE)
+SELECT username FROM users WHERE tenant_id = 123 AND id NOT IN (SELECT user_id FROM orders WHERE tenant_id = 123);
+
 -- UPDATE and DELETE, with RETURNING; the row count is the shard's
 UPDATE users SET username = 'alice' WHERE tenant_id = 123 RETURNING id, username;
 UPDATE orders SET amount = amount + 1 WHERE tenant_id = 123;

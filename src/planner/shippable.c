@@ -69,6 +69,8 @@ needs_row_walker(Node *node, void *context)
 		IsA(node, CurrentOfExpr) || IsA(node, CaseTestExpr) ||
 		IsA(node, SetToDefault) || IsA(node, NextValueExpr) || IsA(node, Query))
 		return true;
+	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_SUBLINK)
+		return true;			/* the row of a sublink's subquery */
 	return expression_tree_walker(node, needs_row_walker, context);
 }
 
@@ -264,8 +266,23 @@ ship_mutator(Node *node, ShipContext *ctx)
 		return copyObject(node);
 	if (IsA(node, Param))
 	{
-		if (((Param *) node)->paramkind == PARAM_MULTIEXPR)
+		Param	   *param = (Param *) node;
+
+		if (param->paramkind == PARAM_MULTIEXPR)
 			return not_shippable(node, ctx, "multiple-column assignment");
+		/*
+		 * In a parse tree, a PARAM_SUBLINK stands in the test expression of
+		 * an IN, NOT IN, = ANY or ALL sublink for a column of the sublink's
+		 * own subquery, row by row: it is part of the sublink shipped with
+		 * it (the deparser prints the sublink as "x IN (subquery)"), not a
+		 * value the coordinator could compute.
+		 */
+		if (param->paramkind == PARAM_SUBLINK)
+		{
+			if (!ctx->whole_query)
+				return not_shippable(node, ctx, "sublink");
+			return copyObject(node);
+		}
 		return ShipParam(node, ctx);
 	}
 
