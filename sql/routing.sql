@@ -79,6 +79,13 @@ UPDATE users SET username = 'alice' WHERE tenant_id = 123 RETURNING id, username
 UPDATE orders SET amount = amount + 1 WHERE tenant_id = 123;
 DELETE FROM orders WHERE tenant_id = 124 RETURNING user_id, amount;
 SELECT count(*) FROM orders WHERE tenant_id = 124;
+-- through a simple view: the view's condition goes with the statement, on the same table
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 15;
+EXPLAIN (COSTS OFF, VERBOSE) UPDATE big_orders SET amount = amount * 2 WHERE tenant_id = 123;
+UPDATE big_orders SET amount = amount * 2 WHERE tenant_id = 123 RETURNING user_id, amount;
+SELECT amount FROM orders WHERE tenant_id = 123 ORDER BY amount;
+DELETE FROM big_orders WHERE tenant_id = 15000 RETURNING amount;
+SELECT count(*) FROM orders WHERE tenant_id = 15000;
 -- ON CONFLICT goes to the shard whole
 INSERT INTO users (id, tenant_id, username, email) VALUES (1, 123, 'alice', 'alice@example.com')
     ON CONFLICT (id) DO UPDATE SET username = excluded.username || ' again' RETURNING id, username;
@@ -141,7 +148,7 @@ EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123;
 SELECT username FROM users WHERE tenant_id = 123;
 RESET tenant_router.enable_fast_path;
 
-DROP VIEW user_orders;
+DROP VIEW user_orders, big_orders;
 DROP EXTENSION tenant_router CASCADE;
 \c :shard1
 DROP TABLE public.users, public.orders;

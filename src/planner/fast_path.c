@@ -742,6 +742,15 @@ try_fast_path(Query *parse)
 				return NULL;
 		tenant_expr = linitial(a.pins);
 		copy = (Query *) ShipExpr((Node *) parse, &ctx);
+
+		/*
+		 * An UPDATE or DELETE through an auto-updatable view has its target
+		 * taken from the view's FROM list, marked as being in FROM: the
+		 * deparser would name it again after FROM ("table name specified
+		 * more than once" on the shard).  A target is never in FROM.
+		 */
+		if (ctx.ok && copy->resultRelation > 0)
+			rt_fetch(copy->resultRelation, copy->rtable)->inFromCl = false;
 	}
 	if (!ctx.ok)
 		return NULL;
