@@ -90,6 +90,22 @@ SELECT count(*) FROM orders WHERE tenant_id = 15000;
 INSERT INTO users (id, tenant_id, username, email) VALUES (1, 123, 'alice', 'alice@example.com')
     ON CONFLICT (id) DO UPDATE SET username = excluded.username || ' again' RETURNING id, username;
 INSERT INTO users (id, tenant_id, username, email) VALUES (1, 123, 'x', 'x@example.com') ON CONFLICT DO NOTHING;
+-- so do several rows of one tenant, with ON CONFLICT on the shard's unique index
+CREATE TABLE stock (tenant_id bigint, sku int, qty int NOT NULL, PRIMARY KEY (tenant_id, sku));
+SELECT logical_table_add('stock');
+EXPLAIN (COSTS OFF, VERBOSE)
+INSERT INTO stock VALUES (123, 1, 5), (123, 2, 7) ON CONFLICT (tenant_id, sku) DO NOTHING;
+INSERT INTO stock VALUES (123, 1, 5), (123, 2, 7) ON CONFLICT (tenant_id, sku) DO NOTHING;
+INSERT INTO stock VALUES (123, 2, 1), (123, 3, 1) ON CONFLICT (tenant_id, sku) DO NOTHING;
+INSERT INTO stock VALUES (123, 3, 10), (123, 4, 1)
+    ON CONFLICT (tenant_id, sku) DO UPDATE SET qty = stock.qty + excluded.qty RETURNING sku, qty;
+PREPARE restock(bigint, int) AS INSERT INTO stock VALUES ($1, 1, $2), ($1, 5, $2)
+    ON CONFLICT (tenant_id, sku) DO UPDATE SET qty = stock.qty + excluded.qty;
+EXECUTE restock(123, 100);
+\c :shard1
+SELECT tenant_id, sku, qty FROM stock ORDER BY sku;
+\c :coord
+\set SHOW_CONTEXT never
 
 -- a write to a tenant's rows can only land on its shard: moving a row to another
 -- shard's range fails on the shard's range constraint
@@ -151,6 +167,6 @@ RESET tenant_router.enable_fast_path;
 DROP VIEW user_orders, big_orders;
 DROP EXTENSION tenant_router CASCADE;
 \c :shard1
-DROP TABLE public.users, public.orders;
+DROP TABLE public.users, public.orders, public.stock;
 \c :shard2
-DROP TABLE public.users, public.orders;
+DROP TABLE public.users, public.orders, public.stock;

@@ -44,6 +44,9 @@
 #include "tenant_router/router_scan.h"
 #include "tenant_router/shippable.h"
 
+/* the most parameters one statement can carry (libpq's limit) */
+#define MAX_STATEMENT_PARAMS 65535
+
 static planner_hook_type prev_planner = NULL;
 
 /* one query level of the statement being analyzed */
@@ -570,33 +573,120 @@ same_pin(Node *x, Node *y)
 }
 
 /*
- * insert_values turns the single row of an INSERT into parameters computed
- * on the coordinator; it returns the number of the tenant's parameter, or 0.
+ * insert_values turns the rows of an INSERT into parameters computed on the
+ * coordinator, row after row and column after column as the executor would
+ * compute them, defaults included.  values_rti is the VALUES list of a
+ * multi-row INSERT (copy's then holds parameters only), or 0 for a single
+ * row (its target list then does).  Every row must be for one tenant: the
+ * same constant, parameter or stable expression.  It returns the number of
+ * the tenant's parameter, or 0 if the tenant column is not given.
  */
 static int
-insert_values(Query *copy, LogicalTable *table, ShipContext *ctx, Analysis *a)
+insert_values(Query *copy, Index values_rti, LogicalTable *table, ShipContext *ctx,
+			  Analysis *a)
 {
-	ListCell   *lc;
+	RangeTblEntry *values = values_rti ? rt_fetch(values_rti, copy->rtable) : NULL;
+	List	   *rows = values ? values->values_lists : list_make1(NIL);
+	List	   *param_rows = NIL;
+	Node	   *tenant = NULL;
 	int			tenant_param = 0;
+	ListCell   *row;
+	ListCell   *lc;
 
-	foreach(lc, copy->targetList)
+	foreach(row, rows)
 	{
-		TargetEntry *tle = lfirst(lc);
-		Node	   *param;
+		List	   *params = NIL;
 
-		if (tle->resjunk)
-			continue;
-		if (!is_value((Node *) tle->expr, true))
+		foreach(lc, copy->targetList)
 		{
-			fail(a, "INSERT value that needs a subquery");
-			return 0;
+			TargetEntry *tle = lfirst(lc);
+			Node	   *expr = (Node *) tle->expr;
+			Node	   *param;
+
+			if (tle->resjunk)
+				continue;
+			/* a column of the VALUES list: this row's item */
+			if (values && IsA(expr, Var) && ((Var *) expr)->varno == values_rti &&
+				((Var *) expr)->varlevelsup == 0)
+				expr = list_nth(lfirst(row), ((Var *) expr)->varattno - 1);
+			if (!is_value(expr, true))
+			{
+				fail(a, "an INSERT value that needs a subquery or another row");
+				return 0;
+			}
+			if (tle->resno == table->tenant_attno)
+			{
+				if (values && contain_volatile_functions(expr))
+				{
+					fail(a, "a multi-row INSERT whose tenant is computed by a volatile function");
+					return 0;
+				}
+				if (tenant != NULL && !same_pin(tenant, expr))
+				{
+					fail(a, "a multi-row INSERT for more than one tenant");
+					return 0;
+				}
+				tenant = expr;
+			}
+			param = ShipParam(expr, ctx);
+			if (tle->resno == table->tenant_attno)
+				tenant_param = ((Param *) strip_relabel(param))->paramid;
+			if (values)
+				params = lappend(params, param);
+			else
+				tle->expr = (Expr *) param;
 		}
-		param = ShipParam((Node *) tle->expr, ctx);
-		if (tle->resno == table->tenant_attno)
-			tenant_param = ((Param *) strip_relabel(param))->paramid;
-		tle->expr = (Expr *) param;
+		param_rows = lappend(param_rows, params);
+	}
+
+	if (values)
+	{
+		/* the VALUES list, now of parameters, holds every target column */
+		AttrNumber	attno = 0;
+
+		values->values_lists = param_rows;
+		values->coltypes = values->coltypmods = values->colcollations = NIL;
+		values->eref->colnames = NIL;
+		foreach(lc, copy->targetList)
+		{
+			TargetEntry *tle = lfirst(lc);
+			Node	   *param;
+
+			if (tle->resjunk)
+				continue;
+			param = list_nth(linitial(param_rows), attno++);
+			values->coltypes = lappend_oid(values->coltypes, exprType(param));
+			values->coltypmods = lappend_int(values->coltypmods, exprTypmod(param));
+			values->colcollations = lappend_oid(values->colcollations,
+												exprCollation(param));
+			values->eref->colnames = lappend(values->eref->colnames,
+											 makeString(psprintf("column%d", attno)));
+			tle->expr = (Expr *) makeVar(values_rti, attno, exprType(param),
+										 exprTypmod(param), exprCollation(param), 0);
+		}
 	}
 	return tenant_param;
+}
+
+/*
+ * insert_values_rte returns the range table index of the VALUES list of a
+ * multi-row INSERT, 0 for a single row, or -1 if the rows come from
+ * elsewhere (INSERT ... SELECT, a WITH clause).
+ */
+static int
+insert_values_rte(Query *parse)
+{
+	List	   *from = parse->jointree->fromlist;
+	Index		rti;
+
+	if (parse->cteList != NIL)
+		return -1;
+	if (from == NIL)
+		return 0;
+	if (list_length(from) != 1 || !IsA(linitial(from), RangeTblRef))
+		return -1;
+	rti = ((RangeTblRef *) linitial(from))->rtindex;
+	return rt_fetch(rti, parse->rtable)->rtekind == RTE_VALUES ? rti : -1;
 }
 
 static TargetEntry *
@@ -695,6 +785,7 @@ try_fast_path(Query *parse)
 	Query	   *copy;
 	Node	   *tenant_expr = NULL;
 	int			tenant_param = -1;
+	int			values_rti = 0;
 	int			flags = 0;
 	char	   *sql;
 	int			nestlevel;
@@ -705,8 +796,8 @@ try_fast_path(Query *parse)
 
 	if (parse->commandType == CMD_INSERT)
 	{
-		/* one row of VALUES: nothing in the FROM list */
-		if (parse->jointree->fromlist != NIL || parse->cteList != NIL)
+		values_rti = insert_values_rte(parse);
+		if (values_rti < 0)
 			return NULL;
 	}
 	analyze_level(parse, NULL, NIL, &a, true);
@@ -724,7 +815,7 @@ try_fast_path(Query *parse)
 		if (a.target == NULL || a.pins != NIL)
 			return NULL;
 		copy = copyObject(parse);
-		tenant_param = insert_values(copy, a.target, &ctx, &a);
+		tenant_param = insert_values(copy, values_rti, a.target, &ctx, &a);
 		if (!a.ok)
 			return NULL;
 		if (tenant_param == 0)
@@ -753,6 +844,8 @@ try_fast_path(Query *parse)
 			rt_fetch(copy->resultRelation, copy->rtable)->inFromCl = false;
 	}
 	if (!ctx.ok)
+		return NULL;
+	if (list_length(ctx.param_exprs) > MAX_STATEMENT_PARAMS)
 		return NULL;
 
 	nestlevel = EnterRemoteSqlSettings();
