@@ -114,10 +114,13 @@ UPDATE users SET tenant_id = 15001 WHERE tenant_id = 123;
 \set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 
--- a tenant no shard owns: no rows to read or change, and no row may be inserted
+-- a tenant no shard owns: reading or changing its rows is an error (55000), and
+-- so is inserting one (23514)
 SELECT count(*) FROM users WHERE tenant_id = 99999;
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM users WHERE tenant_id = 99999;
 UPDATE users SET username = 'nobody' WHERE tenant_id = 99999;
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO users (tenant_id, username, email) VALUES (99999, 'nobody', 'nobody@example.com');
 \echo :LAST_ERROR_SQLSTATE
 INSERT INTO users (tenant_id, username, email) VALUES (NULL, 'nobody', 'nobody@example.com');
@@ -130,6 +133,7 @@ EXPLAIN (COSTS OFF) EXECUTE get_user(123);
 EXECUTE get_user(123);
 EXECUTE get_user(15000);
 EXECUTE get_user(99999);
+\echo :LAST_ERROR_SQLSTATE
 PREPARE add_user(bigint, text) AS
     INSERT INTO users (tenant_id, username, email) VALUES ($1, $2, $2 || '@example.com') RETURNING tenant_id, username;
 EXECUTE add_user(9500, 'frank');

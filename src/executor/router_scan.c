@@ -9,9 +9,10 @@
  * joins the shard's remote transaction (whose BEGIN travels with it).
  * Statements repeated with parameters are prepared on the shard.
  *
- * A tenant that no shard owns has no rows: a read or an UPDATE/DELETE then
- * runs on the first shard, where it finds none (so count(*) is 0), while an
- * INSERT is refused with SQLSTATE 23514, naming the tenant.
+ * A statement for a tenant that no shard owns is an error naming the tenant
+ * (RouteTenantOrError): SQLSTATE 23514 for an INSERT, 55000 for a statement
+ * that reads the tenant's rows.  A tenant that is NULL matches no row: the
+ * statement returns none without a shard.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,7 +26,6 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
@@ -208,39 +208,11 @@ start(RouterScanState *state)
 	state->tenant = TenantDatumToInt64(tenant_value, state->tenant_type);
 	state->tenant_known = true;
 
-	route = RouteTenant(state->tenant);
-	if (route == NULL && (state->flags & ROUTER_INSERT))
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("no shard owns tenant " INT64_FORMAT, state->tenant),
-				 errdetail("The row was to be inserted into logical table \"%s\".", state->table_name),
-				 errhint("Add a shard whose range includes the tenant with shard_add().")));
-
+	route = RouteTenantOrError(state->tenant, state->table_name,
+							   (state->flags & ROUTER_INSERT) != 0);
 	RemoteParamsFill(&state->params, values, nulls);
-	if (route != NULL)
-	{
-		state->shard_id = pstrdup(route->shard_id);
-		sc = ShardConnGet(route->shard_id, route->dsn);
-	}
-	else
-	{
-		/*
-		 * No shard owns the tenant, so it has no rows: any shard says so (the
-		 * first one, read alone: the catalog may hold thousands).
-		 */
-		List	   *shards = CatalogShardChunk(PG_INT64_MIN, 1);
-		ShardRow   *any;
-
-		if (shards == NIL)
-			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("no shard owns tenant " INT64_FORMAT, state->tenant),
-					 errdetail("There are no shards."),
-					 errhint("Add shards with shard_add().")));
-		any = linitial(shards);
-		state->shard_id = pstrdup(any->shard_id);
-		sc = ShardConnGet(any->shard_id, any->dsn);
-	}
+	state->shard_id = pstrdup(route->shard_id);
+	sc = ShardConnGet(route->shard_id, route->dsn);
 
 	if (ShardConnCanAutocommit())
 	{
@@ -250,8 +222,7 @@ start(RouterScanState *state)
 		ShardConnBegin(sc, SHARD_AUTOCOMMIT);
 	}
 	else
-		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && route != NULL ?
-					   SHARD_WRITE : SHARD_READ);
+		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) ? SHARD_WRITE : SHARD_READ);
 
 	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,
 									state->params.values,

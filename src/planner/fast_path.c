@@ -70,6 +70,7 @@ typedef struct Analysis
 	List	   *relids;
 	bool		writes;
 	LogicalTable *target;		/* the table an INSERT/UPDATE/DELETE writes */
+	LogicalTable *first_read;	/* the first logical table scanned */
 } Analysis;
 
 /* a condition and the range table entries whose rows it filters */
@@ -522,7 +523,11 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 				a->target = table;
 		}
 		if (is_scanned)
+		{
 			lv.tenant[rti] = table->tenant_attno;
+			if (a->first_read == NULL)
+				a->first_read = table;
+		}
 	}
 
 	apply_seeds(&lv, seeds);
@@ -742,7 +747,8 @@ make_plan(Query *parse, Analysis *a, char *sql, Node *tenant_expr, int tenant_pa
 	foreach(lc, param_exprs)
 		exprs = lappend(exprs, expression_planner(lfirst(lc)));
 
-	label = a->target ? get_rel_name(a->target->relid) : "";
+	/* the table that messages name: the one written, or the first one read */
+	label = get_rel_name(a->target ? a->target->relid : a->first_read->relid);
 
 	cscan->scan.plan.startup_cost = 0;
 	cscan->scan.plan.total_cost = 1;

@@ -18,7 +18,8 @@ enum RouterScanPrivate
 	RouterScanFlags,			/* ROUTER_* (Integer) */
 	RouterScanTenantParam,		/* parameter holding the tenant, or -1:
 								 * custom_exprs[0] computes it (Integer) */
-	RouterScanTableName			/* the table written, for messages (String) */
+	RouterScanTableName			/* for messages: the table written, or the
+								 * first one read (String) */
 };
 
 #define ROUTER_WRITE		0x01	/* the statement writes or locks rows */
