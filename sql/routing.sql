@@ -114,6 +114,9 @@ UPDATE users SET tenant_id = 15001 WHERE tenant_id = 123;
 \set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 
+-- a NULL tenant matches no row, and a shard says what that means (count(*) is 0)
+SELECT count(*) FROM users WHERE tenant_id = NULL;
+UPDATE users SET username = 'nobody' WHERE tenant_id = NULL RETURNING id;
 -- a tenant no shard owns: reading or changing its rows is an error (55000), and
 -- so is inserting one (23514)
 SELECT count(*) FROM users WHERE tenant_id = 99999;
@@ -130,6 +133,9 @@ INSERT INTO users (tenant_id, username, email) VALUES (NULL, 'nobody', 'nobody@e
 SET plan_cache_mode = force_generic_plan;
 PREPARE get_user(bigint) AS SELECT username FROM users WHERE tenant_id = $1 ORDER BY id LIMIT 1;
 EXPLAIN (COSTS OFF) EXECUTE get_user(123);
+PREPARE count_users(bigint) AS SELECT count(*) FROM users WHERE tenant_id = $1;
+EXECUTE count_users(123);
+EXECUTE count_users(NULL);
 EXECUTE get_user(123);
 EXECUTE get_user(15000);
 EXECUTE get_user(99999);

@@ -11,8 +11,9 @@
  *
  * A statement for a tenant that no shard owns is an error naming the tenant
  * (RouteTenantOrError): SQLSTATE 23514 for an INSERT, 55000 for a statement
- * that reads the tenant's rows.  A tenant that is NULL matches no row: the
- * statement returns none without a shard.
+ * that reads the tenant's rows.  A NULL tenant matches no row: such a
+ * statement runs on the first shard of the catalog, which computes its
+ * result (count(*) is 0).
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +27,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
@@ -193,26 +195,43 @@ start(RouterScanState *state)
 	else
 		tenant_value = ExecEvalExpr(state->tenant_state, econtext, &tenant_null);
 
+	if (tenant_null && (state->flags & ROUTER_INSERT))
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("tenant column of logical table \"%s\" is null", state->table_name),
+				 errdetail("Every row of a logical table belongs to a tenant.")));
+	RemoteParamsFill(&state->params, values, nulls);
 	if (tenant_null)
 	{
-		if (state->flags & ROUTER_INSERT)
-			ereport(ERROR,
-					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("tenant column of logical table \"%s\" is null", state->table_name),
-					 errdetail("Every row of a logical table belongs to a tenant.")));
-		/* tenant_column = NULL matches nothing: no shard needed */
-		state->started = true;
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	state->tenant = TenantDatumToInt64(tenant_value, state->tenant_type);
-	state->tenant_known = true;
+		/*
+		 * tenant_column = NULL matches no row on any shard, but the statement
+		 * still has a result (count(*) is 0): the first shard of the catalog
+		 * computes it, read alone (the catalog may hold thousands).  It
+		 * changes no row there, so it counts as a read.
+		 */
+		List	   *shards = CatalogShardChunk(PG_INT64_MIN, 1);
+		ShardRow   *any;
 
-	route = RouteTenantOrError(state->tenant, state->table_name,
-							   (state->flags & ROUTER_INSERT) != 0);
-	RemoteParamsFill(&state->params, values, nulls);
-	state->shard_id = pstrdup(route->shard_id);
-	sc = ShardConnGet(route->shard_id, route->dsn);
+		if (shards == NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("there is no shard to run the statement on"),
+					 errdetail("The statement's tenant is NULL: it matches no row of logical table \"%s\", but a shard computes its result.",
+							   state->table_name),
+					 errhint("Add shards with shard_add().")));
+		any = linitial(shards);
+		state->shard_id = pstrdup(any->shard_id);
+		sc = ShardConnGet(any->shard_id, any->dsn);
+	}
+	else
+	{
+		state->tenant = TenantDatumToInt64(tenant_value, state->tenant_type);
+		state->tenant_known = true;
+		route = RouteTenantOrError(state->tenant, state->table_name,
+								   (state->flags & ROUTER_INSERT) != 0);
+		state->shard_id = pstrdup(route->shard_id);
+		sc = ShardConnGet(route->shard_id, route->dsn);
+	}
 
 	if (ShardConnCanAutocommit())
 	{
@@ -222,7 +241,8 @@ start(RouterScanState *state)
 		ShardConnBegin(sc, SHARD_AUTOCOMMIT);
 	}
 	else
-		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) ? SHARD_WRITE : SHARD_READ);
+		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && !tenant_null ?
+					   SHARD_WRITE : SHARD_READ);
 
 	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,
 									state->params.values,
