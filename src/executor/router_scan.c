@@ -55,7 +55,6 @@ typedef struct RouterScanState
 	bool		tenant_known;
 } RouterScanState;
 
-static bool contain_extern_param(Node *expr);
 static void begin_router_scan(CustomScanState *node, EState *estate, int eflags);
 static TupleTableSlot *exec_router_scan(CustomScanState *node);
 static void end_router_scan(CustomScanState *node);
@@ -126,8 +125,7 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 
 	/* EXPLAIN shows the shard when the tenant is known without running anything */
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && !(state->flags & ROUTER_INSERT) &&
-		(estate->es_param_list_info != NULL ||
-		 !contain_extern_param(linitial(cscan->custom_exprs))))
+		(estate->es_param_list_info != NULL || !(state->flags & ROUTER_TENANT_PARAMS)))
 	{
 		bool		isnull;
 		Datum		value = ExecEvalExpr(state->tenant_state, node->ss.ps.ps_ExprContext,
@@ -143,23 +141,6 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 			state->shard_id = route ? pstrdup(route->shard_id) : NULL;
 		}
 	}
-}
-
-static bool
-extern_param_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXTERN)
-		return true;
-	return expression_tree_walker(node, extern_param_walker, context);
-}
-
-/* contain_extern_param tells whether expr needs the statement's parameters */
-static bool
-contain_extern_param(Node *expr)
-{
-	return extern_param_walker(expr, NULL);
 }
 
 /* start evaluates the tenant and the parameters and sends the statement */

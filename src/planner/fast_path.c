@@ -102,29 +102,6 @@ strip_relabel(Node *node)
 	return node;
 }
 
-/* standalone_walker finds what keeps an expression from being computed alone */
-static bool
-standalone_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
-		IsA(node, GroupingFunc) || IsA(node, SubLink) || IsA(node, Query) ||
-		IsA(node, CaseTestExpr) || IsA(node, SetToDefault) || IsA(node, CurrentOfExpr) ||
-		IsA(node, PlaceHolderVar))
-		return true;
-	return expression_tree_walker(node, standalone_walker, context);
-}
-
-/* is_value tells whether expr can be computed on the coordinator on its own */
-static bool
-is_value(Node *expr, bool allow_volatile)
-{
-	return !standalone_walker(expr, NULL) &&
-		(allow_volatile || !contain_volatile_functions(expr)) &&
-		!expression_returns_set(expr);
-}
-
 static Bitmapset *
 jointree_relids(Node *jtnode)
 {
@@ -321,7 +298,8 @@ find_pins(Level *lv, int nrtes)
 			Index		sub = subquery_column(side == 0 ? l : r, lv, &attno);
 			Node	   *other = side == 0 ? r : l;
 
-			if (sub != 0 && bms_is_member(sub, cond->filters) && is_value(other, false))
+			if (sub != 0 && bms_is_member(sub, cond->filters) &&
+				IsStandaloneValue(other, false))
 				seed(lv, sub, attno, other);
 		}
 		for (side = 0; side < 2; side++)
@@ -335,7 +313,7 @@ find_pins(Level *lv, int nrtes)
 			/* only a table of this level gets a pin here */
 			if (xi == 0 || xl != lv || !bms_is_member(xi, cond->filters))
 				continue;
-			if (yi == 0 && is_value(other, false))
+			if (yi == 0 && IsStandaloneValue(other, false))
 			{
 				if (lv->pin[xi] == NULL)
 					lv->pin[xi] = other;
@@ -614,7 +592,7 @@ insert_values(Query *copy, Index values_rti, LogicalTable *table, ShipContext *c
 			if (values && IsA(expr, Var) && ((Var *) expr)->varno == values_rti &&
 				((Var *) expr)->varlevelsup == 0)
 				expr = list_nth(lfirst(row), ((Var *) expr)->varattno - 1);
-			if (!is_value(expr, true))
+			if (!IsStandaloneValue(expr, true))
 			{
 				fail(a, "an INSERT value that needs a subquery or another row");
 				return 0;
@@ -862,6 +840,8 @@ try_fast_path(Query *parse)
 
 	if (a.writes)
 		flags |= ROUTER_WRITE;
+	if (tenant_expr != NULL && ContainsParam(tenant_expr))
+		flags |= ROUTER_TENANT_PARAMS;
 	if (parse->commandType != CMD_SELECT)
 		flags |= ROUTER_COUNT_ROWS;
 	if (ctx.param_exprs != NIL)

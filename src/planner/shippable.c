@@ -13,6 +13,11 @@
  * functions are never shipped (the FDW then evaluates them locally, and the
  * fast path leaves the statement to the FDW).
  *
+ * It also holds the two tests of an expression that the planner, the fast
+ * path and the FDW share: IsStandaloneValue (can the coordinator compute it
+ * on its own when the statement runs) and ContainsParam (does it need the
+ * statement's parameters).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -22,6 +27,7 @@
 #include "catalog/pg_type.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
 #include "utils/lsyscache.h"
 
 #include "tenant_router/remote_io.h"
@@ -49,41 +55,63 @@ not_builtin_immutable(Oid funcid, void *context)
 	return !IsBuiltinObject(funcid) || func_volatile(funcid) != PROVOLATILE_IMMUTABLE;
 }
 
+/*
+ * row_walker finds what ties an expression to a row or to the query around
+ * it: a column, an aggregate or window function, a subquery, the row of a
+ * sublink (PARAM_SUBLINK) or of a multiple-column assignment, the value a
+ * CASE or an assignment works on, DEFAULT, CURRENT OF.
+ */
 static bool
-is_volatile_func(Oid funcid, void *context)
+row_walker(Node *node, void *context)
 {
-	return func_volatile(funcid) == PROVOLATILE_VOLATILE;
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) || IsA(node, PlaceHolderVar) || IsA(node, Aggref) ||
+		IsA(node, WindowFunc) || IsA(node, GroupingFunc) || IsA(node, SubLink) ||
+		IsA(node, SubPlan) || IsA(node, AlternativeSubPlan) || IsA(node, Query) ||
+		IsA(node, CaseTestExpr) || IsA(node, SetToDefault) || IsA(node, CurrentOfExpr))
+		return true;
+	if (IsA(node, Param) && (((Param *) node)->paramkind == PARAM_SUBLINK ||
+							 ((Param *) node)->paramkind == PARAM_MULTIEXPR))
+		return true;
+	return expression_tree_walker(node, row_walker, context);
 }
 
 /*
- * needs_row_walker finds what makes an expression depend on the row or the
- * query around it, so that it cannot be computed on its own.
+ * IsStandaloneValue tells whether expr is a value the coordinator can
+ * compute on its own when the statement runs: one value (not a set), from
+ * constants, parameters (the statement's, or another plan node's), and
+ * functions, tied to no row (see row_walker); volatile functions (nextval()
+ * included) only if allow_volatile.  Such an expression can pin a tenant,
+ * prune shards, or be sent to a shard as a parameter.
  */
-static bool
-needs_row_walker(Node *node, void *context)
+bool
+IsStandaloneValue(Node *expr, bool allow_volatile)
 {
-	if (node == NULL)
-		return false;
-	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
-		IsA(node, GroupingFunc) || IsA(node, SubLink) || IsA(node, PlaceHolderVar) ||
-		IsA(node, CurrentOfExpr) || IsA(node, CaseTestExpr) ||
-		IsA(node, SetToDefault) || IsA(node, NextValueExpr) || IsA(node, Query))
-		return true;
-	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_SUBLINK)
-		return true;			/* the row of a sublink's subquery */
-	return expression_tree_walker(node, needs_row_walker, context);
+	return !row_walker(expr, NULL) && !expression_returns_set(expr) &&
+		(allow_volatile || !contain_volatile_functions(expr));
 }
 
 static bool
-volatile_walker(Node *node, void *context)
+param_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	if (check_functions_in_node(node, is_volatile_func, NULL))
+	if (IsA(node, Param))
 		return true;
-	if (IsA(node, NextValueExpr))
-		return true;
-	return expression_tree_walker(node, volatile_walker, context);
+	return expression_tree_walker(node, param_walker, context);
+}
+
+/*
+ * ContainsParam tells whether expr refers to a parameter of any kind (the
+ * statement's $n, or a value another plan node sets), so that it cannot be
+ * computed before the statement runs with its parameters: EXPLAIN without
+ * them then cannot name a shard.
+ */
+bool
+ContainsParam(Node *expr)
+{
+	return param_walker(expr, NULL);
 }
 
 static bool
@@ -287,10 +315,9 @@ ship_mutator(Node *node, ShipContext *ctx)
 	}
 
 	/* an expression on its own: ship it, or compute it here */
-	if (is_value_expression(node) && !expression_returns_set(node) &&
-		!needs_row_walker(node, NULL))
+	if (is_value_expression(node) && IsStandaloneValue(node, true))
 	{
-		if (volatile_walker(node, NULL))
+		if (contain_volatile_functions(node))
 			return not_shippable(node, ctx, "volatile function");
 		if (all_builtin_immutable_walker(node, NULL))
 			return ShipParam(node, ctx);
