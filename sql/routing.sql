@@ -173,6 +173,20 @@ SET tenant_router.enable_fast_path = off;
 EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123;
 SELECT username FROM users WHERE tenant_id = 123;
 RESET tenant_router.enable_fast_path;
+-- and the fast path says why at DEBUG1 (planning only: no shard is asked)
+SET client_min_messages = debug1;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM users WHERE tenant_id IN (123, 15000);
+EXPLAIN (COSTS OFF) SELECT username FROM users u JOIN orders o ON o.user_id = u.id
+ WHERE u.tenant_id = 123 AND o.tenant_id = 124;
+EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123 AND random() < 0.5;
+EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123 AND to_char(created_at, 'YYYY') = '2024';
+EXPLAIN (COSTS OFF) INSERT INTO users (tenant_id, username, email) VALUES (123, 'x', 'x@x'), (124, 'y', 'y@y');
+EXPLAIN (COSTS OFF) INSERT INTO orders (tenant_id, user_id, amount) SELECT tenant_id, 1, 1 FROM users WHERE tenant_id = 123;
+EXPLAIN (COSTS OFF) DELETE FROM users WHERE tenant_id = 123 AND id IN (SELECT user_id FROM orders);
+SET tenant_router.enable_fast_path = off;
+EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123;
+RESET tenant_router.enable_fast_path;
+RESET client_min_messages;
 
 DROP VIEW user_orders, big_orders;
 DROP EXTENSION tenant_router CASCADE;

@@ -34,6 +34,7 @@
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
+#include "tcop/utility.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
 
@@ -437,17 +438,17 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		return;
 	if (query->commandType == CMD_MERGE || query->utilityStmt != NULL)
 	{
-		fail(a, "statement kind");
+		fail(a, query->commandType == CMD_MERGE ? "MERGE" : "a utility statement");
 		return;
 	}
 	if (query->withCheckOptions != NIL)
 	{
-		fail(a, "WITH CHECK OPTION");
+		fail(a, "a view WITH CHECK OPTION");
 		return;
 	}
 	if (!top && query->commandType == CMD_INSERT)
 	{
-		fail(a, "INSERT in a WITH clause");
+		fail(a, "an INSERT in a WITH clause");
 		return;
 	}
 	if (query->rowMarks != NIL || query->commandType != CMD_SELECT)
@@ -469,7 +470,7 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		rti++;
 		if (rte->rtekind == RTE_NAMEDTUPLESTORE)
 		{
-			fail(a, "transition table");
+			fail(a, "a trigger's transition table");
 			return;
 		}
 		if (rte->rtekind != RTE_RELATION)
@@ -482,19 +483,22 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		table = rte->relkind == RELKIND_FOREIGN_TABLE ? LookupLogicalTable(rte->relid) : NULL;
 		if (table == NULL)
 		{
-			fail(a, "a table that is not a logical table");
+			fail(a, psprintf("table \"%s\" is not a logical table", get_rel_name(rte->relid)));
 			return;
 		}
 		if (rte->securityQuals != NIL || rte->tablesample != NULL)
 		{
-			fail(a, "row level security or TABLESAMPLE");
+			fail(a, psprintf("%s on logical table \"%s\"",
+							 rte->tablesample ? "TABLESAMPLE" : "row level security",
+							 get_rel_name(rte->relid)));
 			return;
 		}
 		if (rti == query->resultRelation)
 		{
 			if (table->has_triggers || table->has_generated)
 			{
-				fail(a, "triggers or generated columns");
+				fail(a, psprintf("logical table \"%s\" has triggers or generated columns",
+								 get_rel_name(rte->relid)));
 				return;
 			}
 			if (top)
@@ -516,7 +520,8 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 			continue;
 		if (lv.pin[rti] == NULL)
 		{
-			fail(a, "a logical table not pinned to one tenant");
+			fail(a, psprintf("logical table \"%s\" is not pinned to one tenant",
+							 get_rel_name(rt_fetch(rti, query->rtable)->relid)));
 			return;
 		}
 		a->pins = lappend(a->pins, lv.pin[rti]);
@@ -757,12 +762,21 @@ make_plan(Query *parse, Analysis *a, char *sql, Node *tenant_expr, int tenant_pa
 	return stmt;
 }
 
+static PlannedStmt *
+not_taken(const char **reason, const char *why)
+{
+	Assert(why != NULL);
+	*reason = why;
+	return NULL;
+}
+
 /*
  * try_fast_path returns the plan that sends parse whole to one shard, or
- * NULL if the statement is not pinned to one tenant or cannot be shipped.
+ * NULL with the reason why it cannot (Citus's deferred error: the caller
+ * falls back to the FDW, and says why at DEBUG1).
  */
 static PlannedStmt *
-try_fast_path(Query *parse)
+try_fast_path(Query *parse, int cursorOptions, const char **reason)
 {
 	Analysis	a;
 	ShipContext ctx;
@@ -778,15 +792,17 @@ try_fast_path(Query *parse)
 	memset(&a, 0, sizeof(a));
 	a.ok = true;
 
+	if (cursorOptions & CURSOR_OPT_SCROLL)
+		return not_taken(reason, "a scrollable cursor");
 	if (parse->commandType == CMD_INSERT)
 	{
 		values_rti = insert_values_rte(parse);
 		if (values_rti < 0)
-			return NULL;
+			return not_taken(reason, "an INSERT ... SELECT or an INSERT with a WITH clause");
 	}
 	analyze_level(parse, NULL, NIL, &a, true);
 	if (!a.ok)
-		return NULL;
+		return not_taken(reason, a.reason);
 
 	ShipContextInit(&ctx, 0, true);
 	if (parse->commandType == CMD_INSERT)
@@ -796,12 +812,13 @@ try_fast_path(Query *parse)
 		 * may live on another shard than the inserted row's tenant: only
 		 * the FDW path reads it from the right one.
 		 */
-		if (a.target == NULL || a.pins != NIL)
-			return NULL;
+		if (a.pins != NIL)
+			return not_taken(reason, "a subquery of RETURNING or ON CONFLICT reads a logical table");
+		Assert(a.target != NULL);
 		copy = copyObject(parse);
 		tenant_param = insert_values(copy, values_rti, a.target, &ctx, &a);
 		if (!a.ok)
-			return NULL;
+			return not_taken(reason, a.reason);
 		if (tenant_param == 0)
 			tenant_param = -1;	/* no tenant given: NULL, refused at run time */
 		copy->returningList = (List *) ShipExpr((Node *) copy->returningList, &ctx);
@@ -811,10 +828,10 @@ try_fast_path(Query *parse)
 	else
 	{
 		if (a.pins == NIL)
-			return NULL;
+			return not_taken(reason, "it reads no logical table");
 		foreach(lc, a.pins)
 			if (!same_pin(linitial(a.pins), lfirst(lc)))
-				return NULL;
+				return not_taken(reason, "its logical tables are pinned to tenants that may differ");
 		tenant_expr = linitial(a.pins);
 		copy = (Query *) ShipExpr((Node *) parse, &ctx);
 
@@ -828,9 +845,10 @@ try_fast_path(Query *parse)
 			rt_fetch(copy->resultRelation, copy->rtable)->inFromCl = false;
 	}
 	if (!ctx.ok)
-		return NULL;
+		return not_taken(reason, ctx.reason);
 	if (list_length(ctx.param_exprs) > MAX_STATEMENT_PARAMS)
-		return NULL;
+		return not_taken(reason, psprintf("it needs more than %d parameters",
+										  MAX_STATEMENT_PARAMS));
 
 	nestlevel = EnterRemoteSqlSettings();
 	sql = pg_get_querydef(copy, false);
@@ -867,18 +885,27 @@ has_logical_table_walker(Node *node, void *context)
 	return expression_tree_walker(node, has_logical_table_walker, context);
 }
 
+/*
+ * tr_planner plans a statement that reads or writes a logical table through
+ * the fast path if it can, else through the standard planner (the FDW),
+ * saying at DEBUG1 why not.
+ */
 static PlannedStmt *
 tr_planner(Query *parse, const char *query_string, int cursorOptions,
 		   ParamListInfo boundParams)
 {
-	if (TenantRouterEnableFastPath && parse->commandType != CMD_UTILITY &&
-		(cursorOptions & CURSOR_OPT_SCROLL) == 0 &&
-		has_logical_table_walker((Node *) parse, NULL))
+	if (parse->commandType != CMD_UTILITY && has_logical_table_walker((Node *) parse, NULL))
 	{
-		PlannedStmt *stmt = try_fast_path(parse);
+		PlannedStmt *stmt = NULL;
+		const char *reason = "tenant_router.enable_fast_path is off";
 
+		if (TenantRouterEnableFastPath)
+			stmt = try_fast_path(parse, cursorOptions, &reason);
 		if (stmt != NULL)
 			return stmt;
+		ereport(DEBUG1,
+				(errmsg("tenant_router fast path not taken for %s: %s",
+						GetCommandTagName(CreateCommandTag((Node *) parse)), reason)));
 	}
 	if (prev_planner)
 		return prev_planner(parse, query_string, cursorOptions, boundParams);

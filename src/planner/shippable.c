@@ -29,6 +29,7 @@
 #include "nodes/nodeFuncs.h"
 #include "optimizer/optimizer.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 
 #include "tenant_router/remote_io.h"
 #include "tenant_router/shippable.h"
@@ -49,10 +50,18 @@ IsBuiltinObject(Oid oid)
 	return oid < FirstGenbkiObjectId;
 }
 
+/*
+ * not_builtin_immutable tells whether funcid is not a built-in immutable
+ * function; if so it stores it in *context (an Oid), when given.
+ */
 static bool
 not_builtin_immutable(Oid funcid, void *context)
 {
-	return !IsBuiltinObject(funcid) || func_volatile(funcid) != PROVOLATILE_IMMUTABLE;
+	if (IsBuiltinObject(funcid) && func_volatile(funcid) == PROVOLATILE_IMMUTABLE)
+		return false;
+	if (context != NULL)
+		*(Oid *) context = funcid;
+	return true;
 }
 
 /*
@@ -272,13 +281,15 @@ not_shippable(Node *node, ShipContext *ctx, const char *reason)
 static Node *
 ship_mutator(Node *node, ShipContext *ctx)
 {
+	Oid			funcid = InvalidOid;
+
 	if (node == NULL || !ctx->ok)
 		return node;
 
 	if (IsA(node, Query))
 	{
 		if (!ctx->whole_query)
-			return not_shippable(node, ctx, "subquery");
+			return not_shippable(node, ctx, "a subquery");
 		return (Node *) query_tree_mutator((Query *) node, ship_mutator, ctx, 0);
 	}
 	if (IsA(node, Var))
@@ -287,7 +298,7 @@ ship_mutator(Node *node, ShipContext *ctx)
 
 		if (ctx->scan_varno != 0 &&
 			(var->varno != ctx->scan_varno || var->varlevelsup != 0 || var->varattno <= 0))
-			return not_shippable(node, ctx, "column of another relation or system column");
+			return not_shippable(node, ctx, "a column of another relation or a system column");
 		return copyObject(node);
 	}
 	if (IsA(node, Const))
@@ -297,7 +308,7 @@ ship_mutator(Node *node, ShipContext *ctx)
 		Param	   *param = (Param *) node;
 
 		if (param->paramkind == PARAM_MULTIEXPR)
-			return not_shippable(node, ctx, "multiple-column assignment");
+			return not_shippable(node, ctx, "a multiple-column assignment");
 		/*
 		 * In a parse tree, a PARAM_SUBLINK stands in the test expression of
 		 * an IN, NOT IN, = ANY or ALL sublink for a column of the sublink's
@@ -308,7 +319,7 @@ ship_mutator(Node *node, ShipContext *ctx)
 		if (param->paramkind == PARAM_SUBLINK)
 		{
 			if (!ctx->whole_query)
-				return not_shippable(node, ctx, "sublink");
+				return not_shippable(node, ctx, "a sublink");
 			return copyObject(node);
 		}
 		return ShipParam(node, ctx);
@@ -318,16 +329,18 @@ ship_mutator(Node *node, ShipContext *ctx)
 	if (is_value_expression(node) && IsStandaloneValue(node, true))
 	{
 		if (contain_volatile_functions(node))
-			return not_shippable(node, ctx, "volatile function");
+			return not_shippable(node, ctx, "a volatile function");
 		if (all_builtin_immutable_walker(node, NULL))
 			return ShipParam(node, ctx);
 		return copyObject(node);
 	}
 
 	if (!node_type_shippable(node, ctx))
-		return not_shippable(node, ctx, "expression kind");
-	if (check_functions_in_node(node, not_builtin_immutable, NULL))
-		return not_shippable(node, ctx, "function that is not a built-in immutable one");
+		return not_shippable(node, ctx, "an expression of a kind that is not sent to shards");
+	if (check_functions_in_node(node, not_builtin_immutable, &funcid))
+		return not_shippable(node, ctx,
+							 psprintf("function %s would run on the shard, and it is not a built-in immutable function",
+									  format_procedure(funcid)));
 	return expression_tree_mutator(node, ship_mutator, ctx);
 }
 

@@ -22,7 +22,8 @@ typedef struct ShipContext
 	List	   *extern_ids;		/* for each of them, the paramid of an
 								 * external parameter it stands for, or 0 */
 	bool		ok;				/* false: something cannot be shipped */
-	const char *reason;			/* why not, for debugging */
+	const char *reason;			/* why not, for the fast path's DEBUG1
+								 * message */
 } ShipContext;
 
 extern void ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query);
