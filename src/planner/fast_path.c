@@ -84,7 +84,8 @@ typedef struct Cond
 static void analyze_level(Query *query, Level *parent, List *seeds, Analysis *a,
 						  bool top);
 
-static bool
+/* fail records that the fast path cannot take the statement, and the first reason why */
+static void
 fail(Analysis *a, const char *reason)
 {
 	if (a->ok)
@@ -92,7 +93,6 @@ fail(Analysis *a, const char *reason)
 		a->ok = false;
 		a->reason = reason;
 	}
-	return false;
 }
 
 static Node *
@@ -220,10 +220,6 @@ is_tenant_equality(Expr *clause)
 }
 
 /*
- * find_pins sets lv->pin for the logical tables of this level from its
- * conditions, following equalities between tenant columns.
- */
-/*
  * subquery_column returns the range table index of a subquery at this level
  * whose output column node is, or 0.
  */
@@ -267,8 +263,13 @@ seed(Level *lv, Index rti, AttrNumber attno, Node *value)
 	lv->seeds[rti] = lappend(lv->seeds[rti], list_make2(makeInteger(attno), value));
 }
 
+/*
+ * find_pins sets lv->pin for the logical tables of this level from its
+ * conditions, following equalities between tenant columns, and seeds the
+ * subqueries whose output these conditions filter.
+ */
 static void
-find_pins(Level *lv, int nrtes)
+find_pins(Level *lv)
 {
 	List	   *conds = NIL;
 	List	   *edges = NIL;	/* pairs (from, to): to gets from's pin */
@@ -365,7 +366,6 @@ find_pins(Level *lv, int nrtes)
 				seed(lv, sub, attno, yl->pin[yi]);
 		}
 	}
-	(void) nrtes;
 }
 
 /*
@@ -443,7 +443,7 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 	}
 	if (query->withCheckOptions != NIL)
 	{
-		fail(a, "a view WITH CHECK OPTION");
+		fail(a, "a WITH CHECK OPTION of a view or a row level security policy");
 		return;
 	}
 	if (!top && query->commandType == CMD_INSERT)
@@ -513,7 +513,7 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 	}
 
 	apply_seeds(&lv, seeds);
-	find_pins(&lv, nrtes);
+	find_pins(&lv);
 	for (rti = 1; rti <= nrtes; rti++)
 	{
 		if (lv.tenant[rti] == 0)

@@ -43,9 +43,9 @@ ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query)
 	ctx->ok = true;
 }
 
-/* IsBuiltinObject tells whether oid belongs to an object made by initdb. */
-bool
-IsBuiltinObject(Oid oid)
+/* is_builtin tells whether oid belongs to an object made by initdb */
+static bool
+is_builtin(Oid oid)
 {
 	return oid < FirstGenbkiObjectId;
 }
@@ -57,7 +57,7 @@ IsBuiltinObject(Oid oid)
 static bool
 not_builtin_immutable(Oid funcid, void *context)
 {
-	if (IsBuiltinObject(funcid) && func_volatile(funcid) == PROVOLATILE_IMMUTABLE)
+	if (is_builtin(funcid) && func_volatile(funcid) == PROVOLATILE_IMMUTABLE)
 		return false;
 	if (context != NULL)
 		*(Oid *) context = funcid;

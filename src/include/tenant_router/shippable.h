@@ -29,7 +29,6 @@ typedef struct ShipContext
 extern void ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query);
 extern Node *ShipExpr(Node *node, ShipContext *ctx);
 extern Node *ShipParam(Node *expr, ShipContext *ctx);
-extern bool IsBuiltinObject(Oid oid);
 extern bool IsStandaloneValue(Node *expr, bool allow_volatile);
 extern bool ContainsParam(Node *expr);
 
