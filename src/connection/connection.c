@@ -58,9 +58,7 @@ ShardConnDisconnect(ShardConn *sc)
 		sc->conn = NULL;
 	}
 	RemoteForgetPrepared(sc);
-	sc->in_pipeline = false;
-	list_free_deep(sc->pending);
-	sc->pending = NIL;
+	RemoteForgetCommands(sc);
 }
 
 /* ShardConnLibpqMessage returns the first line of libpq's last error message */

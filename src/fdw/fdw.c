@@ -238,8 +238,9 @@ trGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid,
 							list_concat(ctx.param_exprs, tenant_exprs),
-							list_make4(makeString(sql.data), retrieved_attrs,
-									   makeInteger(nparams), tenant_strategies),
+							lappend(list_make5(makeString(sql.data), retrieved_attrs,
+											   makeInteger(nparams), tenant_strategies, NIL),
+									makeString(get_rel_name(foreigntableid))),
 							NIL, NIL, outer_plan);
 }
 

@@ -577,16 +577,21 @@ TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 }
 
 /*
- * TrExecForeignTruncate truncates the tables on every shard, in the shards'
- * remote transactions.  It is the only write of its transaction; without
- * two-phase commit the shards commit it one after the other, so a failed
- * COMMIT can leave some shards truncated (TRUNCATE again to finish).
+ * TrExecForeignTruncate truncates the tables on every shard, all at once, in
+ * the shards' remote transactions: with several shards the transaction
+ * commits with two-phase commit, so every shard is truncated or none.
  */
 void
 TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 {
 	StringInfoData sql;
 	ListCell   *lc;
+	List	   *conns = NIL;
+	ShardConn **scs;
+	const char **sqls;
+	PGresult  **results;
+	int			n = 0;
+	int			i;
 
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "TRUNCATE ");
@@ -600,12 +605,23 @@ TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 	if (behavior == DROP_CASCADE)
 		appendStringInfoString(&sql, " CASCADE");
 
+	/* shards that share a database share its connection: once each */
 	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
 	{
 		ShardRow   *shard = lfirst(lc);
-		ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
 
-		ShardConnBegin(sc, SHARD_WRITE_ALL);
-		PQclear(ShardConnExec(sc, sql.data, 0, NULL, NULL));
+		conns = list_append_unique_ptr(conns, ShardConnGet(shard->shard_id, shard->dsn));
 	}
+	scs = palloc(sizeof(ShardConn *) * (list_length(conns) + 1));
+	sqls = palloc(sizeof(char *) * (list_length(conns) + 1));
+	results = palloc(sizeof(PGresult *) * (list_length(conns) + 1));
+	foreach(lc, conns)
+	{
+		ShardConnBegin(lfirst(lc), SHARD_WRITE);
+		scs[n] = lfirst(lc);
+		sqls[n++] = sql.data;
+	}
+	ShardConnExecAll(n, scs, sqls, results);
+	for (i = 0; i < n; i++)
+		PQclear(results[i]);
 }

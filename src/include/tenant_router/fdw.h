@@ -18,7 +18,10 @@ enum FdwScanPrivate
 	FdwScanSql,					/* remote SELECT (String) */
 	FdwScanRetrievedAttrs,		/* attnums of its columns (IntList) */
 	FdwScanNumParams,			/* shipped parameters (Integer) */
-	FdwScanTenantStrategies		/* tenant conditions (IntList) */
+	FdwScanTenantStrategies,	/* tenant conditions (IntList) */
+	FdwScanMergeKeys,			/* (column, sort op, collation, nulls first)
+								 * of each key the shards sort by, or NIL */
+	FdwScanTableName			/* the logical table, for messages (String) */
 };
 
 /* ModifyTable.fdw_privlist entries */
