@@ -12,8 +12,10 @@
  * filter every table they mention; a LEFT JOIN's ON condition only its
  * right side.  Every logical table scanned anywhere in the statement
  * (subqueries, CTEs, sublinks, views) must be pinned, to the same value.
- * A single-row INSERT is pinned by the value of its tenant column; its
- * values, defaults included, are computed on the coordinator.
+ * An INSERT ... VALUES is pinned by the value of its tenant column, the
+ * same in every row; its values, defaults included, are computed on the
+ * coordinator, row by row.  When the fast path does not take a statement,
+ * it says why at DEBUG1.
  *
  * The plan is a CustomScan holding the statement's text for the shard,
  * produced by PostgreSQL's own deparser under search_path = pg_catalog, and
