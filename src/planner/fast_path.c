@@ -815,7 +815,7 @@ try_fast_path(Query *parse, int cursorOptions, const char **reason)
 		 * the FDW path reads it from the right one.
 		 */
 		if (a.pins != NIL)
-			return not_taken(reason, "a subquery of RETURNING or ON CONFLICT reads a logical table");
+			return not_taken(reason, "a subquery of the INSERT reads a logical table");
 		Assert(a.target != NULL);
 		copy = copyObject(parse);
 		tenant_param = insert_values(copy, values_rti, a.target, &ctx, &a);

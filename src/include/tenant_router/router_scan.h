@@ -23,7 +23,7 @@ enum RouterScanPrivate
 };
 
 #define ROUTER_WRITE		0x01	/* the statement writes or locks rows */
-#define ROUTER_INSERT		0x02	/* it inserts one row: the tenant must have a shard */
+#define ROUTER_INSERT		0x02	/* it inserts rows: their tenant must have a shard */
 #define ROUTER_COUNT_ROWS	0x04	/* es_processed counts the shard's rows */
 #define ROUTER_PREPARE		0x08	/* worth preparing on the shard */
 #define ROUTER_TENANT_PARAMS 0x10	/* the tenant is computed from the
