@@ -72,6 +72,7 @@ struct ShardConn
 
 	/* remote_command.c */
 	bool		in_pipeline;	/* the command in flight was pipelined */
+	bool		copying;		/* in COPY FROM STDIN (non-blocking) */
 	List	   *pending;		/* QueuedCommands to send before the next statement */
 	InFlight	cmd;
 	ShardConnClaim *claim;		/* a command in flight that another owns */

@@ -47,6 +47,7 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/partial_agg.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
@@ -90,6 +91,10 @@ typedef struct TrScanState
 	char	   *table_name;
 	RemoteParams params;
 	Oid		   *param_typids;
+
+	/* partial aggregate states among the columns (upper scans only) */
+	int		   *kinds;			/* PartialKind of each column, or NULL */
+	Aggref	  **aggrefs;		/* the Aggref of each partial column */
 
 	/* merge keys: column positions (1-based in the tuple) and sort support */
 	int			nkeys;
@@ -167,6 +172,21 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	strategies = list_nth(fsplan->fdw_private, FdwScanTenantStrategies);
 	merge_keys = list_nth(fsplan->fdw_private, FdwScanMergeKeys);
 	state->table_name = strVal(list_nth(fsplan->fdw_private, FdwScanTableName));
+	if (list_nth(fsplan->fdw_private, FdwScanColumnKinds) != NIL)
+	{
+		List	   *kinds = list_nth(fsplan->fdw_private, FdwScanColumnKinds);
+
+		state->kinds = palloc(sizeof(int) * list_length(kinds));
+		state->aggrefs = palloc0(sizeof(Aggref *) * list_length(kinds));
+		i = 0;
+		foreach(lc, kinds)
+		{
+			state->kinds[i] = lfirst_int(lc);
+			if (state->kinds[i] != PARTIAL_NONE)
+				state->aggrefs[i] = (Aggref *) ((TargetEntry *) list_nth(fsplan->fdw_scan_tlist, i))->expr;
+			i++;
+		}
+	}
 
 	state->param_states = ExecInitExprList(list_copy_head(exprs, state->nparams),
 										   (PlanState *) node);
@@ -503,6 +523,46 @@ wait_any(TrScanState *state)
 }
 
 /*
+ * decode_partial_row converts row r of an aggregate's scan: plain columns
+ * through their input functions, partial states from their columns.
+ */
+static void
+decode_partial_row(TrScanState *state, PGresult *res, int r)
+{
+	int			natts = state->tupdesc->natts;
+	int			col = 0;
+	int			i;
+
+	for (i = 0; i < natts; i++)
+	{
+		int			ncols = state->kinds[i] == PARTIAL_NONE ? 1 :
+			PartialAggColumns((PartialKind) state->kinds[i]);
+		char	   *texts[2];
+		int			c;
+
+		if (col + ncols > PQnfields(res))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_COLUMN_NUMBER),
+					 errmsg("shard returned %d columns where more were expected",
+							PQnfields(res))));
+		for (c = 0; c < ncols; c++)
+			texts[c] = PQgetisnull(res, r, col + c) ? NULL : PQgetvalue(res, r, col + c);
+		if (state->kinds[i] == PARTIAL_NONE)
+		{
+			state->nulls[i] = (texts[0] == NULL);
+			state->values[i] = InputFunctionCall(&state->attinmeta->attinfuncs[i], texts[0],
+												 state->attinmeta->attioparams[i],
+												 state->attinmeta->atttypmods[i]);
+		}
+		else
+			state->values[i] = PartialAggState(state->aggrefs[i], (PartialKind) state->kinds[i],
+											   texts, TupleDescAttr(state->tupdesc, i)->atttypid,
+											   &state->nulls[i]);
+		col += ncols;
+	}
+}
+
+/*
  * decode_row stores row r of res as the tuple of slot, formed in cxt (the
  * slot frees it with the next row when owned).
  */
@@ -523,8 +583,11 @@ decode_row(TrScanState *state, PGresult *res, int r, TupleTableSlot *slot,
 		state->nulls[i] = true;
 	}
 	ItemPointerSetInvalid(&ctid);
-	RemoteRowDecode(res, r, state->retrieved_attrs, state->attinmeta,
-					state->values, state->nulls, &ctid);
+	if (state->kinds != NULL)
+		decode_partial_row(state, res, r);
+	else
+		RemoteRowDecode(res, r, state->retrieved_attrs, state->attinmeta,
+						state->values, state->nulls, &ctid);
 	MemoryContextSwitchTo(cxt);
 	tuple = heap_form_tuple(state->tupdesc, state->values, state->nulls);
 	tuple->t_self = ctid;

@@ -67,6 +67,10 @@ extern void ShardConnClaimSet(ShardConn *sc, ShardConnClaim *claim);
 extern void ShardConnClaimDone(ShardConn *sc, ShardConnClaim *claim);
 extern void ShardConnRelease(ShardConn *sc);
 
+extern void ShardCopyStart(ShardConn *sc, const char *sql);
+extern void ShardCopyPut(ShardConn *sc, const char *data, int len);
+extern uint64 ShardCopyEnd(ShardConn *sc, const char *sql);
+
 extern ShardStream *ShardStreamOpen(ShardConn *sc, const char *sql, int nparams,
 									const Oid *types, const char *const *values,
 									bool prepare);
