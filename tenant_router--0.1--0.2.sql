@@ -25,3 +25,35 @@ CREATE FUNCTION tenant_router.recover_prepared_transactions()
     SET search_path = pg_catalog, pg_temp;
 REVOKE EXECUTE ON FUNCTION tenant_router.recover_prepared_transactions() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenant_router.recover_prepared_transactions() TO tenant_router_admin;
+
+/* ---- Multi-shard statements: count(DISTINCT tenant column) in parts ---- */
+
+/*
+ * count_distinct_tenant(tenant): count(DISTINCT tenant), which the router
+ * substitutes for count(DISTINCT <tenant column>) in statements over several
+ * shards so that each shard counts its own tenants (no tenant is on two).
+ */
+CREATE FUNCTION tenant_router.tenant_count_accum(internal, bigint)
+    RETURNS internal AS 'MODULE_PATHNAME', 'tenant_router_tenant_count_accum'
+    LANGUAGE C PARALLEL SAFE;
+CREATE FUNCTION tenant_router.tenant_count_combine(internal, internal)
+    RETURNS internal AS 'MODULE_PATHNAME', 'tenant_router_tenant_count_combine'
+    LANGUAGE C PARALLEL SAFE;
+CREATE FUNCTION tenant_router.tenant_count_serialize(internal)
+    RETURNS bytea AS 'MODULE_PATHNAME', 'tenant_router_tenant_count_serialize'
+    LANGUAGE C STRICT PARALLEL SAFE;
+CREATE FUNCTION tenant_router.tenant_count_deserialize(bytea, internal)
+    RETURNS internal AS 'MODULE_PATHNAME', 'tenant_router_tenant_count_deserialize'
+    LANGUAGE C STRICT PARALLEL SAFE;
+CREATE FUNCTION tenant_router.tenant_count_final(internal)
+    RETURNS bigint AS 'MODULE_PATHNAME', 'tenant_router_tenant_count_final'
+    LANGUAGE C PARALLEL SAFE;
+CREATE AGGREGATE tenant_router.count_distinct_tenant(bigint) (
+    SFUNC = tenant_router.tenant_count_accum,
+    STYPE = internal,
+    COMBINEFUNC = tenant_router.tenant_count_combine,
+    SERIALFUNC = tenant_router.tenant_count_serialize,
+    DESERIALFUNC = tenant_router.tenant_count_deserialize,
+    FINALFUNC = tenant_router.tenant_count_final,
+    PARALLEL = SAFE
+);

@@ -133,6 +133,8 @@ SELECT n, ms_check(q, ordered) FROM ms_queries ORDER BY n;
 EXPLAIN (COSTS OFF) SELECT status, count(*), sum(amount), avg(amount) FROM ms_orders GROUP BY status;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT tenant_id, count(*) FROM ms_orders GROUP BY tenant_id HAVING count(*) > 3;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM ms_orders ORDER BY amount, id LIMIT 10 OFFSET 25;
+-- count(DISTINCT tenant) is counted by each shard (a tenant is on one shard)
+EXPLAIN (VERBOSE, COSTS OFF) SELECT count(DISTINCT tenant_id) FROM ms_orders WHERE amount > 500;
 -- the same through a generic plan of a prepared statement
 PREPARE ms_agg(bigint, bigint) AS SELECT count(*), sum(amount) FROM ms_orders WHERE tenant_id BETWEEN $1 AND $2;
 SET plan_cache_mode = force_generic_plan;

@@ -517,6 +517,20 @@ grouping_exprs(PlannerInfo *root, PathTarget *target, Index varno, bool *ok)
 	return exprs;
 }
 
+/* is_tenant_column tells whether expr is the scanned table's tenant column */
+static bool
+is_tenant_column(Node *expr, TrRelInfo *scan)
+{
+	while (IsA(expr, RelabelType) ||
+		   (IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcformat == COERCE_IMPLICIT_CAST &&
+			list_length(((FuncExpr *) expr)->args) == 1))
+		expr = IsA(expr, RelabelType) ? (Node *) ((RelabelType *) expr)->arg :
+			(Node *) linitial(((FuncExpr *) expr)->args);
+	return IsA(expr, Var) && ((Var *) expr)->varno == scan->varno &&
+		((Var *) expr)->varlevelsup == 0 &&
+		((Var *) expr)->varattno == scan->table->tenant_attno;
+}
+
 /*
  * groups_by_tenant tells whether one of the grouping expressions is the
  * tenant column: then no group spans shards.
@@ -527,15 +541,8 @@ groups_by_tenant(List *group_exprs, TrRelInfo *scan)
 	ListCell   *lc;
 
 	foreach(lc, group_exprs)
-	{
-		Var		   *var = lfirst(lc);
-
-		while (IsA(var, RelabelType))
-			var = (Var *) ((RelabelType *) var)->arg;
-		if (IsA(var, Var) && var->varno == scan->varno && var->varlevelsup == 0 &&
-			var->varattno == scan->table->tenant_attno)
+		if (is_tenant_column(lfirst(lc), scan))
 			return true;
-	}
 	return false;
 }
 
@@ -547,8 +554,9 @@ groups_by_tenant(List *group_exprs, TrRelInfo *scan)
  */
 static PathTarget *
 partial_target(PlannerInfo *root, PathTarget *grouped, List *group_exprs, Node *having,
-			   Index varno)
+			   TrRelInfo *scan)
 {
+	Index		varno = scan->varno;
 	PathTarget *target = create_empty_pathtarget();
 	List	   *found;
 	ListCell   *lc;
@@ -581,9 +589,21 @@ partial_target(PlannerInfo *root, PathTarget *grouped, List *group_exprs, Node *
 				return NULL;	/* e.g. a column functionally dependent on a key */
 			continue;
 		}
-		if (PartialAggKindOf((Aggref *) node) == PARTIAL_NONE ||
-			!shippable(node, varno, true))
-			return NULL;
+		switch (PartialAggKindOf((Aggref *) node))
+		{
+			case PARTIAL_NONE:
+				return NULL;
+			case PARTIAL_TENANT_COUNT:
+				/* counts of distinct values add up for the tenant column only */
+				if (!is_tenant_column((Node *) ((TargetEntry *) linitial(((Aggref *) node)->args))->expr,
+									  scan))
+					return NULL;
+				break;
+			default:
+				if (!shippable(node, varno, true))
+					return NULL;
+				break;
+		}
 		partial = copyObject((Aggref *) node);
 		mark_partial_aggref(partial, AGGSPLIT_INITIAL_SERIAL);
 		add_new_column_to_pathtarget(target, (Expr *) partial);
@@ -649,7 +669,7 @@ add_grouping_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped
 		!root->hasNonSerialAggs)
 	{
 		PathTarget *target = partial_target(root, grouped_rel->reltarget, group_exprs,
-											extra->havingQual, scan->varno);
+											extra->havingQual, scan);
 		RelOptInfo *partial_rel;
 		Path	   *partial;
 		AggClauseCosts costs;

@@ -41,6 +41,7 @@
 #include "utils/ruleutils.h"
 
 #include "tenant_router/remote_session.h"
+#include "tenant_router/aggregate_rewrite.h"
 #include "tenant_router/fast_path.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/route_cache.h"
@@ -908,6 +909,8 @@ tr_planner(Query *parse, const char *query_string, int cursorOptions,
 		ereport(DEBUG1,
 				(errmsg("tenant_router fast path not taken for %s: %s",
 						GetCommandTagName(CreateCommandTag((Node *) parse)), reason)));
+		/* over several shards: count(DISTINCT tenant) computed in parts */
+		parse = RewriteTenantCounts(parse);
 	}
 	if (prev_planner)
 		return prev_planner(parse, query_string, cursorOptions, boundParams);
