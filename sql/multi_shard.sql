@@ -125,7 +125,9 @@ INSERT INTO ms_queries VALUES
  (45, 'SELECT status, avg(qty::int2), sum(qty::int2), avg(price::float4)::numeric(10,3) FROM {o} GROUP BY status', false),
  (46, 'SELECT * FROM {o} WHERE tenant_id BETWEEN 2500 AND 2501 ORDER BY id', true),
  (47, 'SELECT count(*) FROM (SELECT DISTINCT tenant_id, account_id FROM {o}) d', false),
- (48, 'SELECT status, count(*) FROM {o} GROUP BY ROLLUP (status)', false);
+ (48, 'SELECT status, count(*) FROM {o} GROUP BY ROLLUP (status)', false),
+ (49, 'SELECT DISTINCT lower(status), qty % 3 FROM {o} WHERE amount > 100', false),
+ (50, 'SELECT DISTINCT note FROM {o} ORDER BY 1 NULLS FIRST LIMIT 3', true);
 
 SELECT n, ms_check(q, ordered) FROM ms_queries ORDER BY n;
 
@@ -133,6 +135,8 @@ SELECT n, ms_check(q, ordered) FROM ms_queries ORDER BY n;
 EXPLAIN (COSTS OFF) SELECT status, count(*), sum(amount), avg(amount) FROM ms_orders GROUP BY status;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT tenant_id, count(*) FROM ms_orders GROUP BY tenant_id HAVING count(*) > 3;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM ms_orders ORDER BY amount, id LIMIT 10 OFFSET 25;
+-- DISTINCT: each shard returns its distinct rows
+EXPLAIN (COSTS OFF) SELECT DISTINCT status, qty FROM ms_orders;
 -- count(DISTINCT tenant) is counted by each shard (a tenant is on one shard)
 EXPLAIN (VERBOSE, COSTS OFF) SELECT count(DISTINCT tenant_id) FROM ms_orders WHERE amount > 500;
 -- the same through a generic plan of a prepared statement

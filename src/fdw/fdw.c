@@ -433,7 +433,10 @@ plan_grouped(PlannerInfo *root, RelOptInfo *upperrel, TrRelInfo *info,
 		Index		ref = target->sortgrouprefs ? target->sortgrouprefs[i] : 0;
 
 		i++;
-		if (ref != 0 && get_sortgroupref_clause_noerr(ref, root->parse->groupClause) != NULL)
+		if (ref != 0 &&
+			(get_sortgroupref_clause_noerr(ref, root->parse->groupClause) != NULL ||
+			 (root->parse->groupClause == NIL &&
+			  get_sortgroupref_clause_noerr(ref, root->parse->distinctClause) != NULL)))
 			positions = lappend_int(positions, i);
 		if (info->kind == TR_PARTIAL && IsA(expr, Aggref))
 		{
@@ -740,12 +743,73 @@ TrScanRemoteConds(RelOptInfo *baserel)
 	return conds;
 }
 
+/*
+ * add_distinct_paths offers SELECT DISTINCT computed on the shards (each
+ * returns its distinct rows), the coordinator removing the rows several
+ * shards returned.
+ */
+static void
+add_distinct_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *distinct_rel)
+{
+	Query	   *parse = root->parse;
+	TrRelInfo  *scan = input_rel->fdw_private;
+	TrRelInfo  *info;
+	PathTarget *target = root->upper_targets[UPPERREL_DISTINCT];
+	RelOptInfo *partial_rel;
+	Path	   *partial;
+	AggClauseCosts costs;
+	double		groups;
+	List	   *exprs = NIL;
+	ListCell   *lc;
+	int			i = 0;
+
+	if (input_rel->reloptkind != RELOPT_BASEREL || scan == NULL || scan->kind != TR_SCAN ||
+		scan->local_conds != NIL || parse->hasDistinctOn || parse->hasAggs ||
+		parse->groupClause != NIL || parse->hasWindowFuncs || parse->hasTargetSRFs ||
+		distinct_rel->fdw_private != NULL || !grouping_is_hashable(parse->distinctClause))
+		return;
+	foreach(lc, target->exprs)
+	{
+		Index		ref = target->sortgrouprefs ? target->sortgrouprefs[i] : 0;
+
+		i++;
+		if (ref == 0 || get_sortgroupref_clause_noerr(ref, parse->distinctClause) == NULL ||
+			!shippable(lfirst(lc), scan->varno, false))
+			return;
+		exprs = lappend(exprs, lfirst(lc));
+	}
+	groups = estimate_num_groups(root, exprs, input_rel->rows, NULL, NULL);
+
+	/* the shards' distinct rows: a grouping without aggregates */
+	info = palloc0(sizeof(TrRelInfo));
+	info->scanrel = input_rel;
+	info->kind = TR_PARTIAL;
+	distinct_rel->fdw_private = info;
+	partial_rel = fetch_upper_rel(root, UPPERREL_PARTIAL_DISTINCT, input_rel->relids);
+	partial_rel->reltarget = target;
+	partial_rel->serverid = input_rel->serverid;
+	partial_rel->userid = input_rel->userid;
+	partial_rel->useridiscurrent = input_rel->useridiscurrent;
+	partial_rel->fdwroutine = input_rel->fdwroutine;
+	partial_rel->fdw_private = info;
+	partial = (Path *) create_foreign_upper_path(root, partial_rel, target,
+												 groups * SHARDS_PER_GROUP, ROUND_TRIP_COST,
+												 ROUND_TRIP_COST + groups * SHARDS_PER_GROUP * cpu_tuple_cost,
+												 NIL, NULL, NIL);
+	MemSet(&costs, 0, sizeof(AggClauseCosts));
+	add_path(distinct_rel, (Path *)
+			 create_agg_path(root, distinct_rel, partial, target, AGG_HASHED,
+							 AGGSPLIT_SIMPLE, parse->distinctClause, NIL, &costs, groups));
+}
+
 static void
 trGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage,
 					   RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
 {
 	if (stage == UPPERREL_GROUP_AGG)
 		add_grouping_paths(root, input_rel, output_rel, (GroupPathExtraData *) extra);
+	else if (stage == UPPERREL_DISTINCT)
+		add_distinct_paths(root, input_rel, output_rel);
 }
 
 Datum

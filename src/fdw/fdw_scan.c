@@ -244,7 +244,7 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	}
 
 	/* EXPLAIN names the shards when the tenant conditions are constants */
-	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && state->ntenant > 0 &&
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
 		!contain_param_walker((Node *) list_copy_tail(exprs, state->nparams), NULL))
 		start_scan(node, state, true);
 }
@@ -716,6 +716,38 @@ TrEndForeignScan(ForeignScanState *node)
 	close_all(state);
 }
 
+/* shards named in EXPLAIN at most */
+#define EXPLAIN_SHARDS 20
+
+/*
+ * TrExplainShards shows the shards a statement goes to: their names, and
+ * with VERBOSE the range each reads (the remote SQL's last two parameters).
+ */
+void
+TrExplainShards(List *shards, ExplainState *es)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	foreach(lc, shards)
+	{
+		ShardRow   *shard = lfirst(lc);
+
+		if (++n > EXPLAIN_SHARDS)
+		{
+			appendStringInfo(&buf, ", and %d more", list_length(shards) - EXPLAIN_SHARDS);
+			break;
+		}
+		appendStringInfo(&buf, "%s%s", n > 1 ? ", " : "", shard->shard_id);
+		if (es->verbose)
+			appendStringInfo(&buf, " (" INT64_FORMAT ".." INT64_FORMAT ")",
+							 shard->range_start, shard->range_end);
+	}
+	ExplainPropertyText("Shards", n > 0 ? buf.data : "none", es);
+}
+
 void
 TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 {
@@ -723,20 +755,9 @@ TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	TrScanState *state = node->fdw_state;
 
 	if (state != NULL && state->started)
-	{
-		StringInfoData buf;
-		ListCell   *lc;
-
-		initStringInfo(&buf);
-		foreach(lc, state->chosen)
-			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
-							 ((ShardRow *) lfirst(lc))->shard_id);
-		ExplainPropertyText("Shards", buf.len ? buf.data : "none", es);
-	}
+		TrExplainShards(state->chosen, es);
 	else
-		ExplainPropertyText("Shards",
-							list_length(list_nth(fsplan->fdw_private, FdwScanTenantStrategies)) > 0 ?
-							"chosen at execution by tenant" : "all", es);
+		ExplainPropertyText("Shards", "chosen at execution by tenant", es);
 	if (es->verbose)
 		ExplainPropertyText("Remote SQL", strVal(list_nth(fsplan->fdw_private, FdwScanSql)), es);
 }
