@@ -33,7 +33,13 @@ ALTER TABLE ddl_accounts ADD COLUMN note text;
 -- a default fills the rows the shards hold, computed once on the coordinator
 ALTER TABLE ddl_accounts ADD COLUMN score int NOT NULL DEFAULT 7 CHECK (score >= 0);
 ALTER TABLE ddl_accounts RENAME COLUMN note TO remark;
+-- a statement this session prepared on the shard before the type changed
+-- (the stable value makes it a parameter, so the shard prepares it): its
+-- first execution after fails there, the next prepares it again
+SELECT score FROM ddl_accounts WHERE tenant_id = 5 AND current_user IS NOT NULL;
 ALTER TABLE ddl_accounts ALTER COLUMN score TYPE bigint;
+SELECT score FROM ddl_accounts WHERE tenant_id = 5 AND current_user IS NOT NULL;
+SELECT score FROM ddl_accounts WHERE tenant_id = 5 AND current_user IS NOT NULL;
 ALTER TABLE ddl_accounts ALTER COLUMN name TYPE varchar(40) USING upper(name);
 -- defaults are the coordinator's: not sent to the shards
 ALTER TABLE ddl_accounts ALTER COLUMN remark SET DEFAULT 'none';

@@ -51,6 +51,7 @@
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
+#include "tenant_router/shippable.h"
 
 #define FETCH_SIZE 1000
 
@@ -117,16 +118,6 @@ typedef struct TrScanState
 static unsigned int cursor_number = 0;
 
 static void start_scan(ForeignScanState *node, TrScanState *state, bool explain_only);
-
-static bool
-contain_param_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Param))
-		return true;
-	return expression_tree_walker(node, contain_param_walker, context);
-}
 
 /* heap_compare orders the shards of a merge by their next rows (binaryheap: max first) */
 static int
@@ -245,7 +236,7 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 
 	/* EXPLAIN names the shards when the tenant conditions are constants */
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
-		!contain_param_walker((Node *) list_copy_tail(exprs, state->nparams), NULL))
+		!ContainsParam((Node *) list_copy_tail(exprs, state->nparams)))
 		start_scan(node, state, true);
 }
 
