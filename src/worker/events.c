@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  Applies one topology event received from Redis, and records it.
+ *	  Applies the topology events received from Redis, and records them.
  *
  * An event is a JSON object in seed 000's format:
  *	 {"op": "ADD_SHARD", "payload": {"shard_id": ..., "range_start": ...,
@@ -12,17 +12,28 @@
  * ignore, and one from another coordinator with a version not above the last
  * applied from it stale.  It is parsed by PostgreSQL's jsonb input and
  * applied by the same code as the SQL functions, in a subtransaction: a
- * rejected event changes nothing.  Every event is recorded in
- * tenant_router.event_log, with its DSN redacted; the log keeps the last
- * tenant_router.event_log_size events.  A stream entry's id is stored in
- * the same transaction as its effect, so a restart neither skips nor
- * repeats it.  An event whose transaction fails after the subtransaction
- * (a shard's COMMIT, a constraint checked at commit) is rolled back and
- * recorded as rejected in a transaction of its own, its stream entry
- * passed: the worker goes on instead of replaying it forever.
+ * rejected event changes nothing.
  *
- * What the parse finds, and the reasons, live in a memory context of the
- * event's own, not in SPI's, which SPI_finish frees: they are logged after.
+ * Events are applied in order, several in one transaction (group commit:
+ * one WAL flush for up to EVENT_BATCH events or EVENT_BATCH_MS), each in a
+ * subtransaction of its own with a fresh snapshot, so that each sees the
+ * ones before it and a rejected one does not touch the others.  An applied
+ * event that may have changed a shard's tables (ADD_SHARD or
+ * UPDATE_SHARD_RANGE while there are logical tables) ends its batch, so
+ * that a transaction of the worker never commits on more than one shard.
+ * The batch's stream position and counters are stored in the same
+ * transaction as its effects, so a restart neither skips nor repeats an
+ * entry.  When a batch's transaction fails (a shard's COMMIT, a constraint
+ * checked at commit), it is rolled back and its events are applied again,
+ * one per transaction; an event whose own transaction fails is recorded as
+ * rejected in a transaction of its own, its stream entry passed: the worker
+ * goes on instead of replaying it forever.
+ *
+ * Every event is recorded in tenant_router.event_log with the time the
+ * worker read it, its DSN redacted; the log keeps the last
+ * tenant_router.event_log_size events, trimmed once per batch.  The
+ * statements run for every event are prepared once per worker.  Outcomes
+ * go to the server log once their transaction has committed.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,23 +42,30 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
+#include "tenant_router/catalog.h"
 #include "tenant_router/dsn.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/redis.h"
 #include "tenant_router/topology.h"
+#include "tenant_router/worker.h"
 
 /* events larger than this are rejected unread */
 #define MAX_EVENT_BYTES 65536
 /* what of an event the log keeps */
 #define LOGGED_EVENT_BYTES 2000
+/* a batch's transaction takes at most this many events, or this long */
+#define EVENT_BATCH 100
+#define EVENT_BATCH_MS 50
 
 /* what the parse of an event found, for the log */
 typedef struct EventInfo
@@ -58,8 +76,37 @@ typedef struct EventInfo
 	int64		version;
 	bool		has_version;
 	char	   *redacted;		/* the event as logged */
-	MemoryContext cxt;			/* where all of the above live */
 } EventInfo;
+
+/* what became of an event, for the server log */
+typedef struct EventOutcome
+{
+	char	   *op;
+	char	   *shard_id;
+	const char *status;
+	char	   *reason;
+} EventOutcome;
+
+/* what a batch adds to tenant_router.worker_state */
+typedef struct BatchTotals
+{
+	int64		applied;
+	int64		rejected;
+	int64		ignored;
+	const char *stream_id;		/* the last stream entry, or NULL */
+	TimestampTz last_event_at;
+	int64		last_log_id;	/* the last event_log row */
+} BatchTotals;
+
+/* the statements run for every event or batch, prepared once */
+static SPIPlanPtr insert_log_plan = NULL;
+static SPIPlanPtr trim_log_plan = NULL;
+static SPIPlanPtr worker_state_plan = NULL;
+static SPIPlanPtr origin_get_plan = NULL;
+static SPIPlanPtr origin_set_plan = NULL;
+
+/* event_log rows up to this id are trimmed already */
+static int64 log_trimmed_upto = 0;
 
 static void
 reject(const char *fmt, const char *arg)
@@ -67,6 +114,26 @@ reject(const char *fmt, const char *arg)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg_internal(fmt, arg)));
+}
+
+/*
+ * prepared returns the statement's saved plan, preparing it the first time;
+ * the plan cache replans it after a change of the tables it uses.
+ */
+static SPIPlanPtr
+prepared(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "tenant_router: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
 }
 
 /* field returns a payload's field, or NULL if absent or JSON null */
@@ -117,59 +184,91 @@ integer_field(JsonbContainer *object, const char *key)
 }
 
 /*
- * redact returns the event text with its payload's DSN redacted, in the
- * current memory context (not SPI's)
+ * redact_into pushes a copy of container onto *state with the DSN (a field
+ * "dsn" that is a string) redacted; it returns what the last push returned
+ * (the whole value once the outermost container is closed).
  */
-static char *
-redact(Jsonb *event, JsonbContainer *payload)
+static JsonbValue *
+redact_into(JsonbContainer *container, JsonbParseState **state)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	JsonbValue *dsn = payload ? field(payload, "dsn") : NULL;
-	char	   *event_text = JsonbToCString(NULL, &event->root, VARSIZE(event));
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
+	JsonbIterator *it = JsonbIteratorInit(container);
+	JsonbIteratorToken token;
+	JsonbValue	v;
+	JsonbValue *result = NULL;
+	bool		is_dsn = false;
 
-	if (dsn == NULL || dsn->type != jbvString)
-		return event_text;
-	values[0] = CStringGetTextDatum(event_text);
-	values[1] = CStringGetTextDatum(DsnRedact(pnstrdup(dsn->val.string.val, dsn->val.string.len)));
-	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_set($1::pg_catalog.jsonb, '{payload,dsn}', "
-							  "pg_catalog.to_jsonb($2::text))::text",
-							  2, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "tenant_router: could not redact an event");
-	MemoryContextSwitchTo(cxt);
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		switch (token)
+		{
+			case WJB_KEY:
+				is_dsn = v.val.string.len == 3 && memcmp(v.val.string.val, "dsn", 3) == 0;
+				pushJsonbValue(state, token, &v);
+				break;
+			case WJB_VALUE:
+			case WJB_ELEM:
+				if (v.type == jbvBinary)
+					redact_into(v.val.binary.data, state);
+				else
+				{
+					if (token == WJB_VALUE && is_dsn && v.type == jbvString)
+					{
+						char	   *dsn = DsnRedact(pnstrdup(v.val.string.val, v.val.string.len));
+
+						v.val.string.val = dsn;
+						v.val.string.len = strlen(dsn);
+					}
+					pushJsonbValue(state, token, &v);
+				}
+				break;
+			default:
+				result = pushJsonbValue(state, token, token == WJB_BEGIN_ARRAY ? &v : NULL);
+				break;
+		}
+	}
+	return result;
+}
+
+/* redact returns the event's text with its DSN redacted */
+static char *
+redact(Jsonb *event)
+{
+	JsonbParseState *state = NULL;
+	Jsonb	   *redacted = JsonbValueToJsonb(redact_into(&event->root, &state));
+
+	return JsonbToCString(NULL, &redacted->root, VARSIZE(redacted));
 }
 
 /*
  * parse_and_apply parses an event and applies it; it raises an error for an
- * event to reject and returns a reason for one to ignore, or NULL.  It runs
- * in info->cxt, and returns to it after each SPI call (which leaves SPI's
- * memory current).
+ * event to reject and returns a reason for one to ignore, or NULL.  What it
+ * finds goes into info, in the current memory context (it returns to it
+ * after each SPI call, which leaves SPI's memory current).
  */
 static const char *
-parse_and_apply(const char *text, EventInfo *info)
+parse_and_apply(RedisEvent *e, EventInfo *info)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *event;
 	JsonbValue *v;
 	JsonbContainer *payload = NULL;
 	char	   *me;
 
-	if (text == NULL)
+	if (e->event == NULL)
 		reject("%s", "the stream entry has no \"event\" field");
-	if (strlen(text) > MAX_EVENT_BYTES)
+	if (e->len > MAX_EVENT_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event of %zu bytes exceeds the limit of %d bytes", strlen(text),
+				 errmsg("event of %d bytes exceeds the limit of %d bytes", e->len,
 						MAX_EVENT_BYTES)));
-	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(e->event)));
 	if (!JB_ROOT_IS_OBJECT(event) || JB_ROOT_IS_SCALAR(event))
 		reject("%s", "the event is not a JSON object");
 
 	v = field(&event->root, "payload");
 	if (v != NULL && v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
 		payload = v->val.binary.data;
-	info->redacted = redact(event, payload);
+	info->redacted = redact(event);
 
 	v = field(&event->root, "origin");
 	if (v != NULL)
@@ -201,10 +300,12 @@ parse_and_apply(const char *text, EventInfo *info)
 		Datum		values[1] = {CStringGetTextDatum(info->origin)};
 		bool		isnull;
 
-		if (SPI_execute_with_args("SELECT version FROM tenant_router.origin_progress "
-								  "WHERE origin = $1", 1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(prepared(&origin_get_plan,
+									  "SELECT version FROM tenant_router.origin_progress WHERE origin = $1",
+									  1, types),
+							 values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "tenant_router: could not read origin_progress");
-		MemoryContextSwitchTo(info->cxt);
+		MemoryContextSwitchTo(cxt);
 		if (SPI_processed > 0)
 		{
 			int64		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -229,40 +330,82 @@ parse_and_apply(const char *text, EventInfo *info)
 							integer_field(payload, "range_end"), TOPOLOGY_FROM_EVENT);
 	else
 		reject("unknown op \"%s\"", info->op);
+	MemoryContextSwitchTo(cxt);
 
 	if (info->origin != NULL && info->has_version)
 	{
 		Oid			types[2] = {TEXTOID, INT8OID};
 		Datum		values[2] = {CStringGetTextDatum(info->origin), Int64GetDatum(info->version)};
 
-		if (SPI_execute_with_args("INSERT INTO tenant_router.origin_progress (origin, version) "
-								  "VALUES ($1, $2) ON CONFLICT (origin) DO UPDATE "
-								  "SET version = excluded.version", 2, types, values, NULL,
-								  false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(prepared(&origin_set_plan,
+									  "INSERT INTO tenant_router.origin_progress (origin, version) "
+									  "VALUES ($1, $2) ON CONFLICT (origin) DO UPDATE "
+									  "SET version = excluded.version", 2, types),
+							 values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "tenant_router: could not record origin_progress");
-		MemoryContextSwitchTo(info->cxt);
+		MemoryContextSwitchTo(cxt);
 	}
 	return NULL;
 }
 
-static void
-record(EventSource source, const char *stream_id, EventInfo *info, const char *status,
-	   const char *reason, const char *text)
+/*
+ * apply_in_subtransaction applies one event in a subtransaction and returns
+ * its status, with *reason for one rejected or ignored.  It runs in and
+ * returns to cxt.
+ */
+static const char *
+apply_in_subtransaction(RedisEvent *e, EventInfo *info, char **reason, MemoryContext cxt)
 {
+	ResourceOwner owner = CurrentResourceOwner;
+	const char *status;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		*reason = (char *) parse_and_apply(e, info);
+		ReleaseCurrentSubTransaction();
+		status = *reason ? "ignored" : "applied";
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		/* the primary message only: a parse error's detail quotes the input */
+		*reason = edata->message;
+		status = "rejected";
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return status;
+}
+
+/* record_event inserts an event's row into the event log and returns its id */
+static int64
+record_event(RedisEvent *e, EventInfo *info, const char *status, const char *reason)
+{
+	MemoryContext cxt = CurrentMemoryContext;
 	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
-	TEXTOID, INT4OID};
+	TEXTOID, TIMESTAMPTZOID};
 	Datum		values[9];
 	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	const char *logged = info->redacted;
-	char	   *sql;
+	bool		isnull;
+	int64		id;
 
 	/* an event that could not be parsed is logged only by its size */
 	if (logged == NULL)
-		logged = psprintf("(%zu bytes, not logged)", text ? strlen(text) : 0);
+		logged = psprintf("(%d bytes, not logged)", e->event ? e->len : 0);
 	else if (strlen(logged) > LOGGED_EVENT_BYTES)
-		logged = psprintf("%.*s...", LOGGED_EVENT_BYTES, logged);
+		logged = psprintf("%.*s...", pg_mbcliplen(logged, strlen(logged), LOGGED_EVENT_BYTES),
+						  logged);
 
-	values[0] = CStringGetTextDatum(source == EVENT_FROM_STREAM ? "stream" : "channel");
+	values[0] = CStringGetTextDatum(e->id != NULL ? "stream" : "channel");
 	values[1] = info->op ? CStringGetTextDatum(info->op) : (nulls[1] = 'n', (Datum) 0);
 	values[2] = info->shard_id ? CStringGetTextDatum(info->shard_id) : (nulls[2] = 'n', (Datum) 0);
 	values[3] = info->origin ? CStringGetTextDatum(info->origin) : (nulls[3] = 'n', (Datum) 0);
@@ -270,148 +413,250 @@ record(EventSource source, const char *stream_id, EventInfo *info, const char *s
 	values[5] = CStringGetTextDatum(status);
 	values[6] = reason ? CStringGetTextDatum(reason) : (nulls[6] = 'n', (Datum) 0);
 	values[7] = CStringGetTextDatum(logged);
-	values[8] = Int32GetDatum(TenantRouterEventLogSize);
+	values[8] = TimestampTzGetDatum(e->received_at);
 
-	if (SPI_execute_with_args("INSERT INTO tenant_router.event_log "
-							  "(source, op, shard_id, origin, version, status, reason, event) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-							  8, types, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(prepared(&insert_log_plan,
+								  "INSERT INTO tenant_router.event_log "
+								  "(source, op, shard_id, origin, version, status, reason, event, received_at) "
+								  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+								  9, types),
+						 values, nulls, false, 1) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "tenant_router: could not log a topology event");
-	if (SPI_execute_with_args("DELETE FROM tenant_router.event_log "
-							  "WHERE id <= (SELECT max(id) FROM tenant_router.event_log) - $1",
-							  1, types + 8, values + 8, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "tenant_router: could not trim the event log");
-
-	sql = psprintf("UPDATE tenant_router.worker_state SET %s = %s + 1, last_event_at = now()%s",
-				   status, status, stream_id ? ", stream_id = $1, stream_key = $2" : "");
-	if (stream_id)
-	{
-		Oid			st[2] = {TEXTOID, TEXTOID};
-		Datum		sv[2] = {CStringGetTextDatum(stream_id), CStringGetTextDatum(RedisStreamKey())};
-
-		if (SPI_execute_with_args(sql, 2, st, sv, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "tenant_router: could not update worker_state");
-	}
-	else if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "tenant_router: could not update worker_state");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	MemoryContextSwitchTo(cxt);
+	return id;
 }
 
 /*
- * apply_and_record applies and records one event in its own transaction and
- * returns its status.  The event's own errors are caught in a
- * subtransaction; an error it raises comes from the transaction itself
- * (its commit, with *committing set, or the record).
+ * finish_batch adds the batch's counts and stream position to worker_state
+ * and trims the event log past tenant_router.event_log_size.
  */
-static const char *
-apply_and_record(const char *text, EventSource source, const char *stream_id,
-				 EventInfo *info, const char **reason, volatile bool *committing)
-{
-	ResourceOwner owner;
-	const char *status;
-
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	owner = CurrentResourceOwner;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(info->cxt);
-	PG_TRY();
-	{
-		*reason = parse_and_apply(text, info);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(info->cxt);
-		CurrentResourceOwner = owner;
-		status = *reason ? "ignored" : "applied";
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(info->cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(info->cxt);
-		CurrentResourceOwner = owner;
-		/* the primary message only: a parse error's detail quotes the input */
-		*reason = edata->message;
-		status = "rejected";
-	}
-	PG_END_TRY();
-
-	record(source, stream_id, info, status, *reason, text);
-	SPI_finish();
-	PopActiveSnapshot();
-	*committing = true;
-	CommitTransactionCommand();
-	*committing = false;
-	MemoryContextSwitchTo(info->cxt);
-	return status;
-}
-
-/* record_rejected records a rejected event in a transaction of its own */
 static void
-record_rejected(const char *text, EventSource source, const char *stream_id,
-				EventInfo *info, const char *reason)
+finish_batch(BatchTotals *totals)
 {
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	record(source, stream_id, info, "rejected", reason, text);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(info->cxt);
+	Oid			types[6] = {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64		trim_to = totals->last_log_id - TenantRouterEventLogSize;
+
+	values[0] = Int64GetDatum(totals->applied);
+	values[1] = Int64GetDatum(totals->rejected);
+	values[2] = Int64GetDatum(totals->ignored);
+	values[3] = TimestampTzGetDatum(totals->last_event_at);
+	if (totals->stream_id != NULL)
+	{
+		values[4] = CStringGetTextDatum(totals->stream_id);
+		values[5] = CStringGetTextDatum(RedisStreamKey());
+	}
+	else
+		nulls[4] = nulls[5] = 'n';
+	if (SPI_execute_plan(prepared(&worker_state_plan,
+								  "UPDATE tenant_router.worker_state SET applied = applied + $1, "
+								  "rejected = rejected + $2, ignored = ignored + $3, last_event_at = $4, "
+								  "stream_id = coalesce($5, stream_id), stream_key = coalesce($6, stream_key)",
+								  6, types),
+						 values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "tenant_router: could not update worker_state");
+
+	/* from the last bound trimmed: the index scan skips what is gone */
+	if (trim_to > log_trimmed_upto)
+	{
+		Oid			trim_types[2] = {INT8OID, INT8OID};
+		Datum		trim_values[2] = {Int64GetDatum(log_trimmed_upto), Int64GetDatum(trim_to)};
+
+		if (SPI_execute_plan(prepared(&trim_log_plan,
+									  "DELETE FROM tenant_router.event_log WHERE id > $1 AND id <= $2",
+									  2, trim_types),
+							 trim_values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "tenant_router: could not trim the event log");
+	}
 }
 
 /*
- * ApplyTopologyEvent applies and records one event in its own transaction;
- * it never raises an error for a bad event, nor for one whose transaction
- * fails to commit (that one is rolled back and recorded as rejected, its
- * stream entry passed).  It returns the status.
+ * ends_batch tells whether an event must be the last of its transaction:
+ * an applied one that may have changed a shard's tables, whose shard
+ * commits with the local transaction.
  */
-EventStatus
-ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
+static bool
+ends_batch(EventInfo *info, const char *status)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	EventInfo  *info;
-	const char *reason = NULL;
-	const char *status;
-	volatile bool committing = false;
-	EventStatus result;
+	if (strcmp(status, "applied") != 0 || strcmp(info->op, "REMOVE_SHARD") == 0)
+		return false;
+	if (strcmp(info->op, "ADD_SHARD") == 0 || strcmp(info->op, "UPDATE_SHARD_RANGE") == 0)
+		return CatalogLogicalTables() != NIL;
+	return true;
+}
 
-	info = MemoryContextAllocZero(caller, sizeof(EventInfo));
-	info->cxt = AllocSetContextCreate(caller, "tenant_router event", ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(info->cxt);
+/*
+ * record_rejected records an event whose own transaction failed as
+ * rejected, in a transaction of its own.
+ */
+static void
+record_rejected(RedisEvent *e, EventInfo *info, const char *reason)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	BatchTotals totals = {0};
+
+	WorkerStartTransaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	MemoryContextSwitchTo(cxt);
+	totals.rejected = 1;
+	totals.stream_id = e->id;
+	totals.last_event_at = e->received_at;
+	totals.last_log_id = record_event(e, info, "rejected", reason);
+	finish_batch(&totals);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	log_trimmed_upto = Max(log_trimmed_upto, totals.last_log_id - TenantRouterEventLogSize);
+}
+
+static void
+log_outcome(EventOutcome *o)
+{
+	ereport(strcmp(o->status, "rejected") == 0 ? LOG : DEBUG1,
+			(errmsg("tenant_router: %s topology event %s%s%s%s%s",
+					o->status, o->op ? o->op : "(no op)",
+					o->shard_id ? " for shard " : "", o->shard_id ? o->shard_id : "",
+					o->reason ? ": " : "", o->reason ? o->reason : "")));
+}
+
+/*
+ * apply_batch applies and records events[first..], at most max of them, in
+ * one transaction, and returns how many it handled.  If the transaction
+ * fails, the events it held are applied again one per transaction; a single
+ * event whose transaction fails is recorded as rejected.
+ */
+static int
+apply_batch(RedisEvent **events, int nevents, int first, int max)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext event_cxt = AllocSetContextCreate(cxt, "tenant_router event",
+													ALLOCSET_DEFAULT_SIZES);
+	EventOutcome *outcomes = palloc0(sizeof(EventOutcome) * max);
+	EventInfo  *info = palloc0(sizeof(EventInfo));
+	BatchTotals totals = {0};
+	TimestampTz started = GetCurrentTimestamp();
+	volatile int handled = 0;
+	volatile bool committing = false;
+	ErrorData  *failure = NULL;
+	int			i;
+
 	PG_TRY();
 	{
-		status = apply_and_record(text, source, stream_id, info, &reason, &committing);
+		WorkerStartTransaction();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		while (handled < max && first + handled < nevents)
+		{
+			RedisEvent *e = events[first + handled];
+			EventOutcome *o = &outcomes[handled];
+			char	   *reason = NULL;
+			const char *status;
+
+			MemoryContextReset(event_cxt);
+			memset(info, 0, sizeof(EventInfo));
+			CommandCounterIncrement();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			status = apply_in_subtransaction(e, info, &reason, event_cxt);
+			totals.last_log_id = record_event(e, info, status, reason);
+			PopActiveSnapshot();
+
+			o->status = status;
+			o->op = info->op ? MemoryContextStrdup(cxt, info->op) : NULL;
+			o->shard_id = info->shard_id ? MemoryContextStrdup(cxt, info->shard_id) : NULL;
+			o->reason = reason ? MemoryContextStrdup(cxt, reason) : NULL;
+			totals.applied += strcmp(status, "applied") == 0;
+			totals.rejected += strcmp(status, "rejected") == 0;
+			totals.ignored += strcmp(status, "ignored") == 0;
+			if (e->id != NULL)
+				totals.stream_id = e->id;
+			totals.last_event_at = e->received_at;
+			handled++;
+			if (ends_batch(info, status) ||
+				TimestampDifferenceExceeds(started, GetCurrentTimestamp(), EVENT_BATCH_MS))
+				break;
+		}
+		finish_batch(&totals);
+		SPI_finish();
+		PopActiveSnapshot();
+		committing = true;
+		CommitTransactionCommand();
+		committing = false;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(info->cxt);
-		edata = CopyErrorData();
+		MemoryContextSwitchTo(cxt);
+		failure = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		MemoryContextSwitchTo(info->cxt);
-		reason = committing ? psprintf("commit failed: %s", edata->message) : edata->message;
-		status = "rejected";
-		record_rejected(text, source, stream_id, info, reason);
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 
-	result = strcmp(status, "applied") == 0 ? EVENT_APPLIED :
-		strcmp(status, "ignored") == 0 ? EVENT_IGNORED : EVENT_REJECTED;
-	ereport(result == EVENT_REJECTED ? LOG : DEBUG1,
-			(errmsg("tenant_router: %s topology event %s%s%s%s%s",
-					status, info->op ? info->op : "(no op)",
-					info->shard_id ? " for shard " : "", info->shard_id ? info->shard_id : "",
-					reason ? ": " : "", reason ? reason : "")));
+	if (failure == NULL)
+	{
+		log_trimmed_upto = Max(log_trimmed_upto,
+							   totals.last_log_id - TenantRouterEventLogSize);
+		for (i = 0; i < handled; i++)
+			log_outcome(&outcomes[i]);
+	}
+	else if (max > 1)
+	{
+		/* the events of the batch, the failing one included, one by one */
+		int			attempted = Min(handled + (committing ? 0 : 1), nevents - first);
+
+		ereport(LOG,
+				(errmsg("tenant_router: a transaction of %d topology events failed%s: %s; applying them one by one",
+						attempted, committing ? " to commit" : "", failure->message)));
+		for (i = 0; i < attempted;)
+			i += apply_batch(events, nevents, first + i, 1);
+		handled = attempted;
+	}
+	else
+	{
+		EventOutcome o;
+
+		o.status = "rejected";
+		o.op = info->op;
+		o.shard_id = info->shard_id;
+		o.reason = committing ? psprintf("commit failed: %s", failure->message) : failure->message;
+		record_rejected(events[first], info, o.reason);
+		log_outcome(&o);
+		handled = 1;
+	}
+	MemoryContextDelete(event_cxt);
+	return handled;
+}
+
+/*
+ * ApplyTopologyEvents applies and records events (a list of RedisEvent), in
+ * order, several per transaction.  It never raises an error for a bad
+ * event, nor for one whose transaction fails to commit (that one is rolled
+ * back and recorded as rejected, its stream entry passed).
+ */
+void
+ApplyTopologyEvents(List *events)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext cxt = AllocSetContextCreate(caller, "tenant_router event batch",
+											  ALLOCSET_DEFAULT_SIZES);
+	int			n = list_length(events);
+	RedisEvent **array = palloc(sizeof(RedisEvent *) * (n + 1));
+	int			i = 0;
+	ListCell   *lc;
+
+	foreach(lc, events)
+		array[i++] = lfirst(lc);
+	for (i = 0; i < n;)
+	{
+		MemoryContextSwitchTo(cxt);
+		i += apply_batch(array, n, i, EVENT_BATCH);
+		MemoryContextReset(cxt);
+	}
 	MemoryContextSwitchTo(caller);
-	MemoryContextDelete(info->cxt);
-	pfree(info);
-	return result;
+	MemoryContextDelete(cxt);
+	pfree(array);
 }

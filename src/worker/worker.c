@@ -101,15 +101,27 @@ worker_exit(int code, Datum arg)
 	RedisDisconnect();
 }
 
-static uint64
-event_hash(const char *event)
+/*
+ * WorkerStartTransaction starts a transaction of the worker, with the
+ * current time as its statement's start: now() in it is the time it
+ * started, not the time the worker did.
+ */
+void
+WorkerStartTransaction(void)
 {
-	return hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+}
+
+static uint64
+event_hash(RedisEvent *e)
+{
+	return hash_bytes_extended((const unsigned char *) e->event, e->len, 0);
 }
 
 /* remember_stream_event queues an event applied from the stream */
 static void
-remember_stream_event(const char *event)
+remember_stream_event(RedisEvent *event)
 {
 	if (stream_queue_len == STREAM_QUEUE_SIZE)
 	{
@@ -126,7 +138,7 @@ remember_stream_event(const char *event)
  * ones, whose copies will not come.
  */
 static bool
-forget_stream_event(const char *event)
+forget_stream_event(RedisEvent *event)
 {
 	uint64		h = event_hash(event);
 	int			i;
@@ -228,34 +240,40 @@ catch_up(bool after_connect, char **why)
 
 		if (!RedisStreamRead(key, last, STREAM_BATCH, &entries, why))
 			return false;
+		ApplyTopologyEvents(entries);
 		foreach(lc, entries)
 		{
-			RedisStreamEntry *e = lfirst(lc);
+			RedisEvent *e = lfirst(lc);
 
-			MemoryContextSwitchTo(cxt);
-			ApplyTopologyEvent(e->event, EVENT_FROM_STREAM, e->id);
 			if (e->event != NULL)
-				remember_stream_event(e->event);
+				remember_stream_event(e);
 			last = e->id;
 		}
-		MemoryContextSwitchTo(cxt);
 		if (list_length(entries) < STREAM_BATCH)
 			return true;
+		last = pstrdup(last);
+		RedisFreeEvents(entries);
 	}
 }
 
 /*
- * handle_message applies a channel message, unless the stream, read first,
- * already had it.
+ * apply_messages applies channel messages, after reading the stream: those
+ * the stream already had are skipped.
  */
 static bool
-handle_message(const char *payload, char **why)
+apply_messages(List *messages, char **why)
 {
+	List	   *fresh = NIL;
+	ListCell   *lc;
+
+	if (messages == NIL)
+		return true;
 	if (!catch_up(false, why))
 		return false;
-	if (forget_stream_event(payload))
-		return true;
-	ApplyTopologyEvent(payload, EVENT_FROM_CHANNEL, NULL);
+	foreach(lc, messages)
+		if (!forget_stream_event(lfirst(lc)))
+			fresh = lappend(fresh, lfirst(lc));
+	ApplyTopologyEvents(fresh);
 	return true;
 }
 
@@ -472,15 +490,10 @@ redis_lost(void)
 static bool
 drain_channel(void)
 {
-	List	   *payloads = NIL;
-	ListCell   *lc;
+	List	   *messages = NIL;
 
-	if (!RedisReadMessages(loop.readable, &payloads, &loop.why))
-		return false;
-	foreach(lc, payloads)
-		if (!handle_message(lfirst(lc), &loop.why))
-			return false;
-	return true;
+	return RedisReadMessages(loop.readable, &messages, &loop.why) &&
+		apply_messages(messages, &loop.why);
 }
 
 /*
@@ -522,17 +535,23 @@ wait_for_work(bool ready)
 {
 	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH;
 	long		timeout = IDLE_WAIT_MS;
+	long		stats_ms;
 	int			rc;
 
+	/* the tables the worker writes get vacuumed only if it reports them */
+	stats_ms = pgstat_report_stat(false);
+	if (stats_ms > 0)
+		timeout = Min(timeout, stats_ms);
+
 	if (!ready)
-		timeout = 1000;
+		timeout = Min(timeout, 1000);
 	else if (RedisConnected())
 	{
 		events |= WL_SOCKET_READABLE;
 		timeout = Min(timeout, TimestampDifferenceMilliseconds(loop.now, loop.next_catch_up));
 	}
 	else if (TenantRouterRedisHost[0] != '\0')
-		timeout = TimestampDifferenceMilliseconds(loop.now, loop.next_attempt);
+		timeout = Min(timeout, TimestampDifferenceMilliseconds(loop.now, loop.next_attempt));
 
 	rc = WaitLatchOrSocket(MyLatch, events, RedisSocket(), Max(timeout, 1), PG_WAIT_EXTENSION);
 	if (rc & WL_POSTMASTER_DEATH)
