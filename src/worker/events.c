@@ -41,9 +41,11 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/jsonfuncs.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
@@ -76,7 +78,27 @@ typedef struct EventInfo
 	int64		version;
 	bool		has_version;
 	char	   *redacted;		/* the event as logged */
+	List	   *inexact;		/* fields whose number has a fraction or exponent */
 } EventInfo;
+
+/*
+ * An object or array open while the raw text of an event is checked
+ * (check_syntax): where it is ("" for the event, "payload", ...), and for an
+ * object the fields seen so far and the one whose value comes next.
+ */
+typedef struct SyntaxFrame
+{
+	bool		is_object;
+	char	   *path;
+	List	   *fields;
+	char	   *field;
+} SyntaxFrame;
+
+typedef struct SyntaxCheck
+{
+	List	   *frames;			/* innermost first */
+	EventInfo  *info;
+} SyntaxCheck;
 
 /* what became of an event, for the server log */
 typedef struct EventOutcome
@@ -159,28 +181,131 @@ string_field(JsonbContainer *object, const char *key)
 	return pnstrdup(value->val.string.val, value->val.string.len);
 }
 
+/*
+ * integer_field returns the field key of the object at path ("" for the
+ * event, "payload") as an integer: a JSON number written without fraction
+ * or exponent (50001, not 50001.0, 5.0001e4 or 61e3), within bigint.
+ */
 static int64
-integer_field(JsonbContainer *object, const char *key)
+integer_field(EventInfo *info, JsonbContainer *object, const char *path, const char *key)
 {
 	JsonbValue *value = field(object, key);
 	Numeric		num;
-	Datum		truncated;
+	char	   *where = path[0] ? psprintf("%s.%s", path, key) : pstrdup(key);
+	ListCell   *lc;
 
 	if (value == NULL)
 		reject("field \"%s\" is missing or null", key);
 	if (value->type != jbvNumeric)
 		reject("field \"%s\" must be an integer", key);
+	foreach(lc, info->inexact)
+		if (strcmp(lfirst(lc), where) == 0)
+			reject("field \"%s\" must be an integer", key);
 	num = value->val.numeric;
-	truncated = DirectFunctionCall2(numeric_trunc, NumericGetDatum(num), Int32GetDatum(0));
-	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(num), truncated)) ||
-		numeric_is_nan(num) || numeric_is_inf(num))
-		reject("field \"%s\" must be an integer", key);
 	if (DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(num),
 										 DirectFunctionCall1(int8_numeric, Int64GetDatum(PG_INT64_MAX)))) ||
 		DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(num),
 										 DirectFunctionCall1(int8_numeric, Int64GetDatum(PG_INT64_MIN)))))
 		reject("field \"%s\" is out of range for bigint", key);
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(num)));
+}
+
+/*
+ * The raw text of an event is checked with PostgreSQL's JSON parser
+ * (pg_parse_json) before jsonb_in reads it: jsonb keeps the last of two
+ * fields with the same name, and turns 5.0001e4 into 50001.
+ */
+static void
+syntax_open(SyntaxCheck *check, bool is_object)
+{
+	SyntaxFrame *parent = check->frames ? linitial(check->frames) : NULL;
+	SyntaxFrame *frame = palloc0(sizeof(SyntaxFrame));
+
+	frame->is_object = is_object;
+	if (parent == NULL)
+		frame->path = "";
+	else
+	{
+		const char *name = parent->is_object ? parent->field : "[]";
+
+		frame->path = parent->path[0] ? psprintf("%s.%s", parent->path, name) : pstrdup(name);
+	}
+	check->frames = lcons(frame, check->frames);
+}
+
+static void
+syntax_object_start(void *state)
+{
+	syntax_open(state, true);
+}
+
+static void
+syntax_array_start(void *state)
+{
+	syntax_open(state, false);
+}
+
+static void
+syntax_close(void *state)
+{
+	SyntaxCheck *check = state;
+
+	check->frames = list_delete_first(check->frames);
+}
+
+/* syntax_field refuses a field that its object already has */
+static void
+syntax_field(void *state, char *fname, bool isnull)
+{
+	SyntaxCheck *check = state;
+	SyntaxFrame *frame = linitial(check->frames);
+	ListCell   *lc;
+
+	foreach(lc, frame->fields)
+		if (strcmp(lfirst(lc), fname) == 0)
+			reject("duplicate field \"%s\"",
+				   pnstrdup(fname, pg_mbcliplen(fname, strlen(fname), 64)));
+	frame->fields = lappend(frame->fields, fname);
+	frame->field = fname;
+}
+
+/* syntax_scalar notes where a number has a fraction or an exponent */
+static void
+syntax_scalar(void *state, char *token, JsonTokenType type)
+{
+	SyntaxCheck *check = state;
+	SyntaxFrame *frame = check->frames ? linitial(check->frames) : NULL;
+
+	if (type == JSON_TOKEN_NUMBER && frame != NULL && frame->is_object &&
+		strpbrk(token, ".eE") != NULL)
+		check->info->inexact = lappend(check->info->inexact,
+									   frame->path[0] ? psprintf("%s.%s", frame->path, frame->field) :
+									   pstrdup(frame->field));
+}
+
+/*
+ * check_syntax checks the bytes of an event: valid in the database encoding
+ * (UTF-8), without a NUL byte, JSON, no object with two fields of the same
+ * name; it notes in info the numbers written with a fraction or exponent.
+ */
+static void
+check_syntax(RedisEvent *e, EventInfo *info)
+{
+	SyntaxCheck check = {NIL, info};
+	JsonSemAction sem;
+	JsonLexContext *lex;
+
+	pg_verifymbstr(e->event, e->len, false);
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &check;
+	sem.object_start = syntax_object_start;
+	sem.object_end = syntax_close;
+	sem.array_start = syntax_array_start;
+	sem.array_end = syntax_close;
+	sem.object_field_start = syntax_field;
+	sem.scalar = syntax_scalar;
+	lex = makeJsonLexContextCstringLen(e->event, e->len, GetDatabaseEncoding(), true);
+	pg_parse_json_or_ereport(lex, &sem);
 }
 
 /*
@@ -261,6 +386,7 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("event of %d bytes exceeds the limit of %d bytes", e->len,
 						MAX_EVENT_BYTES)));
+	check_syntax(e, info);
 	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(e->event)));
 	if (!JB_ROOT_IS_OBJECT(event) || JB_ROOT_IS_SCALAR(event))
 		reject("%s", "the event is not a JSON object");
@@ -279,7 +405,7 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 	}
 	if (field(&event->root, "version") != NULL)
 	{
-		info->version = integer_field(&event->root, "version");
+		info->version = integer_field(info, &event->root, "", "version");
 		info->has_version = true;
 	}
 	info->op = string_field(&event->root, "op");
@@ -319,15 +445,16 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 
 	if (strcmp(info->op, "ADD_SHARD") == 0)
 		TopologyAddShard(string_field(payload, "shard_id"),
-						 integer_field(payload, "range_start"),
-						 integer_field(payload, "range_end"),
+						 integer_field(info, payload, "payload", "range_start"),
+						 integer_field(info, payload, "payload", "range_end"),
 						 string_field(payload, "dsn"), TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "REMOVE_SHARD") == 0)
 		TopologyRemoveShard(string_field(payload, "shard_id"), TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "UPDATE_SHARD_RANGE") == 0)
 		TopologyUpdateRange(string_field(payload, "shard_id"),
-							integer_field(payload, "range_start"),
-							integer_field(payload, "range_end"), TOPOLOGY_FROM_EVENT);
+							integer_field(info, payload, "payload", "range_start"),
+							integer_field(info, payload, "payload", "range_end"),
+							TOPOLOGY_FROM_EVENT);
 	else
 		reject("unknown op \"%s\"", info->op);
 	MemoryContextSwitchTo(cxt);
