@@ -30,7 +30,9 @@
  * goes on instead of replaying it forever.
  *
  * Every event is recorded in tenant_router.event_log with the time the
- * worker read it, its DSN redacted; the log keeps the last
+ * worker read it, twice redacted: its DSN's password for superusers, and
+ * every string but those that name the change for everyone else (the view
+ * tenant_router.events shows each the right one); the log keeps the last
  * tenant_router.event_log_size events, trimmed once per batch.  The
  * statements run for every event are prepared once per worker.  Outcomes
  * go to the server log once their transaction has committed.
@@ -77,7 +79,8 @@ typedef struct EventInfo
 	char	   *origin;
 	int64		version;
 	bool		has_version;
-	char	   *redacted;		/* the event as logged */
+	char	   *redacted;		/* the event as superusers see it */
+	char	   *redacted_public;	/* and as everyone else does */
 	List	   *inexact;		/* fields whose number has a fraction or exponent */
 } EventInfo;
 
@@ -309,57 +312,86 @@ check_syntax(RedisEvent *e, EventInfo *info)
 }
 
 /*
- * redact_into pushes a copy of container onto *state with the DSN (a field
- * "dsn" that is a string) redacted; it returns what the last push returned
- * (the whole value once the outermost container is closed).
+ * What of an event the log shows.  Superusers see it as received, but for
+ * its DSN: a "dsn" (or "new_dsn") string with its password masked, any other
+ * value there masked whole (a DSN given as an object, say).  Everyone else
+ * sees only what names the change: the strings of "op", "shard_id",
+ * "origin", "new_shard_id" and "into_shard_id", the DSN as superusers see
+ * it, and numbers, booleans and nulls; every other string, at any depth (an
+ * extra "password", a token in a nested object) is masked.
+ */
+typedef enum RedactFor
+{
+	REDACT_FOR_SUPERUSER,
+	REDACT_FOR_PUBLIC
+} RedactFor;
+
+#define MASK "********"
+
+static bool
+key_is(JsonbValue *key, const char *const *names)
+{
+	for (; *names; names++)
+		if (key->val.string.len == strlen(*names) &&
+			memcmp(key->val.string.val, *names, key->val.string.len) == 0)
+			return true;
+	return false;
+}
+
+static const char *const dsn_keys[] = {"dsn", "new_dsn", NULL};
+static const char *const public_keys[] = {"op", "shard_id", "origin", "new_shard_id",
+"into_shard_id", NULL};
+
+static void
+set_string(JsonbValue *v, char *str)
+{
+	v->type = jbvString;
+	v->val.string.val = str;
+	v->val.string.len = strlen(str);
+}
+
+/*
+ * redact_into pushes onto *state a copy of container with what who may not
+ * see masked; it returns what the last push returned (the whole value once
+ * the outermost container is closed).
  */
 static JsonbValue *
-redact_into(JsonbContainer *container, JsonbParseState **state)
+redact_into(JsonbContainer *container, RedactFor who, JsonbParseState **state)
 {
 	JsonbIterator *it = JsonbIteratorInit(container);
 	JsonbIteratorToken token;
 	JsonbValue	v;
+	JsonbValue	key = {0};
 	JsonbValue *result = NULL;
-	bool		is_dsn = false;
 
 	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		switch (token)
+		if (token == WJB_KEY)
+			key = v;
+		else if (token == WJB_VALUE && key_is(&key, dsn_keys))
+			set_string(&v, v.type == jbvString ?
+					   DsnRedact(pnstrdup(v.val.string.val, v.val.string.len)) : MASK);
+		else if ((token == WJB_VALUE || token == WJB_ELEM) && v.type == jbvBinary)
 		{
-			case WJB_KEY:
-				is_dsn = v.val.string.len == 3 && memcmp(v.val.string.val, "dsn", 3) == 0;
-				pushJsonbValue(state, token, &v);
-				break;
-			case WJB_VALUE:
-			case WJB_ELEM:
-				if (v.type == jbvBinary)
-					redact_into(v.val.binary.data, state);
-				else
-				{
-					if (token == WJB_VALUE && is_dsn && v.type == jbvString)
-					{
-						char	   *dsn = DsnRedact(pnstrdup(v.val.string.val, v.val.string.len));
-
-						v.val.string.val = dsn;
-						v.val.string.len = strlen(dsn);
-					}
-					pushJsonbValue(state, token, &v);
-				}
-				break;
-			default:
-				result = pushJsonbValue(state, token, token == WJB_BEGIN_ARRAY ? &v : NULL);
-				break;
+			redact_into(v.val.binary.data, who, state);
+			continue;
 		}
+		else if ((token == WJB_VALUE || token == WJB_ELEM) && v.type == jbvString &&
+				 who == REDACT_FOR_PUBLIC && (token == WJB_ELEM || !key_is(&key, public_keys)))
+			set_string(&v, MASK);
+		result = pushJsonbValue(state, token,
+								token == WJB_BEGIN_OBJECT || token == WJB_END_OBJECT ||
+								token == WJB_END_ARRAY ? NULL : &v);
 	}
 	return result;
 }
 
-/* redact returns the event's text with its DSN redacted */
+/* redact returns the text of the event as who may see it */
 static char *
-redact(Jsonb *event)
+redact(Jsonb *event, RedactFor who)
 {
 	JsonbParseState *state = NULL;
-	Jsonb	   *redacted = JsonbValueToJsonb(redact_into(&event->root, &state));
+	Jsonb	   *redacted = JsonbValueToJsonb(redact_into(&event->root, who, &state));
 
 	return JsonbToCString(NULL, &redacted->root, VARSIZE(redacted));
 }
@@ -394,7 +426,8 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 	v = field(&event->root, "payload");
 	if (v != NULL && v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
 		payload = v->val.binary.data;
-	info->redacted = redact(event);
+	info->redacted = redact(event, REDACT_FOR_SUPERUSER);
+	info->redacted_public = redact(event, REDACT_FOR_PUBLIC);
 
 	v = field(&event->root, "origin");
 	if (v != NULL)
@@ -512,25 +545,29 @@ apply_in_subtransaction(RedisEvent *e, EventInfo *info, char **reason, MemoryCon
 	return status;
 }
 
+/* logged_text returns what the log keeps of an event's text */
+static char *
+logged_text(char *text)
+{
+	size_t		len = strlen(text);
+
+	if (len <= LOGGED_EVENT_BYTES)
+		return text;
+	return psprintf("%.*s...", pg_mbcliplen(text, len, LOGGED_EVENT_BYTES), text);
+}
+
 /* record_event inserts an event's row into the event log and returns its id */
 static int64
 record_event(RedisEvent *e, EventInfo *info, const char *status, const char *reason)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
-	TEXTOID, TIMESTAMPTZOID};
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	const char *logged = info->redacted;
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *unlogged = psprintf("(%d bytes, not logged)", e->event ? e->len : 0);
 	bool		isnull;
 	int64		id;
-
-	/* an event that could not be parsed is logged only by its size */
-	if (logged == NULL)
-		logged = psprintf("(%d bytes, not logged)", e->event ? e->len : 0);
-	else if (strlen(logged) > LOGGED_EVENT_BYTES)
-		logged = psprintf("%.*s...", pg_mbcliplen(logged, strlen(logged), LOGGED_EVENT_BYTES),
-						  logged);
 
 	values[0] = CStringGetTextDatum(e->id != NULL ? "stream" : "channel");
 	values[1] = info->op ? CStringGetTextDatum(info->op) : (nulls[1] = 'n', (Datum) 0);
@@ -539,14 +576,16 @@ record_event(RedisEvent *e, EventInfo *info, const char *status, const char *rea
 	values[4] = info->has_version ? Int64GetDatum(info->version) : (nulls[4] = 'n', (Datum) 0);
 	values[5] = CStringGetTextDatum(status);
 	values[6] = reason ? CStringGetTextDatum(reason) : (nulls[6] = 'n', (Datum) 0);
-	values[7] = CStringGetTextDatum(logged);
-	values[8] = TimestampTzGetDatum(e->received_at);
+	/* an event that could not be parsed is logged only by its size */
+	values[7] = CStringGetTextDatum(info->redacted ? logged_text(info->redacted) : unlogged);
+	values[8] = CStringGetTextDatum(info->redacted ? logged_text(info->redacted_public) : unlogged);
+	values[9] = TimestampTzGetDatum(e->received_at);
 
 	if (SPI_execute_plan(prepared(&insert_log_plan,
-								  "INSERT INTO tenant_router.event_log "
-								  "(source, op, shard_id, origin, version, status, reason, event, received_at) "
-								  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-								  9, types),
+								  "INSERT INTO tenant_router.event_log (source, op, shard_id, origin, "
+								  "version, status, reason, event, event_public, received_at) "
+								  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+								  10, types),
 						 values, nulls, false, 1) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "tenant_router: could not log a topology event");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

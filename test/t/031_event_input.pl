@@ -1,7 +1,8 @@
 # Event input from Redis, as a careless or hostile control plane sends it:
 # bytes that are not UTF-8 (or hold a NUL), numbers that are not JSON
 # integers, objects with a field twice -- each rejected with its reason,
-# nothing stored as received.
+# nothing stored as received; secrets in events (a DSN given as an object,
+# an extra password) never shown to a role that is not superuser.
 use strict;
 use warnings;
 
@@ -130,5 +131,77 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM tenant_router.shard WHERE
 	'2', 'nor removed a shard');
 $r = publish(q({"op": "REMOVE_SHARD", "payload": {"shard_id": "num3", "list": [{"a": 1}, {"a": 2}]}}));
 is($r->{status}, 'applied', 'the same field in two objects of an array is no duplicate');
+
+#
+# Secrets: tenant_router.events is readable by every role.  A role that is
+# not superuser sees only what names the change (op, shard_id, origin,
+# numbers) and the DSN with its password masked; every other string of the
+# event is masked.  Superusers see the event as received, but for the DSN's
+# password, masked for everyone.  Before, a DSN given as a JSON object, or an
+# extra "password" field, was shown in cleartext to every role.
+#
+$node->safe_psql('postgres', q{
+	CREATE ROLE alice LOGIN;
+	CREATE ROLE carol LOGIN IN ROLE tenant_router_admin;
+});
+my $uri = 'postgres://postgres:s3cret-uri@' . ($shard->host =~ s{/}{%2F}gr) . ':' . $shard->port . '/postgres';
+my @secret_events = (
+	[ 'a DSN given as an object',
+	  qq({"op": "ADD_SHARD", "payload": {"shard_id": "sec1", "range_start": 300001, "range_end": 300100, "dsn": {"host": "h", "password": "s3cret-obj"}}}),
+	  'rejected' ],
+	[ 'a DSN given as an array',
+	  qq({"op": "ADD_SHARD", "payload": {"shard_id": "sec2", "range_start": 300001, "range_end": 300100, "dsn": ["password=s3cret-arr"]}}),
+	  'rejected' ],
+	[ 'an extra password field beside a valid DSN',
+	  qq({"op": "ADD_SHARD", "payload": {"shard_id": "sec3", "range_start": 300001, "range_end": 300100, "dsn": "$dsn", "password": "s3cret-extra"}}),
+	  'applied' ],
+	[ 'a URI DSN with a password',
+	  qq({"op": "ADD_SHARD", "payload": {"shard_id": "sec4", "range_start": 300101, "range_end": 300200, "dsn": "$uri"}}),
+	  'applied' ],
+	[ 'a token nested in an extra object, and an array of secrets',
+	  qq({"op": "UPDATE_SHARD_RANGE", "auth": {"token": "s3cret-nested"}, "keys": ["s3cret-elem"], "payload": {"shard_id": "sec4", "range_start": 300101, "range_end": 300300}}),
+	  'applied' ],
+	[ 'a secret in a rejected event',
+	  qq({"op": "REMOVE_SHARD", "password": "s3cret-rejected", "payload": {"shard_id": "nosuch"}}),
+	  'rejected' ],
+	[ 'a secret in an event that is not JSON',
+	  'password=s3cret-notjson', 'rejected' ],
+);
+my $from = $node->safe_psql('postgres', 'SELECT max(id) FROM tenant_router.event_log');
+for my $case (@secret_events)
+{
+	$r = publish($case->[1]);
+	is($r->{status}, $case->[2], "$case->[0]: $case->[2]");
+}
+for my $role ('alice', 'carol')
+{
+	my $seen = $node->safe_psql('postgres', qq{
+		SET ROLE $role;
+		SELECT string_agg(e::text, E'\n' ORDER BY id) FROM tenant_router.events e WHERE id > $from});
+	unlike($seen, qr/s3cret/, "$role (not superuser) sees no secret of any of them in tenant_router.events");
+	my @events = split /\n/, $node->safe_psql('postgres', qq{
+		SET ROLE $role;
+		SELECT event FROM tenant_router.events WHERE id > $from ORDER BY id});
+	is($events[0], '{"op": "ADD_SHARD", "payload": {"dsn": "********", "shard_id": "sec1", "range_end": 300100, "range_start": 300001}}',
+		"$role sees what names the change: op, shard_id, the range; the DSN object masked");
+	like($events[2], qr/^\{"op": "ADD_SHARD", "payload": \{"dsn": "dbname=postgres host=\S+ port=\d+", "password": "\*{8}", "shard_id": "sec3"/,
+		"$role sees a DSN without password as it is, and the extra password masked");
+	like($events[3], qr/"dsn": "user=postgres password=\*{8} dbname=postgres host=\S+ port=\d+"/,
+		"$role sees a URI DSN with its password masked");
+	is($events[4], '{"op": "UPDATE_SHARD_RANGE", "auth": {"token": "********"}, "keys": ["********"], "payload": {"shard_id": "sec4", "range_end": 300300, "range_start": 300101}}',
+		"$role sees nested and array strings masked");
+	is($node->safe_psql('postgres', qq{
+			SET ROLE $role;
+			SELECT string_agg(status || ':' || coalesce(reason, ''), ' ' ORDER BY id)
+			  FROM tenant_router.events WHERE id > $from AND status = 'rejected'}),
+		'rejected:field "dsn" must be a string rejected:field "dsn" must be a string '
+		  . 'rejected:shard "nosuch" does not exist rejected:invalid input syntax for type json',
+		"$role sees the status and reason of the rejected ones");
+}
+my $superuser = $node->safe_psql('postgres', qq{
+	SELECT string_agg(event, E'\n' ORDER BY id) FROM tenant_router.events WHERE id > $from});
+unlike($superuser, qr/s3cret-(obj|arr|uri)/, 'a superuser sees no DSN password either');
+like($superuser, qr/"password": "s3cret-extra"/, 'but the extra fields as received');
+unlike(slurp_file($node->logfile), qr/s3cret/, 'no secret in the server log');
 
 done_testing();
