@@ -7,6 +7,9 @@
  *	 {"op": "ADD_SHARD", "payload": {"shard_id": ..., "range_start": ...,
  *	  "range_end": ..., "dsn": ...}}, REMOVE_SHARD (shard_id) or
  *	 UPDATE_SHARD_RANGE (shard_id, range_start, range_end);
+ * SHARD_SPLIT_COMPLETED, SHARD_MOVE_COMPLETED and SHARD_MERGE_COMPLETED
+ * (seed 001's notification of a completed operation) are recorded and
+ * ignored, with the reason "notification";
  * extra fields are allowed, and "origin" and "version" (added by the
  * coordinators that publish) make an event from this coordinator an echo to
  * ignore, and one from another coordinator with a version not above the last
@@ -442,6 +445,13 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 		info->has_version = true;
 	}
 	info->op = string_field(&event->root, "op");
+
+	/* a completed split, move or merge, told to every coordinator */
+	if (strcmp(info->op, "SHARD_SPLIT_COMPLETED") == 0 ||
+		strcmp(info->op, "SHARD_MOVE_COMPLETED") == 0 ||
+		strcmp(info->op, "SHARD_MERGE_COMPLETED") == 0)
+		return "notification";
+
 	if (payload == NULL)
 		reject("%s", "field \"payload\" must be a JSON object");
 	if (field(payload, "shard_id") != NULL && field(payload, "shard_id")->type == jbvString)

@@ -168,7 +168,7 @@ extension_ready(void)
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		ready;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	ready = OidIsValid(get_namespace_oid("tenant_router", true)) &&
 		OidIsValid(get_relname_relid("worker_state", get_namespace_oid("tenant_router", true)));
 	CommitTransactionCommand();
@@ -182,7 +182,7 @@ stream_position(const char *key, MemoryContext cxt)
 {
 	char	   *id = "0-0";
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	if (SPI_execute("SELECT stream_key, stream_id FROM tenant_router.worker_state", true, 1) ==
@@ -286,7 +286,7 @@ run_cleanups(void)
 	ListCell   *lc;
 	uint64		i;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	if (SPI_execute("SELECT shard_id FROM tenant_router.pending_cleanup ORDER BY since", true, 0) ==
@@ -309,7 +309,7 @@ run_cleanups(void)
 	{
 		const char *shard_id = lfirst(lc);
 
-		StartTransactionCommand();
+		WorkerStartTransaction();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		PG_TRY();
 		{
@@ -344,7 +344,7 @@ outbox_pending(void)
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		pending;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	pending = SPI_execute("SELECT 1 FROM tenant_router.outbox LIMIT 1", true, 1) == SPI_OK_SELECT &&
