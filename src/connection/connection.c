@@ -59,6 +59,7 @@ ShardConnDisconnect(ShardConn *sc)
 	}
 	RemoteForgetPrepared(sc);
 	RemoteForgetCommands(sc);
+	sc->copying = false;
 }
 
 /* ShardConnLibpqMessage returns the first line of libpq's last error message */

@@ -38,7 +38,7 @@ typedef enum RemoteXactState
 	REMOTE_XACT_PREPARED		/* PREPARE TRANSACTION done: gid names it */
 } RemoteXactState;
 
-#define GID_MAXLEN 64
+#define GID_MAXLEN 128
 
 /* a command queued to go before the next statement (ShardConnQueue) */
 typedef struct QueuedCommand
@@ -72,6 +72,7 @@ struct ShardConn
 
 	/* remote_command.c */
 	bool		in_pipeline;	/* the command in flight was pipelined */
+	bool		copying;		/* in COPY FROM STDIN (non-blocking) */
 	List	   *pending;		/* QueuedCommands to send before the next statement */
 	InFlight	cmd;
 	ShardConnClaim *claim;		/* a command in flight that another owns */
@@ -106,5 +107,7 @@ extern void RemoteForgetPrepared(ShardConn *sc);
 extern bool RemoteCleanup(ShardConn *sc, int timeout_ms);
 extern bool RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms);
 extern void RemoteForgetCommands(ShardConn *sc);
+extern void RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls,
+								 int timeout_ms, bool *ok);
 
 #endif

@@ -29,6 +29,7 @@
 #include <signal.h>
 
 #include "common/hashfn.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
@@ -664,6 +665,130 @@ ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **res
 }
 
 /*
+ * wait_writeable waits until the connection's socket takes more data,
+ * honouring interrupts.
+ */
+static void
+wait_writeable(ShardConn *sc)
+{
+	int			rc = WaitLatchOrSocket(MyLatch,
+									   WL_LATCH_SET | WL_SOCKET_WRITEABLE | WL_EXIT_ON_PM_DEATH,
+									   PQsocket(sc->conn), -1, PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * ShardCopyStart starts COPY ... FROM STDIN on the shard, the queued
+ * commands (BEGIN, SAVEPOINT) sent before it in the same simple-protocol
+ * message (a pipeline cannot carry COPY), and waits until the shard takes
+ * data.  Until ShardCopyEnd the connection is in COPY; it sends without
+ * blocking, so that a full socket waits on the latch, interruptibly.
+ */
+void
+ShardCopyStart(ShardConn *sc, const char *sql)
+{
+	StringInfoData text;
+	ListCell   *lc;
+	PGresult   *res;
+
+	ShardConnRelease(sc);
+	Assert(!sc->cmd.active);
+	initStringInfo(&text);
+	foreach(lc, sc->pending)
+	{
+		QueuedCommand *qc = lfirst(lc);
+
+		if (qc->nparams > 0)
+			elog(ERROR, "tenant_router: a queued command with parameters cannot precede COPY");
+		appendStringInfo(&text, "%s; ", qc->sql);
+	}
+	appendStringInfoString(&text, sql);
+	foreach(lc, sc->pending)
+		free_queued(lfirst(lc));
+	list_free(sc->pending);
+	sc->pending = NIL;
+
+	if (!PQsendQuery(sc->conn, text.data))
+		ShardConnLost(sc);
+	for (;;)
+	{
+		res = RemoteGetResult(sc);
+		if (res == NULL)
+			ShardConnLost(sc);
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+			break;
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			/* the statement failed: read to its end, then report */
+			PGresult   *next;
+
+			while ((next = RemoteGetResult(sc)) != NULL)
+				PQclear(next);
+			RemoteReport(sc, res, sql);
+		}
+		PQclear(res);
+	}
+	PQclear(res);
+	if (PQsetnonblocking(sc->conn, 1) != 0)
+		ShardConnLost(sc);
+	sc->copying = true;
+}
+
+/* ShardCopyPut sends COPY data, waiting (interruptibly) while the socket is full. */
+void
+ShardCopyPut(ShardConn *sc, const char *data, int len)
+{
+	for (;;)
+	{
+		int			rc = PQputCopyData(sc->conn, data, len);
+
+		if (rc == 1)
+			return;
+		if (rc < 0)
+			ShardConnLost(sc);
+		wait_writeable(sc);
+	}
+}
+
+/*
+ * ShardCopyEnd ends the COPY and returns the rows the shard copied; the
+ * shard's error, if the COPY failed, is raised.
+ */
+uint64
+ShardCopyEnd(ShardConn *sc, const char *sql)
+{
+	PGresult   *res;
+	PGresult   *next;
+	int			rc;
+	uint64		rows;
+
+	sc->copying = false;
+	while ((rc = PQputCopyEnd(sc->conn, NULL)) == 0)
+		wait_writeable(sc);
+	if (rc < 0)
+		ShardConnLost(sc);
+	while ((rc = PQflush(sc->conn)) == 1)
+		wait_writeable(sc);
+	if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0)
+		ShardConnLost(sc);
+	res = RemoteGetResult(sc);
+	if (res == NULL)
+		ShardConnLost(sc);
+	while ((next = RemoteGetResult(sc)) != NULL)
+		PQclear(next);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		RemoteReport(sc, res, sql);
+	rows = strtou64(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return rows;
+}
+
+/*
  * The cancel request.  libpq's PQcancel (PostgreSQL 15 has no other) blocks
  * until the shard's postmaster has handled the request, without a timeout:
  * a stopped shard would hold the backend forever.  It runs in a thread of
@@ -763,11 +888,13 @@ send_cancel(ShardConn *sc, TimestampTz deadline)
 /*
  * wait_idle waits until the command in flight has finished, discarding its
  * results, without raising errors; false if the connection must be given up
- * (broken, or the deadline passed).
+ * (broken, or the deadline passed).  *failed tells whether a result was an
+ * error.
  */
 static bool
-wait_idle(ShardConn *sc, TimestampTz deadline)
+wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
 {
+	*failed = false;
 	for (;;)
 	{
 		PGresult   *res;
@@ -802,6 +929,8 @@ wait_idle(ShardConn *sc, TimestampTz deadline)
 			sc->in_pipeline = false;
 			return PQexitPipelineMode(sc->conn) == 1;
 		}
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+			*failed = true;
 		PQclear(res);
 	}
 }
@@ -824,9 +953,32 @@ RemoteCleanup(ShardConn *sc, int timeout_ms)
 		sc->claim = NULL;
 		claim->abandon(claim);
 	}
-	if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
+	if (sc->copying)
 	{
-		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline))
+		bool		failed;
+		int			rc;
+
+		/* a COPY in progress: end it as failed, the shard rolls it back */
+		sc->copying = false;
+		while ((rc = PQputCopyEnd(sc->conn, "cancelled by the coordinator")) == 0 ||
+			   (rc > 0 && PQflush(sc->conn) == 1))
+		{
+			if (abandon_wait(deadline))
+				return false;
+			(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_WRITEABLE |
+									 WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 PQsocket(sc->conn), CANCEL_POLL_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0 ||
+			!wait_idle(sc, deadline, &failed))
+			return false;
+	}
+	else if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
+	{
+		bool		failed;
+
+		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline, &failed))
 			return false;
 	}
 	end_command(sc);
@@ -842,10 +994,37 @@ bool
 RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	bool		failed;
 
 	if (!PQsendQuery(sc->conn, sql))
 		return false;
-	return wait_idle(sc, deadline) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+	return wait_idle(sc, deadline, &failed) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+}
+
+/*
+ * RemoteExecAllBounded runs one command on each of n connections at once,
+ * outside a transaction's normal flow (the second phase of a commit):
+ * waiting at most timeout_ms in all and never raising an error.  ok[i]
+ * tells whether the command succeeded; a connection that failed to answer
+ * in time is left busy (the caller gives it up).
+ */
+void
+RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls, int timeout_ms,
+					 bool *ok)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		ok[i] = scs[i]->conn != NULL && !scs[i]->cmd.active &&
+			PQsendQuery(scs[i]->conn, sqls[i]);
+	for (i = 0; i < n; i++)
+	{
+		bool		failed;
+
+		if (ok[i])
+			ok[i] = wait_idle(scs[i], deadline, &failed) && !failed;
+	}
 }
 
 static void

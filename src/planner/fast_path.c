@@ -38,6 +38,7 @@
 #include "utils/ruleutils.h"
 
 #include "tenant_router/remote_session.h"
+#include "tenant_router/aggregate_rewrite.h"
 #include "tenant_router/fast_path.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/route_cache.h"
@@ -783,14 +784,17 @@ static PlannedStmt *
 tr_planner(Query *parse, const char *query_string, int cursorOptions,
 		   ParamListInfo boundParams)
 {
-	if (TenantRouterEnableFastPath && parse->commandType != CMD_UTILITY &&
-		(cursorOptions & CURSOR_OPT_SCROLL) == 0 &&
-		has_logical_table_walker((Node *) parse, NULL))
+	if (parse->commandType != CMD_UTILITY && has_logical_table_walker((Node *) parse, NULL))
 	{
-		PlannedStmt *stmt = try_fast_path(parse);
+		if (TenantRouterEnableFastPath && (cursorOptions & CURSOR_OPT_SCROLL) == 0)
+		{
+			PlannedStmt *stmt = try_fast_path(parse);
 
-		if (stmt != NULL)
-			return stmt;
+			if (stmt != NULL)
+				return stmt;
+		}
+		/* over several shards: count(DISTINCT tenant) computed in parts */
+		parse = RewriteTenantCounts(parse);
 	}
 	if (prev_planner)
 		return prev_planner(parse, query_string, cursorOptions, boundParams);

@@ -6,17 +6,18 @@
  *
  * It subscribes to tenant_router.topology_channel and applies the events
  * published there (events.c); it reads the stream "<channel>:log" from the
- * last entry it applied, after every (re)connection, before each channel
- * message and every 5 s, so that events published while it was away, and
- * entries a publisher appended to the stream but never published, are not
- * lost; it publishes the events of this coordinator's SQL changes from the
- * outbox; and it finishes shard splits (shard_cleanup(), unless
- * tenant_router.auto_cleanup is off).  Its loop is pg_cron's: interrupts,
+ * last entry it applied, after every (re)connection, before each batch of
+ * channel messages and every 5 s, so that events published while it was
+ * away, and entries a publisher appended to the stream but never published,
+ * are not lost; it publishes the events of this coordinator's SQL changes
+ * from the outbox; it finishes shard splits (shard_cleanup(), unless
+ * tenant_router.auto_cleanup is off); and it resolves prepared transactions
+ * left in doubt on the shards.  Its loop is pg_cron's: interrupts,
  * invalidations, a reload on SIGHUP (reconnecting if the Redis settings
  * changed), then named steps -- ensure_redis, drain_channel,
- * catch_up_if_due, publish_outbox, cleanups_if_due -- then a wait on its
- * latch and the Redis socket together (exiting if the postmaster died), and
- * the loop's memory reset every pass.
+ * catch_up_if_due, publish_outbox, cleanups_if_due, recover_if_due -- then
+ * a wait on its latch and the Redis socket together (exiting if the
+ * postmaster died), and the loop's memory reset every pass.
  *
  * Redis being down stops nothing but the worker's own work: routing goes on
  * from the catalog.  The worker retries with backoff (100 ms doubling to
@@ -47,6 +48,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "tenant_router/connection.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/outbox.h"
@@ -59,6 +61,8 @@
 #define BACKOFF_MAX_MS 10000
 #define IDLE_WAIT_MS 10000
 #define CLEANUP_EVERY_MS 10000
+/* how often prepared transactions left in doubt are looked for */
+#define RECOVER_EVERY_MS 10000
 #define STREAM_BATCH 100
 /* how often the worker reads the stream with no channel message to prompt it */
 #define CATCH_UP_EVERY_MS 5000
@@ -277,6 +281,39 @@ apply_messages(List *messages, char **why)
 	return true;
 }
 
+/*
+ * recover_prepared resolves the prepared transactions left in doubt on the
+ * shards (remote_xact.c), in a transaction of its own.
+ */
+static void
+recover_prepared(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	WorkerStartTransaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		(void) RemoteXactRecover();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("tenant_router: recovery of prepared transactions failed, will retry: %s",
+						edata->message)));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+}
+
 /* run_cleanups finishes the shard splits waiting for their cleanup */
 static void
 run_cleanups(void)
@@ -374,6 +411,7 @@ static struct
 	TimestampTz next_attempt;
 	TimestampTz next_catch_up;
 	TimestampTz next_cleanup;
+	TimestampTz next_recover;
 	char	   *why;
 } loop;
 
@@ -526,6 +564,16 @@ cleanups_if_due(void)
 	loop.next_cleanup = TimestampTzPlusMilliseconds(loop.now, CLEANUP_EVERY_MS);
 }
 
+/* recover_if_due resolves prepared transactions in doubt every RECOVER_EVERY_MS */
+static void
+recover_if_due(void)
+{
+	if (loop.now < loop.next_recover)
+		return;
+	recover_prepared();
+	loop.next_recover = TimestampTzPlusMilliseconds(loop.now, RECOVER_EVERY_MS);
+}
+
 /*
  * wait_for_work sleeps until the latch is set (a setting reloaded, the
  * outbox filled), the Redis socket is readable, or the next step is due.
@@ -602,6 +650,7 @@ TenantRouterWorkerMain(Datum main_arg)
 				!(drain_channel() && catch_up_if_due() && publish_outbox()))
 				redis_lost();
 			cleanups_if_due();
+			recover_if_due();
 		}
 
 		wait_for_work(ready);

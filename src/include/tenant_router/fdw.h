@@ -18,7 +18,12 @@ enum FdwScanPrivate
 	FdwScanSql,					/* remote SELECT (String) */
 	FdwScanRetrievedAttrs,		/* attnums of its columns (IntList) */
 	FdwScanNumParams,			/* shipped parameters (Integer) */
-	FdwScanTenantStrategies		/* tenant conditions (IntList) */
+	FdwScanTenantStrategies,	/* tenant conditions (IntList) */
+	FdwScanMergeKeys,			/* (column, sort op, collation, nulls first)
+								 * of each key the shards sort by, or NIL */
+	FdwScanTableName,			/* the logical table, for messages (String) */
+	FdwScanColumnKinds			/* PartialKind of each output column, or NIL
+								 * for columns returned as they are (IntList) */
 };
 
 /* ModifyTable.fdw_privlist entries */
@@ -36,6 +41,7 @@ extern TupleTableSlot *TrIterateForeignScan(ForeignScanState *node);
 extern void TrReScanForeignScan(ForeignScanState *node);
 extern void TrEndForeignScan(ForeignScanState *node);
 extern void TrExplainForeignScan(ForeignScanState *node, struct ExplainState *es);
+extern void TrExplainShards(List *shards, struct ExplainState *es);
 
 /* fdw_modify.c */
 extern void TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
@@ -65,6 +71,27 @@ extern void TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rin
 								   struct ExplainState *es);
 extern void TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs);
 
+/* fdw_direct.c */
+extern bool TrPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
+							   int subplan_index);
+extern void TrBeginDirectModify(ForeignScanState *node, int eflags);
+extern TupleTableSlot *TrIterateDirectModify(ForeignScanState *node);
+extern void TrEndDirectModify(ForeignScanState *node);
+extern void TrExplainDirectModify(ForeignScanState *node, struct ExplainState *es);
+
+/* fdw.c */
 extern LogicalTable *GetLogicalTableOrError(Relation rel);
+extern bool TrScanIsRemote(RelOptInfo *baserel);
+extern List *TrScanRemoteConds(RelOptInfo *baserel);
+
+/* fdw_modify.c */
+extern List *TrAllColumns(Relation rel);
+
+/* fdw_copy.c */
+typedef struct TrCopy TrCopy;
+struct ShardConn;
+extern TrCopy *TrCopyBegin(Relation rel, LogicalTable *table, List *attrs);
+extern void TrCopyRow(TrCopy *copy, struct ShardConn *sc, TupleTableSlot *slot);
+extern uint64 TrCopyEnd(TrCopy *copy);
 
 #endif
