@@ -817,12 +817,16 @@ void
 ApplyTopologyEvents(List *events)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	MemoryContext cxt = AllocSetContextCreate(caller, "tenant_router event batch",
-											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext cxt;
 	int			n = list_length(events);
-	RedisEvent **array = palloc(sizeof(RedisEvent *) * (n + 1));
+	RedisEvent **array;
 	int			i = 0;
 	ListCell   *lc;
+
+	if (events == NIL)
+		return;
+	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
+	array = palloc(sizeof(RedisEvent *) * n);
 
 	foreach(lc, events)
 		array[i++] = lfirst(lc);

@@ -282,19 +282,21 @@ apply_messages(List *messages, char **why)
 }
 
 /*
- * recover_prepared resolves the prepared transactions left in doubt on the
- * shards (remote_xact.c), in a transaction of its own.
+ * try_in_transaction runs fn(arg) in a transaction of its own and tells
+ * whether it committed; an error is rolled back and logged as the failure
+ * of what, to be retried on a later pass.
  */
-static void
-recover_prepared(void)
+static bool
+try_in_transaction(void (*fn) (void *arg), void *arg, const char *what)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		ok = true;
 
 	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		(void) RemoteXactRecover();
+		fn(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -307,11 +309,43 @@ recover_prepared(void)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ereport(LOG,
-				(errmsg("tenant_router: recovery of prepared transactions failed, will retry: %s",
-						edata->message)));
+				(errmsg("tenant_router: %s failed, will retry: %s", what, edata->message)));
+		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+static void
+recover_in_doubt(void *arg)
+{
+	(void) RemoteXactRecover();
+}
+
+/*
+ * recover_prepared resolves the prepared transactions left in doubt on the
+ * shards (remote_xact.c), in a transaction of its own.
+ */
+static void
+recover_prepared(void)
+{
+	(void) try_in_transaction(recover_in_doubt, NULL, "recovery of prepared transactions");
+}
+
+/* a shard to clean up after its split, and the rows deleted there */
+typedef struct Cleanup
+{
+	const char *shard_id;
+	int64		deleted;
+} Cleanup;
+
+static void
+cleanup_shard(void *arg)
+{
+	Cleanup    *cleanup = arg;
+
+	cleanup->deleted = TopologyCleanupShard(cleanup->shard_id);
 }
 
 /* run_cleanups finishes the shard splits waiting for their cleanup */
@@ -344,34 +378,13 @@ run_cleanups(void)
 
 	foreach(lc, shards)
 	{
-		const char *shard_id = lfirst(lc);
+		Cleanup		cleanup = {lfirst(lc), 0};
 
-		WorkerStartTransaction();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		PG_TRY();
-		{
-			int64		deleted = TopologyCleanupShard(shard_id);
-
-			PopActiveSnapshot();
-			CommitTransactionCommand();
+		if (try_in_transaction(cleanup_shard, &cleanup,
+							   psprintf("cleanup of shard \"%s\"", cleanup.shard_id)))
 			ereport(LOG,
 					(errmsg("tenant_router: cleaned up shard \"%s\" after its split: " INT64_FORMAT " rows deleted",
-							shard_id, deleted)));
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			ereport(LOG,
-					(errmsg("tenant_router: cleanup of shard \"%s\" failed, will retry: %s",
-							shard_id, edata->message)));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(cxt);
+							cleanup.shard_id, cleanup.deleted)));
 	}
 }
 
