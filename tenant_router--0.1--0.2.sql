@@ -58,6 +58,30 @@ CREATE AGGREGATE tenant_router.count_distinct_tenant(bigint) (
     PARALLEL = SAFE
 );
 
+/* ---- Logical tables: adopting shards that hold data, ids unique across coordinators ---- */
+
+/*
+ * sequence_block: this coordinator's block (0..63), when several
+ * coordinators draw ids for the same logical tables; no row: the sequences
+ * keep their own bounds (one coordinator).  Dumped with the database: a
+ * coordinator made from another's dump must be given a block of its own.
+ */
+CREATE TABLE tenant_router.sequence_block (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    block       integer NOT NULL CHECK (block >= 0 AND block < 64)
+);
+REVOKE ALL ON tenant_router.sequence_block FROM PUBLIC;
+GRANT SELECT ON tenant_router.sequence_block TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.sequence_block', '');
+
+CREATE FUNCTION sequence_block_set(block integer)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_sequence_block_set'
+    LANGUAGE C VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION sequence_block_set(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sequence_block_set(integer) TO tenant_router_admin;
+
 /* ---- Topology worker and event input ---- */
 
 -- Every topology change reads max(version) of tenant_router.shard

@@ -6,15 +6,10 @@
 \getenv shard1 TR_SHARD1_DSN
 \getenv shard2 TR_SHARD2_DSN
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
-SET client_min_messages = warning;
 -- shards 3 and 4 are databases next to shards 1 and 2
 \c :shard1
-DROP TABLE IF EXISTS public.ms_orders, public.ms_accounts;
-DROP DATABASE IF EXISTS tr_ms3;
 CREATE DATABASE tr_ms3;
 \c :shard2
-DROP TABLE IF EXISTS public.ms_orders, public.ms_accounts;
-DROP DATABASE IF EXISTS tr_ms4;
 CREATE DATABASE tr_ms4;
 \c :coord
 \set SHOW_CONTEXT never

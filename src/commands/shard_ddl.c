@@ -29,6 +29,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "tenant_router/adopt.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
@@ -186,6 +187,8 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
 	}
 	if (comment != NULL && strcmp(comment, marker) == 0)
 		return;
+	if (comment == NULL)
+		AdoptShardTable(sc, table, qualname, range_start, range_end);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,

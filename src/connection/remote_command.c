@@ -44,6 +44,8 @@
 #define MAX_PREPARED_PER_CONN 1000
 /* how often a bounded wait looks at a cancel request in flight */
 #define CANCEL_POLL_MS 10
+/* a shard whose postmaster has not handled a cancel request by then is given up */
+#define CANCEL_TIMEOUT_MS 5000
 
 typedef struct PreparedStmt
 {
@@ -978,7 +980,12 @@ RemoteCleanup(ShardConn *sc, int timeout_ms)
 	{
 		bool		failed;
 
-		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline, &failed))
+		/* a shard whose postmaster does not answer a cancel soon is hung */
+		TimestampTz cancel_deadline =
+			Min(deadline, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  CANCEL_TIMEOUT_MS));
+
+		if (!send_cancel(sc, cancel_deadline) || !wait_idle(sc, deadline, &failed))
 			return false;
 	}
 	end_command(sc);

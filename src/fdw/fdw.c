@@ -59,6 +59,7 @@
 
 #include "tenant_router/deparse.h"
 #include "tenant_router/fdw.h"
+#include "tenant_router/import.h"
 #include "tenant_router/partial_agg.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
@@ -841,6 +842,7 @@ tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 	routine->IsForeignRelUpdatable = TrIsForeignRelUpdatable;
 	routine->ExplainForeignModify = TrExplainForeignModify;
 	routine->ExecForeignTruncate = TrExecForeignTruncate;
+	routine->ImportForeignSchema = TrImportForeignSchema;
 
 	routine->PlanDirectModify = TrPlanDirectModify;
 	routine->BeginDirectModify = TrBeginDirectModify;

@@ -424,3 +424,31 @@ TenantDatumToInt64(Datum value, Oid typid)
 	}
 	return 0;					/* not reached */
 }
+
+/*
+ * RouteTenantOrError returns the shard that owns tenant, or raises the error
+ * of a statement on logical table table_name (NULL: none to name) for a
+ * tenant that no shard owns.  Its SQLSTATE is 23514 (check_violation) for a
+ * row to insert, which fits no shard's range as a row can fit no partition,
+ * and 55000 (object_not_in_prerequisite_state) for a statement that reads the
+ * tenant's rows (SELECT, UPDATE, DELETE): the topology does not cover the
+ * tenant yet, which retrying will not change until a shard is added.
+ */
+ShardRoute *
+RouteTenantOrError(int64 tenant, const char *table_name, bool inserting)
+{
+	ShardRoute *route = RouteTenant(tenant);
+
+	if (route == NULL)
+		ereport(ERROR,
+				(errcode(inserting ? ERRCODE_CHECK_VIOLATION :
+						 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
+				 table_name == NULL ? 0 :
+				 inserting ?
+				 errdetail("The row was to be inserted into logical table \"%s\".", table_name) :
+				 errdetail("The statement is for this tenant's rows of logical table \"%s\".",
+						   table_name),
+				 errhint("Add a shard whose range includes the tenant with shard_add(), or widen a shard's range with shard_update_range().")));
+	return route;
+}
