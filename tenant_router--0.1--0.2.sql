@@ -141,3 +141,18 @@ REVOKE EXECUTE ON FUNCTION tenant_router.notify_topology() FROM PUBLIC;
 CREATE TRIGGER shard_notify
     AFTER INSERT OR UPDATE OR DELETE ON tenant_router.shard
     FOR EACH ROW EXECUTE FUNCTION tenant_router.notify_topology();
+
+/* ---- One order of topology changes (order helper): the log on Redis ---- */
+
+/*
+ * epoch: the log on Redis the catalog follows (drawn by the coordinator that
+ * seeded it); stream_id is the last entry of that log the catalog holds.
+ * NULL until the worker first joins a log.
+ */
+ALTER TABLE tenant_router.worker_state ADD COLUMN epoch text;
+
+CREATE OR REPLACE VIEW tenant_router.event_stats AS
+    SELECT w.applied, w.rejected, w.ignored, w.published,
+           (SELECT count(*) FROM tenant_router.outbox) AS outbox_pending,
+           w.last_event_at, w.stream_key, w.stream_id, w.epoch
+      FROM tenant_router.worker_state w;

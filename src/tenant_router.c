@@ -24,6 +24,7 @@
 #include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/router_scan.h"
+#include "tenant_router/topology_log.h"
 #include "tenant_router/worker.h"
 
 PG_MODULE_MAGIC;
@@ -36,6 +37,7 @@ int			TenantRouterConnectTimeout = 10;
 char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
+int			TenantRouterLogRetention = 600;
 int			TenantRouterMultiShardReads = MULTI_SHARD_READS_ALLOW;
 int			TenantRouterMultiShardWrites = MULTI_SHARD_WRITES_2PC;
 char	   *TenantRouterNodeName = NULL;
@@ -44,6 +46,7 @@ char	   *TenantRouterRedisHost = NULL;
 char	   *TenantRouterRedisPassword = NULL;
 int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
+bool		TenantRouterSingleCoordinator = false;
 char	   *TenantRouterTopologyChannel = NULL;
 
 static const struct config_enum_entry multi_shard_reads_options[] = {
@@ -81,6 +84,7 @@ _PG_init(void)
 	RegisterRouterScan();
 	RouteCacheInit();
 	OutboxInit();
+	TopologyLogInit();
 	WorkerInit();
 	DdlPropagationInit();
 }
@@ -133,6 +137,16 @@ define_settings(void)
 							10, 1000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.log_retention",
+							"How long the topology log on Redis keeps an entry once a newer snapshot holds it.",
+							"A coordinator away for less reads the changes it missed; one away longer starts from the snapshot.",
+							&TenantRouterLogRetention,
+							600,
+							0, INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("tenant_router.multi_shard_reads",
@@ -208,6 +222,15 @@ define_settings(void)
 							 &TenantRouterRemotePrepare,
 							 true,
 							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("tenant_router.single_coordinator",
+							 "Declares this coordinator the only one on its topology channel.",
+							 "When on, a topology change made in SQL takes effect at once and is published later, even while Redis is unreachable; when off (the default), it first takes its place in the order kept on Redis, and is refused while Redis is unreachable.",
+							 &TenantRouterSingleCoordinator,
+							 false,
+							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
 

@@ -30,6 +30,7 @@
 #include "utils/rel.h"
 
 #include "tenant_router/adopt.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
@@ -221,9 +222,13 @@ void
 ShardSyncAllTables(const char *shard_id, const char *dsn, int64 range_start,
 				   int64 range_end)
 {
-	ShardConn  *sc = ShardConnGet(shard_id, dsn);
+	ShardConn  *sc;
 	ListCell   *lc;
 
+	/* a change of the order applied elsewhere first: its shard work is done */
+	if (TopologyShardWorkDone)
+		return;
+	sc = ShardConnGet(shard_id, dsn);
 	foreach(lc, CatalogLogicalTables())
 		ShardSyncTable(sc, lfirst(lc), range_start, range_end, false);
 }

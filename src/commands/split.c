@@ -48,6 +48,7 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/dsn.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/shard_ddl.h"
 #include "tenant_router/topology.h"
@@ -467,9 +468,9 @@ tenant_router_shard_split(PG_FUNCTION_ARGS)
 {
 	TopologyRequireSuperuser("shard_split",
 							 "The new shard receives the old shard's connection string, for its subscription.");
-	TopologySplitShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
-					   text_to_cstring(PG_GETARG_TEXT_PP(2)),
-					   text_to_cstring(PG_GETARG_TEXT_PP(3)), TOPOLOGY_FROM_SQL);
+	OrderedSplitShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
+					  text_to_cstring(PG_GETARG_TEXT_PP(2)),
+					  text_to_cstring(PG_GETARG_TEXT_PP(3)));
 	PG_RETURN_VOID();
 }
 

@@ -23,6 +23,7 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/dsn.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl.h"
@@ -281,26 +282,24 @@ tenant_router_shard_add(PG_FUNCTION_ARGS)
 {
 	TopologyRequireSuperuser("shard_add",
 							 "Every backend reaches the shard with its connection string, which may connect as a superuser of the shard.");
-	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-					 PG_GETARG_INT64(1), PG_GETARG_INT64(2),
-					 text_to_cstring(PG_GETARG_TEXT_PP(3)),
-					 TOPOLOGY_FROM_SQL);
+	OrderedAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					PG_GETARG_INT64(1), PG_GETARG_INT64(2),
+					text_to_cstring(PG_GETARG_TEXT_PP(3)));
 	PG_RETURN_VOID();
 }
 
 Datum
 tenant_router_shard_remove(PG_FUNCTION_ARGS)
 {
-	TopologyRemoveShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), TOPOLOGY_FROM_SQL);
+	OrderedRemoveShard(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
 }
 
 Datum
 tenant_router_shard_update_range(PG_FUNCTION_ARGS)
 {
-	TopologyUpdateRange(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-						PG_GETARG_INT64(1), PG_GETARG_INT64(2),
-						TOPOLOGY_FROM_SQL);
+	OrderedUpdateRange(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					   PG_GETARG_INT64(1), PG_GETARG_INT64(2));
 	PG_RETURN_VOID();
 }
 

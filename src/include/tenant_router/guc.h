@@ -13,6 +13,7 @@ extern int	TenantRouterConnectTimeout;
 extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
+extern int	TenantRouterLogRetention;
 
 /* tenant_router.multi_shard_reads */
 typedef enum MultiShardReads
@@ -35,6 +36,7 @@ extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
+extern bool TenantRouterSingleCoordinator;
 extern char *TenantRouterTopologyChannel;
 
 #endif

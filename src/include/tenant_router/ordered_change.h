@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ *
+ * ordered_change.h
+ *	  A topology change made in SQL takes its place in the order of changes
+ *	  kept on Redis, then is in force.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_ORDERED_CHANGE_H
+#define TENANT_ROUTER_ORDERED_CHANGE_H
+
+/* a topology change: validates, writes the catalog, queues its events */
+typedef void (*TopologyChangeFn) (void *arg);
+
+/*
+ * set while a coordinator applies an entry of the order that was applied,
+ * shard work included, where it was first applied: the catalog only
+ */
+extern bool TopologyShardWorkDone;
+
+extern bool TopologyChangesOrdered(void);
+extern void OrderedChange(const char *function, TopologyChangeFn change, void *arg,
+						  bool retry);
+
+/* the admin functions' changes, ordered (the Topology* function of each) */
+extern void OrderedAddShard(const char *shard_id, int64 range_start, int64 range_end,
+							const char *dsn);
+extern void OrderedRemoveShard(const char *shard_id);
+extern void OrderedUpdateRange(const char *shard_id, int64 range_start, int64 range_end);
+extern void OrderedSplitShard(const char *shard_id, int64 split_at, const char *new_shard_id,
+							  const char *new_dsn);
+
+#endif
