@@ -30,6 +30,7 @@
 #include "utils/rel.h"
 
 #include "tenant_router/adopt.h"
+#include "tenant_router/reference_table.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
@@ -224,6 +225,8 @@ ShardSyncAllTables(const char *shard_id, const char *dsn, int64 range_start,
 	ShardConn  *sc = ShardConnGet(shard_id, dsn);
 	ListCell   *lc;
 
+	/* reference tables first: foreign keys of logical tables may need them */
+	ReferenceTablesSyncShard(sc, shard_id, dsn);
 	foreach(lc, CatalogLogicalTables())
 		ShardSyncTable(sc, lfirst(lc), range_start, range_end, false);
 }

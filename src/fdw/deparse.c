@@ -80,7 +80,11 @@ expression_text(Node *expr, Index varno, List *dpcontext)
 	return deparse_expression(copy, dpcontext, false, false);
 }
 
-/* append_where appends the shipped conditions and the shard's range */
+/*
+ * append_where appends the shipped conditions and the shard's range (none
+ * for a reference table, whose copies are whole: the range's parameters are
+ * sent all the same, unused)
+ */
 static void
 append_where(StringInfo buf, List *conds, Index varno, List *dpcontext,
 			 LogicalTable *table, int nparams)
@@ -90,6 +94,8 @@ append_where(StringInfo buf, List *conds, Index varno, List *dpcontext,
 	foreach(lc, conds)
 		appendStringInfo(buf, "%s(%s)", lc == list_head(conds) ? " WHERE " : " AND ",
 						 expression_text(lfirst(lc), varno, dpcontext));
+	if (table->is_reference)
+		return;
 	appendStringInfo(buf, "%s%s >= $%d AND %s <= $%d",
 					 conds ? " AND " : " WHERE ",
 					 table->tenant_column, nparams + 1,
