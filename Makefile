@@ -68,4 +68,4 @@ installcheck:
 	@scripts/test.sh --no-build
 
 bench:
-	@bench/route_cache.sh && bench/topology_latency.sh && bench/run.sh && bench/multi_shard.sh
+	@bench/route_cache.sh && bench/topology_latency.sh && bench/run.sh && bench/multi_shard.sh && bench/event_flood.sh

@@ -82,6 +82,66 @@ CREATE FUNCTION sequence_block_set(block integer)
 REVOKE EXECUTE ON FUNCTION sequence_block_set(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sequence_block_set(integer) TO tenant_router_admin;
 
+/* ---- Topology worker and event input ---- */
+
+-- Every topology change reads max(version) of tenant_router.shard
+-- (TopologyBumpVersion): an index keeps that short while a flood of events
+-- leaves dead rows behind for autovacuum.
+CREATE INDEX shard_version_idx ON tenant_router.shard (version);
+
+-- The events view: superusers see an event as received, its DSN's password
+-- masked (event); everyone else sees only what names the change, every
+-- other string masked (event_public, written by the worker; NULL for the
+-- events logged before this version).
+ALTER TABLE tenant_router.event_log ADD COLUMN event_public text;
+CREATE OR REPLACE VIEW tenant_router.events AS
+    SELECT id, received_at, source, op, shard_id, origin, version, status, reason,
+           CASE WHEN tenant_router.is_superuser() THEN event ELSE event_public END AS event
+      FROM tenant_router.event_log;
+
+/*
+ * NOTIFY tenant_router_topology: every change of a shard's row, whether made
+ * by an admin function or by a Redis event the worker applies, notifies the
+ * change as JSON -- {"op": "ADD_SHARD" | "UPDATE_SHARD_RANGE" |
+ * "UPDATE_SHARD" | "REMOVE_SHARD", "payload": the row without its dsn,
+ * "previous": the row before an update, "version": the topology version}.
+ * A notification is delivered when the transaction commits, never for one
+ * that rolls back.  The function runs as its owner, so that it can read the
+ * topology version whoever changes the catalog.
+ */
+CREATE FUNCTION tenant_router.notify_topology()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    change jsonb;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        change := jsonb_build_object('op', 'ADD_SHARD', 'payload', to_jsonb(NEW) - 'dsn');
+    ELSIF TG_OP = 'DELETE' THEN
+        change := jsonb_build_object('op', 'REMOVE_SHARD', 'payload', to_jsonb(OLD) - 'dsn');
+    ELSE
+        change := jsonb_build_object(
+            'op', CASE WHEN (NEW.range_start, NEW.range_end) IS DISTINCT FROM
+                            (OLD.range_start, OLD.range_end)
+                       THEN 'UPDATE_SHARD_RANGE' ELSE 'UPDATE_SHARD' END,
+            'payload', to_jsonb(NEW) - 'dsn',
+            'previous', to_jsonb(OLD) - 'dsn');
+    END IF;
+    PERFORM pg_notify('tenant_router_topology',
+                      (change || jsonb_build_object('version',
+                          (SELECT t.version FROM tenant_router.topology t)))::text);
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenant_router.notify_topology() FROM PUBLIC;
+
+CREATE TRIGGER shard_notify
+    AFTER INSERT OR UPDATE OR DELETE ON tenant_router.shard
+    FOR EACH ROW EXECUTE FUNCTION tenant_router.notify_topology();
+
 /* ---- Reference tables: a copy on every shard, written on all of them at once ---- */
 
 /*

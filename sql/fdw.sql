@@ -127,6 +127,19 @@ SELECT count(*) FROM items;
 \c :coord
 \set SHOW_CONTEXT never
 
+-- a tenant column whose name needs quotes: rows updated and deleted one by one
+-- (a volatile condition stays on the coordinator) and whole on each shard
+CREATE TABLE "Mixed" ("TenantId" bigint NOT NULL, "Val" int);
+SELECT logical_table_add('"Mixed"', 'TenantId');
+INSERT INTO "Mixed" VALUES (1, 1), (2, 2), (15000, 3), (15001, 4);
+UPDATE "Mixed" SET "Val" = "Val" * 10 WHERE "Val" < 3 AND random() >= 0;
+UPDATE "Mixed" SET "Val" = "Val" * 100 WHERE "Val" > 2;
+DELETE FROM "Mixed" WHERE "Val" = 20 AND random() >= 0;
+DELETE FROM "Mixed" WHERE "Val" = 300 RETURNING "TenantId";
+SELECT "TenantId", "Val" FROM "Mixed" ORDER BY 1;
+-- (DROP TABLE drops the shards' copies too)
+DROP TABLE "Mixed";
+
 -- a foreign table of server tenant_router that is not registered is an error
 CREATE FOREIGN TABLE stray (tenant_id int) SERVER tenant_router;
 SELECT * FROM stray;

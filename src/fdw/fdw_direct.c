@@ -338,6 +338,9 @@ send_all(ForeignScanState *node, DirectState *state)
 	{
 		DirectShard *ds = &state->shards[i++];
 
+		/* a reference table's first copy first (fdw_reference.c says why) */
+		if (state->reference && ds == &state->shards[1] && state->shards[0].in_flight)
+			direct_release(&state->shards[0].claim);
 		ds->claim.release = direct_release;
 		ds->claim.abandon = direct_abandon;
 		ds->state = state;

@@ -480,20 +480,21 @@ TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 	return Min(INSERT_BATCH_ROWS, PQ_QUERY_PARAM_MAX_LIMIT / ncols);
 }
 
-/* batch_insert sends rows first..first+n-1 of slots to sc as one INSERT */
-static uint64
-batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *rows, int n)
+/*
+ * batch_statement builds the multi-row INSERT of rows rows[0..n-1] of slots,
+ * with its parameters
+ */
+static char *
+batch_statement(TrModifyState *state, TupleTableSlot **slots, int *rows, int n,
+				int *nparams, Oid **types, const char ***values)
 {
-	int			nparams = n * list_length(state->target_attrs);
-	Oid		   *types = palloc(sizeof(Oid) * (nparams + 1));
-	const char **values = palloc(sizeof(char *) * (nparams + 1));
-	char	   *sql;
-	PGresult   *res;
-	uint64		affected;
+	int			p = 0;
 	int			nestlevel = 0;
 	int			r;
-	int			p = 0;
 
+	*nparams = n * list_length(state->target_attrs);
+	*types = palloc(sizeof(Oid) * (*nparams + 1));
+	*values = palloc(sizeof(char *) * (*nparams + 1));
 	if (state->params.needs != 0)
 		nestlevel = EnterRemoteValueSettings(state->params.needs);
 	for (r = 0; r < n; r++)
@@ -507,24 +508,19 @@ batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *r
 		{
 			int			attno = lfirst_int(lc);
 
-			types[p] = state->params.types[c];
-			values[p++] = slot->tts_isnull[attno - 1] ? NULL :
+			(*types)[p] = state->params.types[c];
+			(*values)[p++] = slot->tts_isnull[attno - 1] ? NULL :
 				OutputFunctionCall(&state->params.out_funcs[c], slot->tts_values[attno - 1]);
 			c++;
 		}
 	}
 	LeaveRemoteValueSettings(nestlevel);
-	sql = DeparseInsert(state->rel, state->table, state->target_attrs, n, state->do_nothing, NIL);
-
-	res = ShardConnExec(sc, sql, nparams, types, values);
-	affected = strtou64(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-	return affected;
+	return DeparseInsert(state->rel, state->table, state->target_attrs, n, state->do_nothing, NIL);
 }
 
 /*
  * TrExecForeignBatchInsert inserts a batch of rows: grouped by the shard that
- * owns their tenants, one multi-row INSERT per shard.
+ * owns their tenants, one multi-row INSERT per shard, all shards at once.
  */
 TupleTableSlot **
 TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
@@ -532,52 +528,65 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 {
 	TrModifyState *state = rinfo->ri_FdwState;
 	int			n = *numSlots;
-	char	  **shard_of_row;
+	ShardRoute **route_of_row;
 	bool	   *done;
-	int		   *rows;
+	ShardConn **scs;
+	const char **sqls;
+	int		   *nparams;
+	Oid		  **types;
+	const char ***values;
+	PGresult  **results;
+	int			nshards = 0;
 	uint64		inserted = 0;
 	int			i;
 	MemoryContext old;
 
 	if (state->table->is_reference)
 	{
-		/* every row to every copy, one multi-row INSERT each */
-		ListCell   *lc;
+		/* every row to every copy: one multi-row INSERT */
+		int		   *rows = palloc(sizeof(int) * n);
+		int			nparam;
+		Oid		   *typs;
+		const char **vals;
+		char	   *sql;
 
-		rows = palloc(sizeof(int) * n);
+		List	   *copies = copies_of(state);
+
+		old = MemoryContextSwitchTo(state->row_cxt);
 		for (i = 0; i < n; i++)
 			rows[i] = i;
-		foreach(lc, copies_of(state))
-		{
-			uint64		affected = batch_insert(state, lfirst(lc), slots, rows, n);
-
-			if (lc == list_head(state->copies))
-				inserted = affected;
-			else
-				TrReferenceCheckCount(RelationGetRelationName(state->rel),
-									  ShardConnLabel(lfirst(lc)), inserted, affected);
-		}
-		*numSlots = (int) inserted;
+		sql = batch_statement(state, slots, rows, n, &nparam, &typs, &vals);
+		*numSlots = (int) TrReferenceExec(RelationGetRelationName(state->rel), copies,
+										  sql, nparam, typs, vals);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(state->row_cxt);
 		return slots;
 	}
 
-	shard_of_row = palloc(sizeof(char *) * n);
+	route_of_row = palloc(sizeof(ShardRoute *) * n);
 	done = palloc0(sizeof(bool) * n);
-	rows = palloc(sizeof(int) * n);
+	scs = palloc(sizeof(ShardConn *) * n);
+	sqls = palloc(sizeof(char *) * n);
+	nparams = palloc(sizeof(int) * n);
+	types = palloc(sizeof(Oid *) * n);
+	values = palloc(sizeof(char **) * n);
+	results = palloc(sizeof(PGresult *) * n);
 	old = MemoryContextSwitchTo(state->row_cxt);
 
 	for (i = 0; i < n; i++)
 	{
-		ShardRoute *route;
-		int64		tenant = tenant_of_slot(state, slots[i]);
+		ShardRoute *route = RouteTenantOrError(tenant_of_slot(state, slots[i]),
+											   RelationGetRelationName(state->rel), true);
 
-		route = RouteTenantOrError(tenant, RelationGetRelationName(state->rel), true);
-		shard_of_row[i] = pstrdup(route->shard_id);
+		/* a copy: a route is valid until the next RouteTenant call */
+		route_of_row[i] = palloc(sizeof(ShardRoute));
+		*route_of_row[i] = *route;
+		route_of_row[i]->shard_id = pstrdup(route->shard_id);
+		route_of_row[i]->dsn = pstrdup(route->dsn);
 	}
 	for (i = 0; i < n; i++)
 	{
-		ShardRoute *route;
-		ShardConn  *sc;
+		int		   *rows = palloc(sizeof(int) * n);
 		int			nrows = 0;
 		int			j;
 
@@ -585,16 +594,24 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 			continue;
 		for (j = i; j < n; j++)
 		{
-			if (!done[j] && strcmp(shard_of_row[j], shard_of_row[i]) == 0)
+			if (!done[j] && strcmp(route_of_row[j]->shard_id, route_of_row[i]->shard_id) == 0)
 			{
 				rows[nrows++] = j;
 				done[j] = true;
 			}
 		}
-		route = RouteTenant(tenant_of_slot(state, slots[i]));
-		sc = ShardConnGet(route->shard_id, route->dsn);
-		ShardConnBegin(sc, SHARD_WRITE);
-		inserted += batch_insert(state, sc, slots, rows, nrows);
+		scs[nshards] = ShardConnGet(route_of_row[i]->shard_id, route_of_row[i]->dsn);
+		ShardConnBegin(scs[nshards], SHARD_WRITE);
+		sqls[nshards] = batch_statement(state, slots, rows, nrows, &nparams[nshards],
+										&types[nshards], &values[nshards]);
+		nshards++;
+	}
+	ShardConnExecParams(nshards, scs, sqls, nparams, (const Oid *const *) types,
+						(const char *const *const *) values, results);
+	for (i = 0; i < nshards; i++)
+	{
+		inserted += strtou64(PQcmdTuples(results[i]), NULL, 10);
+		PQclear(results[i]);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(state->row_cxt);

@@ -16,7 +16,11 @@
  *
  * Each shard runs the same statement; when their row counts differ the
  * copies had diverged (someone wrote to one shard directly), and the
- * statement fails rather than make them differ more.
+ * statement fails rather than make them differ more.  A statement runs on
+ * the first copy before the others (then all of those at once): two
+ * writers of the same rows queue on the first copy, so neither can hold a
+ * row on one shard that the other holds on another, which no shard's
+ * deadlock detector would see.
  *
  *-------------------------------------------------------------------------
  */
@@ -83,6 +87,54 @@ TrReferenceWriteConns(const char *table_name, bool allow_none)
 		conns = lappend(conns, sc);
 	}
 	return conns;
+}
+
+/*
+ * TrReferenceExec runs a statement on every copy (conns, from
+ * TrReferenceWriteConns): the first copy alone, then the others at once.
+ * It returns the first copy's row count; the others must change as many.
+ */
+uint64
+TrReferenceExec(const char *table_name, List *conns, const char *sql, int nparams,
+				const Oid *types, const char *const *values)
+{
+	int			n = list_length(conns);
+	ShardConn **scs = palloc(sizeof(ShardConn *) * (n + 1));
+	const char **sqls = palloc(sizeof(char *) * (n + 1));
+	int		   *nparamss = palloc(sizeof(int) * (n + 1));
+	const Oid **typess = palloc(sizeof(Oid *) * (n + 1));
+	const char *const **valuess = palloc(sizeof(char **) * (n + 1));
+	PGresult  **results = palloc(sizeof(PGresult *) * (n + 1));
+	PGresult   *first;
+	uint64		count;
+	int			i = 0;
+	ListCell   *lc;
+
+	if (n == 0)
+		return 0;
+	first = ShardConnExec(linitial(conns), sql, nparams, types, values);
+	count = strtou64(PQcmdTuples(first), NULL, 10);
+	PQclear(first);
+	for_each_from(lc, conns, 1)
+	{
+		scs[i] = lfirst(lc);
+		sqls[i] = sql;
+		nparamss[i] = nparams;
+		typess[i] = types;
+		valuess[i] = values;
+		i++;
+	}
+	ShardConnExecParams(i, scs, sqls, nparamss, typess, (const char *const *const *) valuess,
+						results);
+	for (n = 0; n < i; n++)
+	{
+		uint64		affected = strtou64(PQcmdTuples(results[n]), NULL, 10);
+
+		PQclear(results[n]);
+		results[n] = NULL;
+		TrReferenceCheckCount(table_name, ShardConnLabel(scs[n]), count, affected);
+	}
+	return count;
 }
 
 /*

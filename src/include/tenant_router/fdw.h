@@ -100,6 +100,8 @@ extern uint64 TrCopyEnd(TrCopy *copy);
 extern List *TrReferenceReadShards(void);
 extern List *TrReferenceWriteShards(const char *table_name, bool allow_none);
 extern List *TrReferenceWriteConns(const char *table_name, bool allow_none);
+extern uint64 TrReferenceExec(const char *table_name, List *conns, const char *sql,
+							  int nparams, const Oid *types, const char *const *values);
 extern void TrReferenceCheckCount(const char *table_name, const char *shard_label,
 								  uint64 expected, uint64 affected);
 
