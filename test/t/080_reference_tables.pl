@@ -139,6 +139,39 @@ is($coord->safe_psql('postgres', $join5), '10|euro', 'for tenant 5 the join retu
 like(slurp_file($shard1->logfile, $offset{shard1}), qr/JOIN public\.currencies c/,
 	'which shard1 ran');
 
+# Two writers of the same row: the second waits on the first copy (shard1)
+# and has sent nothing to the others, so the two can never hold the row on
+# different shards, each waiting for the other.
+my $first = $coord->background_psql('postgres', on_error_stop => 0);
+$first->query_until(qr/held/, q{
+	BEGIN;
+	UPDATE currencies SET rate = 2 WHERE code = 'EUR';
+	\echo held
+});
+my $second = $coord->background_psql('postgres', on_error_stop => 0);
+$second->query_until(qr/sent/, q{
+	\echo sent
+	UPDATE currencies SET rate = 3 WHERE code = 'EUR';
+	\echo second done
+});
+ok( $shard1->poll_query_until('postgres', q{
+		SELECT count(*) = 1 FROM pg_stat_activity
+		 WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE public.currencies%'}),
+	'the second writer waits on shard1');
+is( $shard2->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity
+		 WHERE query LIKE 'UPDATE public.currencies%' AND state = 'active'}),
+	'0', 'and has sent nothing to shard2 meanwhile');
+$first->query_until(qr/first done/, q{
+	COMMIT;
+	\echo first done
+});
+$second->query_until(qr/second done/, '');
+is($second->{stderr}, '', 'once the first commits, the second runs without error');
+$first->quit;
+$second->quit;
+is(join(' | ', map { copy_on($_) } ($shard1, $shard2, $shard3)),
+	join(' | ', ('EUR=3 GBP=1.1 JPY=0.006 USD=0.95') x 3), 'and both writes reached every copy, in order');
+
 # a second coordinator registers its foreign table as a reference table
 my $coord_b = TenantRouter::Test->new_coordinator('coord_b');
 $coord_b->safe_psql('postgres', qq{
@@ -153,6 +186,6 @@ $coord_b->safe_psql('postgres', qq{
 is($coord->safe_psql('postgres', q{SELECT rate FROM currencies WHERE code = 'SEK'}), '0.09',
 	'a second coordinator writes every copy, and the first reads the row');
 is(join(' | ', map { copy_on($_) } ($shard1, $shard2, $shard3)),
-	join(' | ', ('EUR=1 GBP=1.1 JPY=0.006 SEK=0.09 USD=0.95') x 3), 'on every shard');
+	join(' | ', ('EUR=3 GBP=1.1 JPY=0.006 SEK=0.09 USD=0.95') x 3), 'on every shard');
 
 done_testing();
