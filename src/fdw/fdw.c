@@ -231,8 +231,10 @@ lock_clause(PlannerInfo *root, RelOptInfo *baserel)
  * scan_limit returns the number of rows each shard needs to return at most
  * for the query's LIMIT (offset + count), or 0: only when the scan is all
  * the query reads, every condition is checked on the shards, nothing
- * between the scan and the LIMIT can remove or multiply rows, and the scan
- * is in the query's order (if it has one).
+ * between the scan and the LIMIT can remove or multiply rows, the scan
+ * is in the query's order (if it has one), and the LIMIT and OFFSET are
+ * constants (the planner estimates a stable function's value, which a
+ * reused plan must not keep) without WITH TIES (ties go past the count).
  */
 static int64
 scan_limit(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, List *pathkeys)
@@ -243,6 +245,9 @@ scan_limit(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, List *pathke
 		parse->commandType != CMD_SELECT || parse->groupClause != NIL ||
 		parse->groupingSets != NIL || parse->hasAggs || parse->hasWindowFuncs ||
 		parse->distinctClause != NIL || parse->setOperations != NULL ||
+		parse->limitOption == LIMIT_OPTION_WITH_TIES ||
+		(parse->limitCount != NULL && !IsA(parse->limitCount, Const)) ||
+		(parse->limitOffset != NULL && !IsA(parse->limitOffset, Const)) ||
 		parse->hasTargetSRFs || parse->rowMarks != NIL || root->hasHavingQual ||
 		info->local_conds != NIL ||
 		bms_membership(root->all_baserels) != BMS_SINGLETON ||

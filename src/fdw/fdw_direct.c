@@ -93,6 +93,7 @@ typedef struct DirectState
 	AttInMetadata *attinmeta;
 	MemoryContext cxt;			/* the query's: the shards' results live there */
 	MemoryContext row_cxt;
+	MemoryContextCallback gone; /* cxt freed without TrEndDirectModify */
 
 	bool		done_sending;
 	int			nshards;
@@ -240,15 +241,40 @@ direct_release(ShardConnClaim *claim)
 {
 	DirectShard *ds = (DirectShard *) claim;
 
+	/* the claim stays until the result is read: an error leaves it to the abort */
+	ds->result = ShardConnResult(ds->sc, true);
 	ShardConnClaimDone(ds->sc, claim);
 	ds->in_flight = false;
-	ds->result = ShardConnResult(ds->sc, true);
 }
 
 static void
 direct_abandon(ShardConnClaim *claim)
 {
 	((DirectShard *) claim)->in_flight = false;
+}
+
+/*
+ * direct_memory_gone: the query's memory is freed without
+ * TrEndDirectModify (an error): give up the claims, whose statements the
+ * transaction's cleanup cancels, and free the results.
+ */
+static void
+direct_memory_gone(void *arg)
+{
+	DirectState *state = (DirectState *) arg;
+	int			i;
+
+	for (i = 0; i < state->nshards; i++)
+	{
+		DirectShard *ds = &state->shards[i];
+
+		if (ds->in_flight)
+			ShardConnClaimDone(ds->sc, &ds->claim);
+		ds->in_flight = false;
+		PQclear(ds->result);
+		ds->result = NULL;
+	}
+	state->nshards = 0;
 }
 
 void
@@ -264,6 +290,9 @@ TrBeginDirectModify(ForeignScanState *node, int eflags)
 
 	node->fdw_state = state;
 	state->cxt = CurrentMemoryContext;
+	state->gone.func = direct_memory_gone;
+	state->gone.arg = state;
+	MemoryContextRegisterResetCallback(state->cxt, &state->gone);
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
 	state->sql = strVal(list_nth(fsplan->fdw_private, FdwDirectSql));
@@ -331,8 +360,8 @@ send_all(ForeignScanState *node, DirectState *state)
 		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
 		i++;
 	}
+	state->shards = palloc0(sizeof(DirectShard) * (list_length(shards) + 1));
 	state->nshards = list_length(shards);
-	state->shards = palloc0(sizeof(DirectShard) * (state->nshards + 1));
 	i = 0;
 	foreach(lc, shards)
 	{

@@ -465,7 +465,9 @@ TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 /*
  * TrGetForeignModifyBatchSize lets the executor hand over rows to insert in
  * batches, which go to their shards as multi-row INSERTs: not when the rows
- * must come back (RETURNING).
+ * must come back (RETURNING, a view's WITH CHECK OPTION), nor with row
+ * triggers (a BEFORE trigger may read the table, and must see the rows
+ * inserted before its own).
  */
 int
 TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
@@ -474,7 +476,9 @@ TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 	int			ncols;
 
 	if (state == NULL || state->retrieved_attrs != NIL ||
-		(rinfo->ri_TrigDesc && rinfo->ri_TrigDesc->trig_insert_after_row))
+		rinfo->ri_projectReturning != NULL || rinfo->ri_WithCheckOptions != NIL ||
+		(rinfo->ri_TrigDesc && (rinfo->ri_TrigDesc->trig_insert_before_row ||
+								rinfo->ri_TrigDesc->trig_insert_after_row)))
 		return 1;
 	ncols = Max(list_length(state->target_attrs), 1);
 	return Min(INSERT_BATCH_ROWS, PQ_QUERY_PARAM_MAX_LIMIT / ncols);
@@ -541,6 +545,8 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 	int			i;
 	MemoryContext old;
 
+	/* all of a batch's work in row_cxt, reset after it */
+	old = MemoryContextSwitchTo(state->row_cxt);
 	if (state->table->is_reference)
 	{
 		/* every row to every copy: one multi-row INSERT */
@@ -552,7 +558,6 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 
 		List	   *copies = copies_of(state);
 
-		old = MemoryContextSwitchTo(state->row_cxt);
 		for (i = 0; i < n; i++)
 			rows[i] = i;
 		sql = batch_statement(state, slots, rows, n, &nparam, &typs, &vals);
@@ -571,7 +576,6 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 	types = palloc(sizeof(Oid *) * n);
 	values = palloc(sizeof(char **) * n);
 	results = palloc(sizeof(PGresult *) * n);
-	old = MemoryContextSwitchTo(state->row_cxt);
 
 	for (i = 0; i < n; i++)
 	{

@@ -112,6 +112,7 @@ typedef struct TrScanState
 	WaitEventSet *wait_set;
 	MemoryContext batch_cxt;	/* the row being returned */
 	MemoryContext scan_cxt;		/* per (re)scan state */
+	MemoryContextCallback scan_gone;	/* when scan_cxt goes without close_all */
 	Datum	   *values;
 	bool	   *nulls;
 } TrScanState;
@@ -277,9 +278,10 @@ take_result(ScanShard *ss)
 	PGresult   *res;
 
 	Assert(ss->fetching);
+	/* the claim stays until the result is read: an error leaves it to the abort */
+	res = ShardConnResult(ss->sc, true);
 	ShardConnClaimDone(ss->sc, &ss->claim);
 	ss->fetching = false;
-	res = ShardConnResult(ss->sc, true);
 	if (PQntuples(res) < FETCH_SIZE)
 		ss->exhausted = true;
 	Assert(ss->ahead == NULL);
@@ -367,8 +369,8 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
 		i++;
 	}
+	state->shards = palloc0(sizeof(ScanShard) * (list_length(shards) + 1));
 	state->nshards = list_length(shards);
-	state->shards = palloc0(sizeof(ScanShard) * (state->nshards + 1));
 	foreach(lc, shards)
 	{
 		ScanShard  *ss = &state->shards[s++];
@@ -400,6 +402,36 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 	state->current = -1;
 }
 
+/*
+ * scan_memory_gone: the scan's memory is freed without close_all (a
+ * rollback frees a suspended cursor's executor state before the
+ * transaction callbacks clean the connections): give up the claims, whose
+ * FETCHes the cleanup cancels, and free what palloc does not own.
+ */
+static void
+scan_memory_gone(void *arg)
+{
+	TrScanState *state = (TrScanState *) arg;
+	int			i;
+
+	for (i = 0; i < state->nshards; i++)
+	{
+		ScanShard  *ss = &state->shards[i];
+
+		if (ss->fetching)
+			ShardConnClaimDone(ss->sc, &ss->claim);
+		ss->fetching = false;
+		PQclear(ss->ahead);
+		ss->ahead = NULL;
+		PQclear(ss->batch);
+		ss->batch = NULL;
+	}
+	state->nshards = 0;
+	if (state->wait_set != NULL)
+		FreeWaitEventSet(state->wait_set);
+	state->wait_set = NULL;
+}
+
 static void
 start_scan(ForeignScanState *node, TrScanState *state, bool explain_only)
 {
@@ -408,6 +440,9 @@ start_scan(ForeignScanState *node, TrScanState *state, bool explain_only)
 
 	close_all(state);
 	MemoryContextReset(state->scan_cxt);
+	state->scan_gone.func = scan_memory_gone;
+	state->scan_gone.arg = state;
+	MemoryContextRegisterResetCallback(state->scan_cxt, &state->scan_gone);
 	old = MemoryContextSwitchTo(state->scan_cxt);
 	shards = choose_shards(node, state);
 	state->chosen = shards;
@@ -504,7 +539,7 @@ wait_any(TrScanState *state)
 
 	if (state->wait_set != NULL)
 		FreeWaitEventSet(state->wait_set);
-	state->wait_set = CreateWaitEventSet(CurrentMemoryContext, state->nshards + 2);
+	state->wait_set = CreateWaitEventSet(state->scan_cxt, state->nshards + 2);
 	AddWaitEventToSet(state->wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(state->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < state->nshards; i++)
@@ -512,13 +547,14 @@ wait_any(TrScanState *state)
 			AddWaitEventToSet(state->wait_set, WL_SOCKET_READABLE,
 							  ShardConnSocket(state->shards[i].sc), NULL, NULL);
 	(void) WaitEventSetWait(state->wait_set, -1, &event, 1, PG_WAIT_EXTENSION);
+	/* freed before an interrupt can raise an error: it holds a descriptor */
+	FreeWaitEventSet(state->wait_set);
+	state->wait_set = NULL;
 	if (event.events & WL_LATCH_SET)
 	{
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	FreeWaitEventSet(state->wait_set);
-	state->wait_set = NULL;
 }
 
 /*

@@ -194,7 +194,8 @@ add_grouping_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped
 
 		foreach(lc, grouped_rel->reltarget->exprs)
 			whole = whole && TrShippable(lfirst(lc), scan->varno, true);
-		foreach(lc, extra->havingQual ? make_ands_implicit((Expr *) extra->havingQual) : NIL)
+		/* havingQual is already an implicit-AND list */
+		foreach(lc, (List *) extra->havingQual)
 		{
 			whole = whole && TrShippable(lfirst(lc), scan->varno, true);
 			info->having = lappend(info->having,
