@@ -55,8 +55,14 @@ SELECT shard_add('shard3', 20001, 30000, 'host=127.0.0.1 port=1 user=u password=
 SELECT shard_add('', 20001, 30000, :'shard2');
 SELECT shard_add('shard 3', 20001, 30000, :'shard2');
 SELECT shard_add(repeat('x', 64), 20001, 30000, :'shard2');
--- NULL arguments: strict functions do nothing
+-- NULL arguments: shard_add() says so instead of doing nothing (it is not
+-- strict: NULL ranges will mean pin-only shards)
 SELECT shard_add(NULL, 20001, 30000, :'shard2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('shard3', 20001, 30000, NULL);
+SELECT shard_add('shard3', NULL, NULL, :'shard2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('shard3', 20001, NULL, :'shard2');
 SELECT topology_unchanged();
 
 -- shard_update_range

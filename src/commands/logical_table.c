@@ -378,8 +378,7 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	{
 		ShardRow   *shard = lfirst(lc);
 
-		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row,
-					   shard->range_start, shard->range_end, false);
+		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row, shard, false);
 	}
 
 	if (rel->rd_rel->relkind == RELKIND_RELATION)

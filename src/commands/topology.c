@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * topology.c
- *	  shard_add(), shard_remove(), shard_update_range(), shard_for(), and the
- *	  code the Redis events share with them.
+ *	  shard_add(), shard_remove(), shard_update_range(), shard_for(),
+ *	  shard_cleanup(), the code the Redis events share with them, and the
+ *	  statements that write a shard's catalog row.
  *
  * Every change first bumps tenant_router.topology.version, which takes that
  * row's lock: changes are serialized, and validation sees the latest
@@ -22,6 +23,7 @@
 #include "utils/builtins.h"
 
 #include "tenant_router/catalog.h"
+#include "tenant_router/connection.h"
 #include "tenant_router/dsn.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
@@ -32,6 +34,7 @@ PG_FUNCTION_INFO_V1(tenant_router_shard_add);
 PG_FUNCTION_INFO_V1(tenant_router_shard_remove);
 PG_FUNCTION_INFO_V1(tenant_router_shard_update_range);
 PG_FUNCTION_INFO_V1(tenant_router_shard_for);
+PG_FUNCTION_INFO_V1(tenant_router_shard_cleanup);
 PG_FUNCTION_INFO_V1(tenant_router_dsn_redact);
 PG_FUNCTION_INFO_V1(tenant_router_is_superuser);
 
@@ -113,29 +116,83 @@ TopologyBumpVersion(void)
 									   1, &isnull));
 }
 
-/* TopologyLockShard returns the shard's row locked for update, or NULL */
+/* shard_row_from_spi returns row i of SPI's result, a full tenant_router.shard row */
+static ShardRow *
+shard_row_from_spi(uint64 i)
+{
+	HeapTuple	tuple = SPI_tuptable->vals[i];
+	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
+	ShardRow   *row = palloc0(sizeof(ShardRow));
+	bool		isnull;
+
+	row->shard_id = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "shard_id"), &isnull));
+	row->range_start = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "range_start"), &isnull));
+	row->range_end = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "range_end"), &isnull));
+	row->dsn = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "dsn"), &isnull));
+	row->state = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "state"), &isnull));
+	row->version = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "version"), &isnull));
+	return row;
+}
+
+/*
+ * TopologyLockShard returns the shard's row, locked for update, or NULL; the
+ * row is the latest committed version.  SPI must be connected.
+ */
 ShardRow *
 TopologyLockShard(const char *shard_id)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+	MemoryContext cxt = CurrentMemoryContext;
 	ShardRow   *row;
-	bool		isnull;
-	HeapTuple	tuple;
-	TupleDesc	tupdesc;
 
-	TopologySpiExec("SELECT range_start, range_end, dsn FROM tenant_router.shard "
-			 "WHERE shard_id = $1 FOR UPDATE", 1, types, values, SPI_OK_SELECT);
+	TopologySpiExec("SELECT * FROM tenant_router.shard WHERE shard_id = $1 FOR UPDATE",
+					1, types, values, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;
-	tuple = SPI_tuptable->vals[0];
-	tupdesc = SPI_tuptable->tupdesc;
-	row = palloc0(sizeof(ShardRow));
-	row->shard_id = pstrdup(shard_id);
-	row->range_start = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 1, &isnull));
-	row->range_end = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 2, &isnull));
-	row->dsn = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 3, &isnull));
+	row = shard_row_from_spi(0);
+	MemoryContextSwitchTo(cxt);
 	return row;
+}
+
+/*
+ * TopologyInsertShard and TopologyUpdateShard write a shard's catalog row:
+ * the only statements that do.  SPI must be connected.
+ */
+void
+TopologyInsertShard(const ShardRow *shard)
+{
+	Oid			types[6] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
+	Datum		values[6];
+
+	values[0] = CStringGetTextDatum(shard->shard_id);
+	values[1] = Int64GetDatum(shard->range_start);
+	values[2] = Int64GetDatum(shard->range_end);
+	values[3] = CStringGetTextDatum(shard->dsn);
+	values[4] = CStringGetTextDatum(shard->state ? shard->state : "active");
+	values[5] = Int64GetDatum(shard->version);
+	TopologySpiExec("INSERT INTO tenant_router.shard "
+					"(shard_id, range_start, range_end, dsn, state, version) "
+					"VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, SPI_OK_INSERT);
+}
+
+void
+TopologyUpdateShard(const ShardRow *shard)
+{
+	Oid			types[6] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
+	Datum		values[6];
+
+	values[0] = CStringGetTextDatum(shard->shard_id);
+	values[1] = Int64GetDatum(shard->range_start);
+	values[2] = Int64GetDatum(shard->range_end);
+	values[3] = CStringGetTextDatum(shard->dsn);
+	values[4] = CStringGetTextDatum(shard->state ? shard->state : "active");
+	values[5] = Int64GetDatum(shard->version);
+	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, dsn = $4, "
+					"state = $5, version = $6, updated_at = now() WHERE shard_id = $1",
+					6, types, values, SPI_OK_UPDATE);
+	if (SPI_processed != 1)
+		TopologyUnknownShard(shard->shard_id);
 }
 
 void
@@ -184,36 +241,31 @@ int64
 TopologyAddShard(const char *shard_id, int64 range_start, int64 range_end,
 				 const char *dsn, TopologySource source)
 {
-	int64		version;
-	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, TEXTOID, INT8OID};
-	Datum		values[5];
+	ShardRow	shard;
 
 	ValidateShardId(shard_id);
 	validate_range(range_start, range_end);
 	DsnValidate(dsn);
 
 	SPI_connect();
-	version = TopologyBumpVersion();
+	memset(&shard, 0, sizeof(shard));
+	shard.shard_id = (char *) shard_id;
+	shard.range_start = range_start;
+	shard.range_end = range_end;
+	shard.dsn = (char *) dsn;
+	shard.version = TopologyBumpVersion();
 	if (TopologyLockShard(shard_id) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("shard \"%s\" already exists", shard_id)));
 	check_overlap(NULL, range_start, range_end);
 
-	values[0] = CStringGetTextDatum(shard_id);
-	values[1] = Int64GetDatum(range_start);
-	values[2] = Int64GetDatum(range_end);
-	values[3] = CStringGetTextDatum(dsn);
-	values[4] = Int64GetDatum(version);
-	TopologySpiExec("INSERT INTO tenant_router.shard "
-			 "(shard_id, range_start, range_end, dsn, version) "
-			 "VALUES ($1, $2, $3, $4, $5)", 5, types, values, SPI_OK_INSERT);
-
-	ShardSyncAllTables(shard_id, dsn, range_start, range_end);
+	TopologyInsertShard(&shard);
+	ShardSyncAllTables(&shard);
 	if (source == TOPOLOGY_FROM_SQL)
-		OutboxAddShard(shard_id, range_start, range_end, dsn, version);
+		OutboxAddShard(shard_id, range_start, range_end, dsn, shard.version);
 	SPI_finish();
-	return version;
+	return shard.version;
 }
 
 /*
@@ -249,8 +301,6 @@ TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 {
 	int64		version;
 	ShardRow   *shard;
-	Oid			types[4] = {TEXTOID, INT8OID, INT8OID, INT8OID};
-	Datum		values[4];
 
 	validate_range(range_start, range_end);
 
@@ -261,19 +311,75 @@ TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 		TopologyUnknownShard(shard_id);
 	check_overlap(shard_id, range_start, range_end);
 
-	values[0] = CStringGetTextDatum(shard_id);
-	values[1] = Int64GetDatum(range_start);
-	values[2] = Int64GetDatum(range_end);
-	values[3] = Int64GetDatum(version);
-	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, "
-			 "version = $4, updated_at = now() WHERE shard_id = $1",
-			 4, types, values, SPI_OK_UPDATE);
-
-	ShardSyncAllTables(shard_id, shard->dsn, range_start, range_end);
+	shard->range_start = range_start;
+	shard->range_end = range_end;
+	shard->version = version;
+	TopologyUpdateShard(shard);
+	ShardSyncAllTables(shard);
 	if (source == TOPOLOGY_FROM_SQL)
 		OutboxUpdateRange(shard_id, range_start, range_end, version);
 	SPI_finish();
 	return version;
+}
+
+/*
+ * shard_add() is not strict: a NULL argument is an error, not a silent
+ * no-op.  NULL ranges will mean a shard that owns only the tenants pinned
+ * to it; until then they are refused.
+ */
+/* TopologyQueueCleanup queues a shard that keeps rows it gave away */
+void
+TopologyQueueCleanup(const char *shard_id)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+
+	TopologySpiExec("INSERT INTO tenant_router.pending_cleanup (shard_id) VALUES ($1) "
+					"ON CONFLICT DO NOTHING", 1, types, values, SPI_OK_INSERT);
+}
+
+/*
+ * TopologyCleanupShard deletes the rows shard_id keeps that it does not own
+ * (given away by an online operation) and validates its range constraints;
+ * it returns the rows deleted.  The code of shard_cleanup(); the worker
+ * runs it too.
+ */
+int64
+TopologyCleanupShard(const char *shard_id)
+{
+	ShardRow   *shard;
+	ShardConn  *sc;
+	ListCell   *lc;
+	int64		deleted = 0;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+
+	SPI_connect();
+	TopologySpiExec("SELECT 1 FROM tenant_router.shard WHERE shard_id = $1 FOR SHARE",
+					1, types, values, SPI_OK_SELECT);
+	shard = SPI_processed > 0 ? CatalogGetShard(shard_id) : NULL;
+	if (shard == NULL)
+		TopologyUnknownShard(shard_id);
+
+	sc = ShardConnGet(shard_id, shard->dsn);
+	ShardConnBegin(sc, SHARD_WRITE);
+	foreach(lc, CatalogLogicalTables())
+	{
+		LogicalTableRow *table = lfirst(lc);
+
+		deleted += ShardDeleteNotOwned(sc, table, shard);
+		ShardValidateOwnership(sc, table);
+	}
+	TopologySpiExec("DELETE FROM tenant_router.pending_cleanup WHERE shard_id = $1",
+					1, types, values, SPI_OK_DELETE);
+	SPI_finish();
+	return deleted;
+}
+
+Datum
+tenant_router_shard_cleanup(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(TopologyCleanupShard(text_to_cstring(PG_GETARG_TEXT_PP(0))));
 }
 
 Datum
@@ -281,6 +387,16 @@ tenant_router_shard_add(PG_FUNCTION_ARGS)
 {
 	TopologyRequireSuperuser("shard_add",
 							 "Every backend reaches the shard with its connection string, which may connect as a superuser of the shard.");
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s of shard_add() must not be null", PG_ARGISNULL(0) ? "shard_id" : "dsn")));
+	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a shard without a range is not supported"),
+				 errdetail("shard_add() was called with a NULL range_start or range_end."),
+				 errhint("Give the shard a range: range_start and range_end, both inclusive.")));
 	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 					 PG_GETARG_INT64(1), PG_GETARG_INT64(2),
 					 text_to_cstring(PG_GETARG_TEXT_PP(3)),

@@ -9,8 +9,8 @@
  * the shards that can hold matching tenants, with the clauses that mean the
  * same there shipped in the remote SELECT and the others checked on the
  * coordinator; inserts are routed row by row (fdw_modify.c).  Each shard is
- * read only within its current range, so rows that a topology change left
- * behind on a shard are never read twice.
+ * read only for the tenants it owns now (ShardOwnsSql), so rows that a
+ * topology change left behind on a shard are never read twice.
  *
  *-------------------------------------------------------------------------
  */
@@ -161,6 +161,8 @@ trGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	bool		whole_row;
 	int			nparams;
 	int			nestlevel;
+	int			owns_at;
+	int			owns_len;
 	AttrNumber	attno;
 	Relation	rel = table_open(foreigntableid, NoLock);
 	TupleDesc	tupdesc = RelationGetDescr(rel);
@@ -228,18 +230,26 @@ trGetForeignPlan(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid,
 	}
 	nparams = list_length(ctx.param_exprs);
 
-	/* the shard's range, bound at execution: $nparams+1, $nparams+2 */
-	appendStringInfo(&sql, "%s%s >= $%d AND %s <= $%d%s",
-					 info->remote_conds ? " AND " : " WHERE ",
+	/*
+	 * What the shard owns: shown as its range, $nparams+1..$nparams+2; the
+	 * scan puts each shard's own condition (ShardOwnsSql) in its place.
+	 */
+	appendStringInfoString(&sql, info->remote_conds ? " AND " : " WHERE ");
+	owns_at = sql.len;
+	appendStringInfo(&sql, "%s >= $%d AND %s <= $%d",
 					 table->tenant_column, nparams + 1,
-					 table->tenant_column, nparams + 2, lock);
+					 table->tenant_column, nparams + 2);
+	owns_len = sql.len - owns_at;
+	appendStringInfoString(&sql, lock);
 	LeaveRemoteSqlSettings(nestlevel);
 	table_close(rel, NoLock);
 
 	return make_foreignscan(tlist, local_exprs, baserel->relid,
 							list_concat(ctx.param_exprs, tenant_exprs),
-							list_make4(makeString(sql.data), retrieved_attrs,
-									   makeInteger(nparams), tenant_strategies),
+							lappend(lappend(list_make4(makeString(sql.data), retrieved_attrs,
+													   makeInteger(nparams), tenant_strategies),
+											makeInteger(owns_at)),
+									makeInteger(owns_len)),
 							NIL, NIL, outer_plan);
 }
 

@@ -35,6 +35,9 @@
 typedef struct TrScanState
 {
 	char	   *sql;
+	int			owns_at;		/* the range condition in sql, replaced by */
+	int			owns_len;		/* what each shard owns */
+	char	   *tenant_column;	/* quoted */
 	List	   *retrieved_attrs;
 	int			nparams;		/* shipped parameters; then 2 for the range */
 	List	   *param_states;
@@ -89,6 +92,9 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 
 	node->fdw_state = state;
 	state->sql = strVal(list_nth(fsplan->fdw_private, FdwScanSql));
+	state->owns_at = intVal(list_nth(fsplan->fdw_private, FdwScanOwnsAt));
+	state->owns_len = intVal(list_nth(fsplan->fdw_private, FdwScanOwnsLen));
+	state->tenant_column = pstrdup(GetLogicalTableOrError(node->ss.ss_currentRelation)->tenant_column);
 	state->retrieved_attrs = list_nth(fsplan->fdw_private, FdwScanRetrievedAttrs);
 	state->nparams = intVal(list_nth(fsplan->fdw_private, FdwScanNumParams));
 	strategies = list_nth(fsplan->fdw_private, FdwScanTenantStrategies);
@@ -220,7 +226,11 @@ open_next_cursor(ForeignScanState *node, TrScanState *state)
 	state->sc = ShardConnGet(shard->shard_id, shard->dsn);
 	ShardConnBegin(state->sc, SHARD_READ);
 	snprintf(state->cursor, sizeof(state->cursor), "tenant_router_c%u", ++cursor_number);
-	declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", state->cursor, state->sql);
+	/* the shard's own condition in place of the range one (unbound $n) */
+	declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %.*s%s%s", state->cursor,
+					   state->owns_at, state->sql,
+					   ShardOwnsSql(shard, state->tenant_column),
+					   state->sql + state->owns_at + state->owns_len);
 	PQclear(ShardConnExec(state->sc, declare, state->params.n, state->params.types,
 						  state->params.values));
 	state->cursor_open = true;

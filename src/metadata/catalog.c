@@ -337,3 +337,18 @@ CatalogLogicalTables(void)
 	table_close(rel, AccessShareLock);
 	return rows;
 }
+
+/*
+ * ShardOwnsSql returns the SQL condition on tenant_column (an expression,
+ * quoted already) that is true exactly for the tenants the shard owns: the
+ * one description of a shard's tenants, used for its tables' CHECK
+ * constraint, the rows its cleanup deletes, the row filter of an online
+ * operation and the FDW's scan of the shard.  The text is deterministic, so
+ * that two coordinators describing the same shard write the same constraint.
+ */
+char *
+ShardOwnsSql(const ShardRow *shard, const char *tenant_column)
+{
+	return psprintf("(%s >= " INT64_FORMAT " AND %s <= " INT64_FORMAT ")",
+					tenant_column, shard->range_start, tenant_column, shard->range_end);
+}

@@ -44,4 +44,6 @@ extern List *CatalogShardChunk(int64 tenant, int max);
 extern LogicalTableRow *CatalogGetLogicalTable(Oid relid);
 extern List *CatalogLogicalTables(void);
 
+extern char *ShardOwnsSql(const ShardRow *shard, const char *tenant_column);
+
 #endif

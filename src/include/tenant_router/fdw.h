@@ -18,7 +18,9 @@ enum FdwScanPrivate
 	FdwScanSql,					/* remote SELECT (String) */
 	FdwScanRetrievedAttrs,		/* attnums of its columns (IntList) */
 	FdwScanNumParams,			/* shipped parameters (Integer) */
-	FdwScanTenantStrategies		/* tenant conditions (IntList) */
+	FdwScanTenantStrategies,	/* tenant conditions (IntList) */
+	FdwScanOwnsAt,				/* where in FdwScanSql the condition on what */
+	FdwScanOwnsLen				/* the shard owns is, and its length (Integer) */
 };
 
 /* ModifyTable.fdw_privlist entries */

@@ -23,15 +23,17 @@ extern int64 TopologyAddShard(const char *shard_id, int64 range_start,
 extern int64 TopologyRemoveShard(const char *shard_id, TopologySource source);
 extern int64 TopologyUpdateRange(const char *shard_id, int64 range_start,
 								 int64 range_end, TopologySource source);
-extern int64 TopologySplitShard(const char *shard_id, int64 split_at,
-								const char *new_shard_id, const char *new_dsn,
-								TopologySource source);
+extern void TopologySplitShard(const char *shard_id, int64 split_at,
+							   const char *new_shard_id, const char *new_dsn);
 extern int64 TopologyCleanupShard(const char *shard_id);
 
 /* building blocks of the changes above; SPI must be connected */
 extern void ValidateShardId(const char *shard_id);
 extern int64 TopologyBumpVersion(void);
 extern struct ShardRow *TopologyLockShard(const char *shard_id);
+extern void TopologyInsertShard(const struct ShardRow *shard);
+extern void TopologyUpdateShard(const struct ShardRow *shard);
+extern void TopologyQueueCleanup(const char *shard_id);
 extern void TopologyUnknownShard(const char *shard_id) pg_attribute_noreturn();
 extern void TopologySpiExec(const char *sql, int nargs, Oid *types, Datum *values,
 							int expected);
