@@ -36,11 +36,13 @@ char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
 char	   *TenantRouterNodeName = NULL;
+char	   *TenantRouterOperationPauseBefore = NULL;
 int			TenantRouterRedisDb = 0;
 char	   *TenantRouterRedisHost = NULL;
 char	   *TenantRouterRedisPassword = NULL;
 int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
+int			TenantRouterShardLockTimeout = 10000;
 char	   *TenantRouterTopologyChannel = NULL;
 
 static void define_settings(void);
@@ -128,6 +130,15 @@ define_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("tenant_router.operation_pause_before",
+							   "For tests: an online operation waits before this phase until it is cancelled.",
+							   NULL,
+							   &TenantRouterOperationPauseBefore,
+							   "",
+							   PGC_SUSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	DefineCustomIntVariable("tenant_router.redis_db",
 							"Redis database number that holds the topology stream.",
 							NULL,
@@ -174,6 +185,16 @@ define_settings(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.shard_lock_timeout",
+							"Longest wait for a lock on a shard's table by DDL tenant_router sends (range constraints, online operations).",
+							"0 waits without limit.  A statement that waits longer fails with 55P03.",
+							&TenantRouterShardLockTimeout,
+							10000,
+							0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tenant_router.topology_channel",
 							   "Redis pub/sub channel that carries topology events.",

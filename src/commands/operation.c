@@ -26,12 +26,16 @@
  * worker, or by hand) deletes them and validates the constraint.  Until
  * then they are invisible: every scan reads a shard only within what it owns.
  *
- * Phases, in order: prepare (the kind's checks, connections, empty target),
+ * Phases, in order: prepare (connections, wal_level, an empty target),
  * create target tables, publish, subscribe, copy, catch up, switch, flip
- * catalog, clean up.  Undo, after a failure in any of them: roll back the
- * switch if open, drop the subscription, the slot, the publication and the
- * markers, restore replica identities, give the source its constraint back
- * if the switch had committed, and empty the target of what was copied.
+ * catalog, clean up.  Each runs in a transaction of its own in the
+ * operation's worker (operation_worker.c), which records the phase reached
+ * before it starts.  Undo, after a failure in any of them or from that
+ * record after a crash: roll back the switch if open, drop the
+ * subscription, the slot, the publication and the markers, restore replica
+ * identities, give the source its constraint back if the switch may have
+ * committed, and empty the target of what was copied.  Every step of the
+ * undo is safe to repeat and to run on what does not exist.
  *
  * Requirements: wal_level = logical on the source; the target's DSN user may
  * create subscriptions (superuser in PostgreSQL 15); the target reaches the
@@ -52,10 +56,13 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/operation.h"
+#include "tenant_router/operation_worker.h"
 #include "tenant_router/shard_ddl.h"
 
 /* how often an operation looks at the replication's progress */
 #define POLL_MS 50
+/* how long the copy waits before its progress is recorded */
+#define PROGRESS_MS 1000
 /* how long dropping a replication slot waits for its sender to let go */
 #define SLOT_RELEASE_MS 10000
 
@@ -71,26 +78,27 @@ static const char *const quiet_logging[][2] = {
 	{"log_transaction_sample_rate", "0"},
 };
 
-static void op_prepare(Operation *op);
-static void op_create_target_tables(Operation *op);
-static void op_publish(Operation *op);
-static void op_subscribe(Operation *op);
-static void op_copy(Operation *op);
-static void op_catch_up(Operation *op);
-static void op_switch(Operation *op);
-static void op_flip(Operation *op);
-static void op_clean_up(Operation *op);
-static void op_undo(Operation *op);
+static bool op_prepare(Operation *op);
+static bool op_create_target_tables(Operation *op);
+static bool op_read_identities(Operation *op);
+static bool op_publish(Operation *op);
+static bool op_subscribe(Operation *op);
+static bool op_copy(Operation *op);
+static bool op_catch_up(Operation *op);
+static bool op_switch(Operation *op);
+static bool op_flip(Operation *op);
+static bool op_clean_up(Operation *op);
 
-/* the phases after the kind's own checks, in order */
-static const struct
-{
-	const char *name;
-	void		(*run) (Operation *op);
-}			phases[] =
-{
+/*
+ * The phases in order.  What a step may make on the shards is covered by
+ * the undo from the moment the phase is recorded: "publish" reads the
+ * replica identities first, so that the record holds how to restore them
+ * before any is changed.
+ */
+const OperationStep OperationSteps[] = {
 	{"prepare", op_prepare},
 	{"create target tables", op_create_target_tables},
+	{"publish", op_read_identities},
 	{"publish", op_publish},
 	{"subscribe", op_subscribe},
 	{"copy", op_copy},
@@ -99,16 +107,21 @@ static const struct
 	{"flip catalog", op_flip},
 	{"clean up", op_clean_up},
 };
+const int	OperationStepCount = lengthof(OperationSteps);
 
-/* OperationCreate returns a new, empty operation state. */
-Operation *
-OperationCreate(const char *operation)
+/* OperationKeepShard returns a copy of row that lives as long as op. */
+ShardRow *
+OperationKeepShard(Operation *op, const ShardRow *row)
 {
-	Operation  *op = palloc0(sizeof(Operation));
+	MemoryContext old = MemoryContextSwitchTo(op->cxt);
+	ShardRow   *copy = palloc(sizeof(ShardRow));
 
-	op->operation = operation;
-	op->phase = "prepare";
-	return op;
+	*copy = *row;
+	copy->shard_id = pstrdup(row->shard_id);
+	copy->dsn = pstrdup(row->dsn);
+	copy->state = row->state ? pstrdup(row->state) : NULL;
+	MemoryContextSwitchTo(old);
+	return copy;
 }
 
 /*
@@ -130,7 +143,7 @@ remote_true(ShardConn *sc, const char *sql)
 	return value != NULL && strcmp(value, "t") == 0;
 }
 
-/* best_effort runs a statement of the undo, logging its error instead of raising it */
+/* best_effort runs a statement, logging its error instead of raising it */
 static void
 best_effort(ShardConn *sc, const char *sql)
 {
@@ -156,32 +169,76 @@ best_effort(ShardConn *sc, const char *sql)
 }
 
 /*
+ * poll_wait waits a little, answering interrupts and, unless undoing, the
+ * end of the session that asked for the operation.
+ */
+static void
+poll_wait(Operation *op)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 POLL_MS, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (!op->undoing)
+		OperationCheckCaller(op);
+}
+
+/* count_copied counts the moving rows the target has now */
+static void
+count_copied(Operation *op)
+{
+	ListCell   *lc;
+	int64		rows = 0;
+
+	foreach(lc, op->tables)
+	{
+		LogicalTableRow *table = lfirst(lc);
+		char	   *qualname = ShardTableName(table->relid);
+		char	   *count;
+
+		if (qualname == NULL)
+			continue;
+		count = ShardRemoteValue(op->target_conn,
+								 psprintf("SELECT pg_catalog.count(*) FROM %s WHERE %s", qualname,
+										  OperationMovingSql(op, quote_identifier(table->tenant_column))),
+								 NULL);
+		rows += count ? strtoi64(count, NULL, 10) : 0;
+	}
+	op->rows_copied = rows;
+}
+
+/*
+ * subscription_failed raises an error if the subscription reports errors.
+ */
+static void
+check_subscription(Operation *op)
+{
+	char	   *failed = ShardRemoteValue(op->target_conn,
+										  psprintf("SELECT sync_error_count + apply_error_count "
+												   "FROM pg_catalog.pg_stat_subscription_stats "
+												   "WHERE subname = %s", quote_literal_cstr(op->name)),
+										  NULL);
+
+	if (failed != NULL && strcmp(failed, "0") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("replication to shard \"%s\" failed", op->target->shard_id),
+				 errhint("The log of the target shard says why (subscription %s).", op->name)));
+}
+
+/*
  * wait_for_subscription waits until condition (a boolean query on the
  * target) is true, failing if the subscription reports errors.
  */
 static void
 wait_for_subscription(Operation *op, const char *condition)
 {
-	char	   *errors = psprintf("SELECT sync_error_count + apply_error_count "
-								  "FROM pg_catalog.pg_stat_subscription_stats "
-								  "WHERE subname = %s", quote_literal_cstr(op->name));
-
 	for (;;)
 	{
-		char	   *failed;
-
 		if (remote_true(op->target_conn, condition))
 			return;
-		failed = ShardRemoteValue(op->target_conn, errors, NULL);
-		if (failed != NULL && strcmp(failed, "0") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("replication to shard \"%s\" failed", op->target->shard_id),
-					 errhint("The log of the target shard says why (subscription %s).", op->name)));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 POLL_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		check_subscription(op);
+		poll_wait(op);
 	}
 }
 
@@ -222,41 +279,44 @@ drop_slot(Operation *op)
 					 errmsg("replication slot %s on shard \"%s\" is still in use", op->name,
 							op->source->shard_id),
 					 errhint("Drop it on the shard with pg_drop_replication_slot() once it is inactive.")));
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 POLL_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		poll_wait(op);
 		waited += POLL_MS;
 	}
 	op->slot_created = false;
 }
 
-/* drop_subscription drops the subscription, leaving the slot to drop_slot */
+/*
+ * drop_subscription drops the subscription (leaving the slot to drop_slot)
+ * and the target's marker table, if they exist.
+ */
 static void
-drop_subscription(Operation *op, bool undo)
+drop_subscription(Operation *op)
 {
-	const char *steps[] = {
-		psprintf("ALTER SUBSCRIPTION %s DISABLE", op->name),
-		psprintf("ALTER SUBSCRIPTION %s SET (slot_name = NONE)", op->name),
-		psprintf("DROP SUBSCRIPTION %s", op->name),
-		psprintf("DROP TABLE IF EXISTS %s", op->marker),
-	};
-
-	for (int i = 0; i < lengthof(steps); i++)
+	if (remote_true(op->target_conn,
+					psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription "
+							 "WHERE subname = %s)", quote_literal_cstr(op->name))))
 	{
-		if (undo)
-		{
-			/* only what exists: the undo may come before the subscription */
-			if (i < 3 && !remote_true(op->target_conn,
-									  psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription "
-											   "WHERE subname = %s)", quote_literal_cstr(op->name))))
-				continue;
-			best_effort(op->target_conn, steps[i]);
-		}
-		else
-			ShardRemoteCommand(op->target_conn, steps[i]);
+		ShardRemoteCommand(op->target_conn, psprintf("ALTER SUBSCRIPTION %s DISABLE", op->name));
+		ShardRemoteCommand(op->target_conn,
+						   psprintf("ALTER SUBSCRIPTION %s SET (slot_name = NONE)", op->name));
+		ShardRemoteCommand(op->target_conn, psprintf("DROP SUBSCRIPTION %s", op->name));
 	}
+	ShardRemoteCommand(op->target_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
 	op->subscribed = false;
+}
+
+/*
+ * OperationConnect opens the operation's connections: the source's (for
+ * statements that commit on their own, and a second one for the switch's
+ * transaction) and the target's.
+ */
+void
+OperationConnect(Operation *op)
+{
+	op->marker = MemoryContextStrdup(op->cxt, psprintf("public.%s_marker", op->name));
+	op->target_conn = ShardConnGet(op->target->shard_id, op->target->dsn);
+	op->source_conn = ShardConnGet(op->source->shard_id, op->source->dsn);
+	op->switch_conn = ShardConnGetSide(op->source->shard_id, op->source->dsn);
 }
 
 /*
@@ -264,18 +324,13 @@ drop_subscription(Operation *op, bool undo)
  * wal_level = logical on the source, and a target without rows of the
  * moving tenants.
  */
-static void
+static bool
 op_prepare(Operation *op)
 {
 	char	   *wal_level;
 	ListCell   *lc;
 
-	op->tables = CatalogLogicalTables();
-	op->marker = psprintf("public.%s_marker", op->name);
-	op->target_conn = ShardConnGet(op->target->shard_id, op->target->dsn);
-	op->source_conn = ShardConnGet(op->source->shard_id, op->source->dsn);
-	op->switch_conn = ShardConnGetSide(op->source->shard_id, op->source->dsn);
-
+	OperationConnect(op);
 	wal_level = ShardRemoteValue(op->source_conn, "SHOW wal_level", NULL);
 	if (wal_level == NULL || strcmp(wal_level, "logical") != 0)
 		ereport(ERROR,
@@ -308,6 +363,7 @@ op_prepare(Operation *op)
 							 "The moving rows are copied into the shard; delete those it has first." :
 							 "A new shard's tables receive the moving rows and must be empty; empty them on the shard first.")));
 	}
+	return true;
 }
 
 /*
@@ -315,7 +371,7 @@ op_prepare(Operation *op)
  * checks them), with the constraint of what the target will own, which
  * admits the moving rows.
  */
-static void
+static bool
 op_create_target_tables(Operation *op)
 {
 	ListCell   *lc;
@@ -323,30 +379,26 @@ op_create_target_tables(Operation *op)
 	op->target_changed = true;
 	foreach(lc, op->tables)
 		ShardSyncTable(op->target_conn, lfirst(lc), op->target, true);
+	return true;
 }
 
 /*
- * op_publish publishes the moving rows on the source: the marker table, and
- * replica identity FULL wherever it is not, so that the row filter sees the
- * tenant of every UPDATE and DELETE.
+ * op_read_identities notes how to restore the replica identity of each
+ * table that is not FULL on the source: the record keeps it before
+ * op_publish changes any.
  */
-static void
-op_publish(Operation *op)
+static bool
+op_read_identities(Operation *op)
 {
-	StringInfoData sql;
 	ListCell   *lc;
 
-	op->published = true;
-	ShardRemoteCommand(op->source_conn, psprintf("CREATE TABLE %s (token bigint)", op->marker));
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE PUBLICATION %s FOR TABLE %s", op->name, op->marker);
+	op->identity_restore = NIL;
+	op->identity_full = NIL;
 	foreach(lc, op->tables)
 	{
 		LogicalTableRow *table = lfirst(lc);
 		char	   *qualname = ShardTableName(table->relid);
 		char	   *identity;
-		char	   *restore;
 
 		if (qualname == NULL)
 			continue;
@@ -360,15 +412,48 @@ op_publish(Operation *op)
 									"WHERE c.oid = pg_catalog.to_regclass($1)", qualname);
 		if (identity != NULL)
 		{
-			restore = psprintf("ALTER TABLE %s REPLICA IDENTITY %s", qualname, identity);
-			op->identity_restore = lappend(op->identity_restore, restore);
-			ShardRemoteCommand(op->source_conn,
-							   psprintf("ALTER TABLE %s REPLICA IDENTITY FULL", qualname));
+			MemoryContext old = MemoryContextSwitchTo(op->cxt);
+
+			op->identity_restore = lappend(op->identity_restore,
+										   psprintf("ALTER TABLE %s REPLICA IDENTITY %s",
+													qualname, identity));
+			op->identity_full = lappend(op->identity_full,
+										psprintf("ALTER TABLE %s REPLICA IDENTITY FULL", qualname));
+			MemoryContextSwitchTo(old);
 		}
-		appendStringInfo(&sql, ", %s WHERE %s", qualname,
-						 OperationMovingSql(op, quote_identifier(table->tenant_column)));
+	}
+	return true;
+}
+
+/*
+ * op_publish publishes the moving rows on the source: the marker table,
+ * replica identity FULL wherever it is not (so that the row filter sees the
+ * tenant of every UPDATE and DELETE), and the publication.
+ */
+static bool
+op_publish(Operation *op)
+{
+	StringInfoData sql;
+	ListCell   *lc;
+
+	op->published = true;
+	ShardRemoteCommand(op->source_conn, psprintf("CREATE TABLE %s (token bigint)", op->marker));
+	foreach(lc, op->identity_full)
+		ShardRemoteDdl(op->source_conn, lfirst(lc));
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "CREATE PUBLICATION %s FOR TABLE %s", op->name, op->marker);
+	foreach(lc, op->tables)
+	{
+		LogicalTableRow *table = lfirst(lc);
+		char	   *qualname = ShardTableName(table->relid);
+
+		if (qualname != NULL)
+			appendStringInfo(&sql, ", %s WHERE %s", qualname,
+							 OperationMovingSql(op, quote_identifier(table->tenant_column)));
 	}
 	ShardRemoteCommand(op->source_conn, sql.data);
+	return true;
 }
 
 /*
@@ -377,21 +462,21 @@ op_publish(Operation *op)
  * wait for the subscription's own transaction), then the subscription,
  * which starts copying.
  */
-static void
+static bool
 op_subscribe(Operation *op)
 {
 	op->slot_created = true;
+	op->subscribed = true;
+	op->target_filled = true;
 	ShardRemoteCommand(op->source_conn,
 					   psprintf("SELECT pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput')",
 								quote_literal_cstr(op->name)));
-
-	op->subscribed = true;
 	ShardRemoteCommand(op->target_conn, psprintf("CREATE TABLE %s (token bigint)", op->marker));
+
 	/* the source's DSN: never in an error, nor in the target's log */
 	for (int i = 0; i < lengthof(quiet_logging); i++)
 		ShardRemoteCommand(op->target_conn, psprintf("SET %s = %s", quiet_logging[i][0],
 													 quiet_logging[i][1]));
-	op->target_filled = true;
 	PG_TRY();
 	{
 		PQclear(ShardConnExecSecret(op->target_conn,
@@ -406,32 +491,45 @@ op_subscribe(Operation *op)
 			best_effort(op->target_conn, psprintf("RESET %s", quiet_logging[i][0]));
 	}
 	PG_END_TRY();
+	return true;
 }
 
-/* op_copy waits for the copy of the rows there already, and counts them */
-static void
+/*
+ * op_copy waits for the copy of the rows there already, counting the rows
+ * of each table whose copy is done; it returns after a while without
+ * waiting for the end, so that the progress is recorded.
+ */
+static bool
 op_copy(Operation *op)
 {
-	ListCell   *lc;
+	char	   *states = psprintf("SELECT pg_catalog.array_agg(c.relname ORDER BY c.relname) "
+								  "FILTER (WHERE r.srsubstate <> 'r') IS NULL, "
+								  "pg_catalog.count(*) FILTER (WHERE r.srsubstate = 'r') "
+								  "FROM pg_catalog.pg_subscription_rel r "
+								  "JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid "
+								  "JOIN pg_catalog.pg_class c ON c.oid = r.srrelid "
+								  "WHERE s.subname = %s", quote_literal_cstr(op->name));
+	int			waited = 0;
 
-	wait_for_subscription(op, psprintf("SELECT count(*) = 0 FROM pg_catalog.pg_subscription_rel r "
-									   "JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid "
-									   "WHERE s.subname = %s AND r.srsubstate <> 'r'",
-									   quote_literal_cstr(op->name)));
-	op->rows_copied = 0;
-	foreach(lc, op->tables)
+	for (;;)
 	{
-		LogicalTableRow *table = lfirst(lc);
-		char	   *qualname = ShardTableName(table->relid);
-		char	   *count;
+		PGresult   *res = ShardConnExec(op->target_conn, states, 0, NULL, NULL);
+		bool		done = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		int			ready = atoi(PQgetvalue(res, 0, 1));
 
-		if (qualname == NULL)
-			continue;
-		count = ShardRemoteValue(op->target_conn,
-								 psprintf("SELECT pg_catalog.count(*) FROM %s WHERE %s", qualname,
-										  OperationMovingSql(op, quote_identifier(table->tenant_column))),
-								 NULL);
-		op->rows_copied += count ? strtoi64(count, NULL, 10) : 0;
+		PQclear(res);
+		if (ready > op->copied_tables || done)
+		{
+			count_copied(op);
+			op->copied_tables = ready;
+		}
+		if (done)
+			return true;
+		check_subscription(op);
+		if (waited >= PROGRESS_MS)
+			return false;
+		poll_wait(op);
+		waited += POLL_MS;
 	}
 }
 
@@ -440,10 +538,11 @@ op_copy(Operation *op)
  * until now (a marker row sent after them has arrived), so that the switch,
  * which blocks writes, waits little.
  */
-static void
+static bool
 op_catch_up(Operation *op)
 {
 	send_marker(op, 1);
+	return true;
 }
 
 /*
@@ -452,7 +551,7 @@ op_catch_up(Operation *op)
  * constraint narrows to what it keeps and its moved rows are guarded;
  * replication goes; and all of it commits at once.
  */
-static void
+static bool
 op_switch(Operation *op)
 {
 	StringInfoData sql;
@@ -473,7 +572,7 @@ op_switch(Operation *op)
 	if (sql.len > 0)
 	{
 		appendStringInfoString(&sql, " IN EXCLUSIVE MODE");
-		ShardRemoteCommand(op->switch_conn, sql.data);
+		ShardRemoteDdl(op->switch_conn, sql.data);
 	}
 	send_marker(op, 2);
 
@@ -490,10 +589,10 @@ op_switch(Operation *op)
 		ShardGuardMovedRows(op->switch_conn, table, op->source_after);
 	}
 	foreach(lc, op->identity_restore)
-		ShardRemoteCommand(op->switch_conn, lfirst(lc));
+		ShardRemoteDdl(op->switch_conn, lfirst(lc));
 	ShardRemoteCommand(op->switch_conn, psprintf("DROP PUBLICATION %s", op->name));
 	ShardRemoteCommand(op->switch_conn, psprintf("DROP TABLE %s", op->marker));
-	drop_subscription(op, false);
+	drop_subscription(op);
 
 	res = ShardConnExec(op->switch_conn, "COMMIT", 0, NULL, NULL);
 	committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
@@ -505,30 +604,40 @@ op_switch(Operation *op)
 				 errmsg("the switch on shard \"%s\" was rolled back", op->source->shard_id)));
 	op->switched = true;
 	op->published = false;
-	op->identity_restore = NIL;
+	return true;
 }
 
-/* op_flip changes the catalog: the kind's flip */
-static void
+/* op_flip changes the catalog (the kind's flip) and records it, at once */
+static bool
 op_flip(Operation *op)
 {
 	SPI_connect();
 	op->flip(op);
+	OperationRecordFlip(op);
 	SPI_finish();
+	return true;
 }
 
 /*
  * op_clean_up drops the replication slot, which the subscription no longer
- * uses.  The operation is done: what fails here is left with a warning.
+ * uses.
  */
-static void
+static bool
 op_clean_up(Operation *op)
+{
+	drop_slot(op);
+	return true;
+}
+
+/* undo_try runs one part of the undo; its error is logged and the undo goes on */
+static void
+undo_try(Operation *op, void (*part) (Operation *op), const char *what)
 {
 	MemoryContext old = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		drop_slot(op);
+		part(op);
 	}
 	PG_CATCH();
 	{
@@ -538,160 +647,86 @@ op_clean_up(Operation *op)
 		edata = CopyErrorData();
 		FlushErrorState();
 		ereport(WARNING,
-				(errmsg("%s", edata->message),
-				 edata->hint ? errhint("%s", edata->hint) : 0));
+				(errmsg("could not %s for operation %s: %s", what, op->name, edata->message),
+				 errhint("tenant_router.operation_recover() tries again.")));
 	}
 	PG_END_TRY();
 }
 
-/*
- * op_undo removes what the phases made, in the reverse order, each step on
- * its own: one that fails is logged and the others still run.
- */
 static void
-op_undo(Operation *op)
+undo_switch(Operation *op)
+{
+	ShardRemoteCommand(op->switch_conn, "ROLLBACK");
+	op->switching = false;
+}
+
+static void
+undo_publication(Operation *op)
 {
 	ListCell   *lc;
 
-	if (op->switching)
-	{
-		/* first: the switch's locks would block the rest */
-		best_effort(op->switch_conn, "ROLLBACK");
-		op->switching = false;
-	}
-	if (op->subscribed)
-		drop_subscription(op, true);
-	if (op->slot_created)
-	{
-		MemoryContext old = CurrentMemoryContext;
-
-		PG_TRY();
-		{
-			drop_slot(op);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(old);
-			FlushErrorState();
-			ereport(WARNING,
-					(errmsg("replication slot %s was left on shard \"%s\"", op->name,
-							op->source->shard_id),
-					 errhint("Drop it on the shard with pg_drop_replication_slot().")));
-		}
-		PG_END_TRY();
-	}
-	if (op->published)
-	{
-		best_effort(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
-		best_effort(op->source_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
-		foreach(lc, op->identity_restore)
-			best_effort(op->source_conn, lfirst(lc));
-		op->published = false;
-	}
-	if (op->switched)
-	{
-		/* the flip failed: the source owns its rows again */
-		foreach(lc, op->tables)
-		{
-			LogicalTableRow *table = lfirst(lc);
-			MemoryContext old = CurrentMemoryContext;
-
-			PG_TRY();
-			{
-				ShardSetOwnership(op->source_conn, table, op->source, true);
-			}
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(old);
-				FlushErrorState();
-				ereport(WARNING,
-						(errmsg("could not give shard \"%s\" its range constraint back",
-								op->source->shard_id),
-						 errhint("Call shard_update_range() with its range unchanged.")));
-			}
-			PG_END_TRY();
-		}
-	}
-	if (op->target_filled)
-	{
-		foreach(lc, op->tables)
-		{
-			LogicalTableRow *table = lfirst(lc);
-			char	   *qualname = ShardTableName(table->relid);
-
-			if (qualname == NULL)
-				continue;
-			if (op->target_before == NULL)
-				best_effort(op->target_conn, psprintf("TRUNCATE %s", qualname));
-			else
-				best_effort(op->target_conn,
-							psprintf("DELETE FROM %s WHERE %s", qualname,
-									 OperationMovingSql(op, quote_identifier(table->tenant_column))));
-		}
-	}
-	if (op->target_changed && op->target_before != NULL)
-		foreach(lc, op->tables)
-		{
-			MemoryContext old = CurrentMemoryContext;
-
-			PG_TRY();
-			{
-				ShardSetOwnership(op->target_conn, lfirst(lc), op->target_before, true);
-			}
-			PG_CATCH();
-			{
-				MemoryContextSwitchTo(old);
-				FlushErrorState();
-				ereport(WARNING,
-						(errmsg("could not give shard \"%s\" its range constraint back",
-								op->target->shard_id),
-						 errhint("Call shard_update_range() with its range unchanged.")));
-			}
-			PG_END_TRY();
-		}
+	ShardRemoteCommand(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
+	ShardRemoteCommand(op->source_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
+	foreach(lc, op->identity_restore)
+		ShardRemoteDdl(op->source_conn, lfirst(lc));
+	op->published = false;
 }
 
+/* undo_source gives the source its constraint back: the flip did not happen */
 static void
-phase_context(void *arg)
+undo_source(Operation *op)
 {
-	Operation  *op = (Operation *) arg;
+	ListCell   *lc;
 
-	errcontext("%s of shard \"%s\", phase \"%s\"", op->operation, op->source->shard_id, op->phase);
+	foreach(lc, op->tables)
+		ShardSetOwnership(op->source_conn, lfirst(lc), op->source, true);
+	op->switched = false;
+}
+
+/* undo_target takes away from the target what was copied, and its constraint */
+static void
+undo_target(Operation *op)
+{
+	ListCell   *lc;
+
+	foreach(lc, op->tables)
+	{
+		LogicalTableRow *table = lfirst(lc);
+		char	   *qualname = ShardTableName(table->relid);
+
+		if (qualname == NULL)
+			continue;
+		if (op->target_filled && op->target_before == NULL)
+			ShardRemoteCommand(op->target_conn, psprintf("TRUNCATE %s", qualname));
+		else if (op->target_filled)
+			ShardDeleteNotOwned(op->target_conn, table, op->target_before);
+		if (op->target_before != NULL)
+			ShardSetOwnership(op->target_conn, table, op->target_before, true);
+	}
+	op->target_filled = false;
+	op->target_changed = false;
 }
 
 /*
- * OperationRun runs the phases in order; after an error in any of them it
- * undoes what they made and raises the error again.
+ * OperationUndo removes what the phases made, in the reverse order, each
+ * part on its own: one that fails is logged and the others still run.
  */
 void
-OperationRun(Operation *op)
+OperationUndo(Operation *op)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ErrorContextCallback callback;
-
-	callback.callback = phase_context;
-	callback.arg = op;
-	callback.previous = error_context_stack;
-	error_context_stack = &callback;
-	PG_TRY();
-	{
-		for (int i = 0; i < lengthof(phases); i++)
-		{
-			op->phase = phases[i].name;
-			phases[i].run(op);
-		}
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		error_context_stack = callback.previous;
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		op_undo(op);
-		ReThrowError(edata);
-	}
-	PG_END_TRY();
-	error_context_stack = callback.previous;
+	op->undoing = true;
+	/* first: the switch's locks would block the rest */
+	if (op->switching)
+		undo_try(op, undo_switch, "roll back the switch");
+	if (op->subscribed)
+		undo_try(op, drop_subscription, "drop the subscription");
+	if (op->slot_created)
+		undo_try(op, drop_slot, "drop the replication slot");
+	if (op->published)
+		undo_try(op, undo_publication, "drop the publication");
+	if (op->switched)
+		undo_try(op, undo_source, "give the source its range constraint back");
+	if (op->target_filled || (op->target_changed && op->target_before != NULL))
+		undo_try(op, undo_target, "empty the target");
+	op->undoing = false;
 }

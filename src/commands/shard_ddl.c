@@ -32,6 +32,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "tenant_router/guc.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
@@ -45,6 +46,37 @@ void
 ShardRemoteCommand(ShardConn *sc, const char *sql)
 {
 	PQclear(ShardConnExec(sc, sql, 0, NULL, NULL));
+}
+
+/* ddl_context names the lock wait that tenant_router.shard_lock_timeout bounds */
+static void
+ddl_context(void *arg)
+{
+	errcontext("waiting at most tenant_router.shard_lock_timeout (%d ms) for the locks of shard \"%s\"",
+			   TenantRouterShardLockTimeout, ShardConnLabel((ShardConn *) arg));
+}
+
+/*
+ * ShardRemoteDdl runs a statement that takes locks on a shard's table (DDL,
+ * LOCK, the cleanup's DELETE), waiting for them at most
+ * tenant_router.shard_lock_timeout: a session idle in a transaction on the
+ * shard makes it fail with 55P03 instead of hanging, and instead of queueing
+ * every other query on that table behind it.  The setting travels in the
+ * same pipeline, for the statement's transaction only.
+ */
+void
+ShardRemoteDdl(ShardConn *sc, const char *sql)
+{
+	ErrorContextCallback callback;
+
+	callback.callback = ddl_context;
+	callback.arg = sc;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+								TenantRouterShardLockTimeout));
+	ShardRemoteCommand(sc, sql);
+	error_context_stack = callback.previous;
 }
 
 /*
@@ -177,14 +209,14 @@ ShardSetOwnership(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner,
 
 	if (qualname == NULL)
 		return;					/* dropped meanwhile */
-	ShardRemoteCommand(sc, psprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS " RANGE_CONSTRAINT ", "
-									"ADD CONSTRAINT " RANGE_CONSTRAINT " CHECK %s%s",
-									qualname, cond, validate ? "" : " NOT VALID"));
+	ShardRemoteDdl(sc, psprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS " RANGE_CONSTRAINT ", "
+								"ADD CONSTRAINT " RANGE_CONSTRAINT " CHECK %s%s",
+								qualname, cond, validate ? "" : " NOT VALID"));
 	ShardRemoteCommand(sc, psprintf("COMMENT ON CONSTRAINT " RANGE_CONSTRAINT " ON %s IS %s",
 									qualname,
 									quote_literal_cstr(psprintf("tenant_router owns %s", cond))));
 	if (validate)
-		ShardRemoteCommand(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+		ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
 }
 
 /*
@@ -208,12 +240,12 @@ ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 					   "pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) TG_ARGV[0]), "
 					   "DETAIL = 'The statement was routed by a topology older than a topology operation.', "
 					   "HINT = 'Retry the transaction.'; END$f$");
-	ShardRemoteCommand(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
-	ShardRemoteCommand(sc, psprintf("CREATE TRIGGER " MOVED_TRIGGER " BEFORE UPDATE OR DELETE ON %s "
-									"FOR EACH ROW WHEN (NOT %s) "
-									"EXECUTE FUNCTION public.tenant_router_moved_row(%s)",
-									qualname, owner_sql(owner, old_column),
-									quote_literal_cstr(table->tenant_column)));
+	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER " MOVED_TRIGGER " BEFORE UPDATE OR DELETE ON %s "
+								"FOR EACH ROW WHEN (NOT %s) "
+								"EXECUTE FUNCTION public.tenant_router_moved_row(%s)",
+								qualname, owner_sql(owner, old_column),
+								quote_literal_cstr(table->tenant_column)));
 }
 
 /*
@@ -230,7 +262,9 @@ ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 
 	if (qualname == NULL)
 		return 0;
-	ShardRemoteCommand(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+								TenantRouterShardLockTimeout));
 	res = ShardConnExec(sc, psprintf("DELETE FROM %s WHERE NOT %s", qualname,
 									 owner_sql(owner, quote_identifier(table->tenant_column))),
 						0, NULL, NULL);
@@ -250,7 +284,7 @@ ShardValidateOwnership(ShardConn *sc, LogicalTableRow *table)
 
 	if (qualname == NULL)
 		return;
-	ShardRemoteCommand(sc, psprintf("ALTER TABLE %s VALIDATE CONSTRAINT " RANGE_CONSTRAINT, qualname));
+	ShardRemoteDdl(sc, psprintf("ALTER TABLE %s VALIDATE CONSTRAINT " RANGE_CONSTRAINT, qualname));
 }
 
 /*
@@ -280,7 +314,7 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, const ShardRow *shard,
 	if (remote_oid == NULL)
 	{
 		foreach(lc, table->shard_ddl)
-			ShardRemoteCommand(sc, lfirst(lc));
+			ShardRemoteDdl(sc, lfirst(lc));
 		remote_oid = ShardRemoteValue(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
 		if (remote_oid == NULL)
 			ereport(ERROR,

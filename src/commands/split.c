@@ -16,14 +16,13 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/dsn.h"
 #include "tenant_router/operation.h"
+#include "tenant_router/operation_worker.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/topology.h"
 
@@ -45,64 +44,64 @@ split_flip(Operation *op)
 }
 
 /*
- * TopologySplitShard moves tenants split_at+1..range_end of shard_id, with
- * their rows, to a new shard: the code of shard_split().
+ * SplitPrepare checks a split of args->shard_id at args->split_at to a new
+ * shard args->target_id at args->dsn and says what moves: the tenants
+ * split_at+1..range_end.  SPI is connected.
  */
 void
-TopologySplitShard(const char *shard_id, int64 split_at, const char *new_shard_id,
-				   const char *new_dsn)
+SplitPrepare(Operation *op, const OperationArgs *args)
 {
-	Operation  *op = OperationCreate("split");
 	ShardRow   *old;
+	ShardRow	target;
 
-	ValidateShardId(new_shard_id);
-	DsnValidate(new_dsn);
-
-	SPI_connect();
-	op->op_id = TopologyBumpVersion();
-	old = TopologyLockShard(shard_id);
+	ValidateShardId(args->target_id);
+	DsnValidate(args->dsn);
+	old = TopologyLockShard(args->shard_id);
 	if (old == NULL)
-		TopologyUnknownShard(shard_id);
-	if (split_at < old->range_start || split_at >= old->range_end)
+		TopologyUnknownShard(args->shard_id);
+	if (args->split_at < old->range_start || args->split_at >= old->range_end)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("split_at " INT64_FORMAT " is not inside shard \"%s\"", split_at, shard_id),
+				 errmsg("split_at " INT64_FORMAT " is not inside shard \"%s\"",
+						args->split_at, args->shard_id),
 				 errdetail("Shard \"%s\" owns " INT64_FORMAT ".." INT64_FORMAT
 						   "; split_at must be at least range_start and less than range_end.",
-						   shard_id, old->range_start, old->range_end)));
-	if (TopologyLockShard(new_shard_id) != NULL)
+						   args->shard_id, old->range_start, old->range_end)));
+	if (TopologyLockShard(args->target_id) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("shard \"%s\" already exists", new_shard_id)));
-	if (strcmp(old->dsn, new_dsn) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the new shard must be another database than shard \"%s\"", shard_id)));
+				 errmsg("shard \"%s\" already exists", args->target_id)));
 
-	snprintf(op->name, sizeof(op->name), "tenant_router_split_" INT64_FORMAT, op->op_id);
-	op->source = old;
-	op->source_after = palloc(sizeof(ShardRow));
-	*op->source_after = *old;
-	op->source_after->range_end = split_at;
-	op->target = palloc0(sizeof(ShardRow));
-	op->target->shard_id = pstrdup(new_shard_id);
-	op->target->range_start = split_at + 1;
-	op->target->range_end = old->range_end;
-	op->target->dsn = pstrdup(new_dsn);
-	op->target->state = "active";
+	memset(&target, 0, sizeof(target));
+	target.shard_id = (char *) args->target_id;
+	target.range_start = args->split_at + 1;
+	target.range_end = old->range_end;
+	target.dsn = args->dsn;
+	target.state = "active";
+	target.db_identity = TopologyCheckDsn(args->target_id, args->dsn, NULL);
+
+	op->source = OperationKeepShard(op, old);
+	op->source_after = OperationKeepShard(op, old);
+	op->source_after->range_end = args->split_at;
+	op->source_after->state = "active";
+	op->target = OperationKeepShard(op, &target);
 	op->moving = op->target;
 	op->flip = split_flip;
-	OperationRun(op);
-	SPI_finish();
 }
 
 Datum
 tenant_router_shard_split(PG_FUNCTION_ARGS)
 {
+	OperationArgs args;
+
 	TopologyRequireSuperuser("shard_split",
 							 "The new shard receives the old shard's connection string, for its subscription.");
-	TopologySplitShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
-					   text_to_cstring(PG_GETARG_TEXT_PP(2)),
-					   text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	memset(&args, 0, sizeof(args));
+	args.kind = OPERATION_SPLIT;
+	TopologyCopyShardId(args.shard_id, text_to_cstring(PG_GETARG_TEXT_PP(0)), true);
+	args.split_at = PG_GETARG_INT64(1);
+	TopologyCopyShardId(args.target_id, text_to_cstring(PG_GETARG_TEXT_PP(2)), false);
+	args.dsn = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	OperationLaunch(&args, "shard_split");
 	PG_RETURN_VOID();
 }

@@ -25,6 +25,7 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/dsn.h"
+#include "tenant_router/operation_worker.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl.h"
@@ -37,6 +38,21 @@ PG_FUNCTION_INFO_V1(tenant_router_shard_for);
 PG_FUNCTION_INFO_V1(tenant_router_shard_cleanup);
 PG_FUNCTION_INFO_V1(tenant_router_dsn_redact);
 PG_FUNCTION_INFO_V1(tenant_router_is_superuser);
+
+/*
+ * TopologyCopyShardId copies a shard id given to a function into a buffer of
+ * SHARD_ID_MAXLEN: a new one is validated, an existing one that cannot fit
+ * does not exist.
+ */
+void
+TopologyCopyShardId(char *dst, const char *shard_id, bool existing)
+{
+	if (!existing)
+		ValidateShardId(shard_id);
+	else if (strlen(shard_id) >= SHARD_ID_MAXLEN)
+		TopologyUnknownShard(shard_id);
+	strlcpy(dst, shard_id, SHARD_ID_MAXLEN);
+}
 
 /* ValidateShardId raises an error unless shard_id is usable as one. */
 void
@@ -89,9 +105,10 @@ TopologyRequireSuperuser(const char *function, const char *why)
 
 /* TopologySpiExec runs a catalog statement and checks its outcome */
 void
-TopologySpiExec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
+TopologySpiExec(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+				int expected)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	int			rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 
 	if (rc != expected)
 		elog(ERROR, "tenant_router: unexpected result %d from \"%s\"", rc, sql);
@@ -109,7 +126,8 @@ TopologyBumpVersion(void)
 	/* above every shard's version too: after a restore, version starts at 0 */
 	TopologySpiExec("UPDATE tenant_router.topology SET version = GREATEST(version, "
 					"(SELECT pg_catalog.max(version) FROM tenant_router.shard)) + 1, "
-					"changed_at = now() RETURNING version", 0, NULL, NULL, SPI_OK_UPDATE_RETURNING);
+					"changed_at = now() RETURNING version", 0, NULL, NULL, NULL,
+					SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed != 1)
 		elog(ERROR, "tenant_router: the topology row is missing");
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
@@ -131,7 +149,73 @@ shard_row_from_spi(uint64 i)
 	row->dsn = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "dsn"), &isnull));
 	row->state = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "state"), &isnull));
 	row->version = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "version"), &isnull));
+	row->db_identity = SPI_getvalue(tuple, tupdesc, SPI_fnumber(tupdesc, "db_identity"));
 	return row;
+}
+
+/* shard_row_values fills the parameters of TopologyInsertShard and TopologyUpdateShard */
+static void
+shard_row_values(const ShardRow *shard, Datum *values, char *nulls)
+{
+	memset(nulls, ' ', 7);
+	values[0] = CStringGetTextDatum(shard->shard_id);
+	values[1] = Int64GetDatum(shard->range_start);
+	values[2] = Int64GetDatum(shard->range_end);
+	values[3] = CStringGetTextDatum(shard->dsn);
+	values[4] = CStringGetTextDatum(shard->state ? shard->state : "active");
+	values[5] = Int64GetDatum(shard->version);
+	values[6] = shard->db_identity ? CStringGetTextDatum(shard->db_identity) : (nulls[6] = 'n', (Datum) 0);
+}
+
+/* the query that tells whether a server runs the session {pid, database, start} */
+#define SEES_SESSION "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity " \
+	"WHERE pid = $1::pg_catalog.int4 AND datname = $2 AND datname = pg_catalog.current_database() " \
+	"AND (backend_start IS NULL OR backend_start = $3::pg_catalog.timestamptz))"
+
+/* session_here tells whether this server runs the session, in this database */
+static bool
+session_here(const char *const *session)
+{
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		isnull;
+	bool		here;
+
+	for (int i = 0; i < 3; i++)
+		values[i] = CStringGetTextDatum(session[i]);
+	TopologySpiExec(SEES_SESSION, 3, types, values, NULL, SPI_OK_SELECT);
+	here = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	MemoryContextSwitchTo(cxt);
+	return here;
+}
+
+/*
+ * sees_session tells whether shard other (at other_dsn) runs the session
+ * {pid, database, start}: then both DSNs reach the same database.  An
+ * unreachable shard sees nothing.
+ */
+static bool
+sees_session(const char *other, const char *other_dsn, const char *const *session)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool seen = false;
+
+	PG_TRY();
+	{
+		ShardConn  *osc = ShardConnGet(other, other_dsn);
+		PGresult   *res = ShardConnExec(osc, SEES_SESSION, 3, NULL, session);
+
+		seen = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+		PQclear(res);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return seen;
 }
 
 /*
@@ -147,11 +231,11 @@ TopologyLockShard(const char *shard_id)
 	ShardRow   *row;
 
 	TopologySpiExec("SELECT * FROM tenant_router.shard WHERE shard_id = $1 FOR UPDATE",
-					1, types, values, SPI_OK_SELECT);
+					1, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return NULL;
-	row = shard_row_from_spi(0);
 	MemoryContextSwitchTo(cxt);
+	row = shard_row_from_spi(0);
 	return row;
 }
 
@@ -162,37 +246,112 @@ TopologyLockShard(const char *shard_id)
 void
 TopologyInsertShard(const ShardRow *shard)
 {
-	Oid			types[6] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
-	Datum		values[6];
+	Oid			types[7] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7];
 
-	values[0] = CStringGetTextDatum(shard->shard_id);
-	values[1] = Int64GetDatum(shard->range_start);
-	values[2] = Int64GetDatum(shard->range_end);
-	values[3] = CStringGetTextDatum(shard->dsn);
-	values[4] = CStringGetTextDatum(shard->state ? shard->state : "active");
-	values[5] = Int64GetDatum(shard->version);
+	shard_row_values(shard, values, nulls);
 	TopologySpiExec("INSERT INTO tenant_router.shard "
-					"(shard_id, range_start, range_end, dsn, state, version) "
-					"VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, SPI_OK_INSERT);
+					"(shard_id, range_start, range_end, dsn, state, version, db_identity) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls, SPI_OK_INSERT);
 }
 
 void
 TopologyUpdateShard(const ShardRow *shard)
 {
-	Oid			types[6] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID};
-	Datum		values[6];
+	Oid			types[7] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7];
 
-	values[0] = CStringGetTextDatum(shard->shard_id);
-	values[1] = Int64GetDatum(shard->range_start);
-	values[2] = Int64GetDatum(shard->range_end);
-	values[3] = CStringGetTextDatum(shard->dsn);
-	values[4] = CStringGetTextDatum(shard->state ? shard->state : "active");
-	values[5] = Int64GetDatum(shard->version);
+	shard_row_values(shard, values, nulls);
 	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, dsn = $4, "
-					"state = $5, version = $6, updated_at = now() WHERE shard_id = $1",
-					6, types, values, SPI_OK_UPDATE);
+					"state = $5, version = $6, db_identity = $7, updated_at = now() "
+					"WHERE shard_id = $1", 7, types, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed != 1)
 		TopologyUnknownShard(shard->shard_id);
+}
+
+/*
+ * TopologySetShardState sets a shard's state (active, or what an online
+ * operation is doing to it): bookkeeping of this coordinator, not a change
+ * of the topology, so no version.  A shard that is gone is left alone.
+ */
+void
+TopologySetShardState(const char *shard_id, const char *state)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(shard_id), CStringGetTextDatum(state)};
+
+	TopologySpiExec("UPDATE tenant_router.shard SET state = $2 WHERE shard_id = $1 AND state <> $2",
+					2, types, values, NULL, SPI_OK_UPDATE);
+}
+
+/*
+ * TopologyCheckDsn connects to dsn as shard shard_id and refuses it if it
+ * reaches the coordinator's own database, or the database of another shard
+ * than except_shard_id (NULL: any other); it returns the database's
+ * identity (system identifier/name) to store in the shard's row.  Another
+ * shard's database is recognized by its stored identity, then by asking
+ * that shard whether it sees the session just opened: a copy of a server
+ * has the same identity but not the same sessions.  SPI must be connected.
+ */
+char *
+TopologyCheckDsn(const char *shard_id, const char *dsn, const char *except_shard_id)
+{
+	ShardConn  *sc = ShardConnGet(shard_id, dsn);
+	PGresult   *res;
+	char	   *identity;
+	const char *session[3];
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	MemoryContext cxt = CurrentMemoryContext;
+	List	   *others = NIL;
+	ListCell   *lc;
+
+	res = ShardConnExec(sc, "SELECT s.system_identifier::pg_catalog.text OPERATOR(pg_catalog.||) '/' "
+						"OPERATOR(pg_catalog.||) pg_catalog.current_database(), a.pid::pg_catalog.text, "
+						"a.datname::pg_catalog.text, a.backend_start::pg_catalog.text "
+						"FROM pg_catalog.pg_control_system() s, pg_catalog.pg_stat_activity a "
+						"WHERE a.pid = pg_catalog.pg_backend_pid()", 0, NULL, NULL);
+	identity = pstrdup(PQgetvalue(res, 0, 0));
+	for (int i = 0; i < 3; i++)
+		session[i] = pstrdup(PQgetvalue(res, 0, i + 1));
+	PQclear(res);
+
+	/* this very server, in this database, runs that session */
+	if (session_here(session))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the DSN of shard \"%s\" reaches the coordinator itself", shard_id),
+				 errdetail("It connects to database \"%s\" of this server, which holds the logical tables.",
+						   session[1]),
+				 errhint("A shard is another database, on this server or another one.")));
+
+	/* another shard's database */
+	values[0] = CStringGetTextDatum(shard_id);
+	values[1] = CStringGetTextDatum(identity);
+	values[2] = CStringGetTextDatum(except_shard_id ? except_shard_id : "");
+	TopologySpiExec("SELECT shard_id, dsn FROM tenant_router.shard WHERE shard_id <> $1 "
+					"AND shard_id <> $3 AND (db_identity = $2 OR db_identity IS NULL) ORDER BY shard_id",
+					3, types, values, NULL, SPI_OK_SELECT);
+	MemoryContextSwitchTo(cxt);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		others = lappend(others, list_make2(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+											SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+	foreach(lc, others)
+	{
+		char	   *other = linitial(lfirst(lc));
+		char	   *other_dsn = lsecond(lfirst(lc));
+
+		if (strcmp(other_dsn, dsn) != 0 && !sees_session(other, other_dsn, session))
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the DSN of shard \"%s\" reaches the database of shard \"%s\"", shard_id, other),
+				 errdetail("Two shards in one database would overwrite each other's range constraints."),
+				 errhint("Give each shard a database of its own (CREATE DATABASE on the shard's server).")));
+	}
+	return identity;
 }
 
 void
@@ -215,7 +374,7 @@ check_overlap(const char *self, int64 range_start, int64 range_end)
 	TopologySpiExec("SELECT shard_id, range_start, range_end FROM tenant_router.shard "
 			 "WHERE numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
 			 "AND shard_id <> $3 ORDER BY range_start LIMIT 1",
-			 3, types, values, SPI_OK_SELECT);
+			 3, types, values, NULL, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[0];
@@ -259,6 +418,7 @@ TopologyAddShard(const char *shard_id, int64 range_start, int64 range_end,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("shard \"%s\" already exists", shard_id)));
 	check_overlap(NULL, range_start, range_end);
+	shard.db_identity = TopologyCheckDsn(shard_id, dsn, NULL);
 
 	TopologyInsertShard(&shard);
 	ShardSyncAllTables(&shard);
@@ -283,8 +443,10 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 	version = TopologyBumpVersion();
 	if (TopologyLockShard(shard_id) == NULL)
 		TopologyUnknownShard(shard_id);
+	if (source == TOPOLOGY_FROM_SQL)
+		OperationCheckIdle(shard_id);
 	TopologySpiExec("DELETE FROM tenant_router.shard WHERE shard_id = $1",
-			 1, types, values, SPI_OK_DELETE);
+			 1, types, values, NULL, SPI_OK_DELETE);
 	if (source == TOPOLOGY_FROM_SQL)
 		OutboxRemoveShard(shard_id, version);
 	SPI_finish();
@@ -309,6 +471,8 @@ TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 	shard = TopologyLockShard(shard_id);
 	if (shard == NULL)
 		TopologyUnknownShard(shard_id);
+	if (source == TOPOLOGY_FROM_SQL)
+		OperationCheckIdle(shard_id);
 	check_overlap(shard_id, range_start, range_end);
 
 	shard->range_start = range_start;
@@ -335,7 +499,7 @@ TopologyQueueCleanup(const char *shard_id)
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
 
 	TopologySpiExec("INSERT INTO tenant_router.pending_cleanup (shard_id) VALUES ($1) "
-					"ON CONFLICT DO NOTHING", 1, types, values, SPI_OK_INSERT);
+					"ON CONFLICT DO NOTHING", 1, types, values, NULL, SPI_OK_INSERT);
 }
 
 /*
@@ -356,10 +520,11 @@ TopologyCleanupShard(const char *shard_id)
 
 	SPI_connect();
 	TopologySpiExec("SELECT 1 FROM tenant_router.shard WHERE shard_id = $1 FOR SHARE",
-					1, types, values, SPI_OK_SELECT);
+					1, types, values, NULL, SPI_OK_SELECT);
 	shard = SPI_processed > 0 ? CatalogGetShard(shard_id) : NULL;
 	if (shard == NULL)
 		TopologyUnknownShard(shard_id);
+	OperationCheckIdle(shard_id);
 
 	sc = ShardConnGet(shard_id, shard->dsn);
 	ShardConnBegin(sc, SHARD_WRITE);
@@ -371,7 +536,7 @@ TopologyCleanupShard(const char *shard_id)
 		ShardValidateOwnership(sc, table);
 	}
 	TopologySpiExec("DELETE FROM tenant_router.pending_cleanup WHERE shard_id = $1",
-					1, types, values, SPI_OK_DELETE);
+					1, types, values, NULL, SPI_OK_DELETE);
 	SPI_finish();
 	return deleted;
 }

@@ -37,7 +37,8 @@
 #define Anum_shard_dsn			4
 #define Anum_shard_state		5
 #define Anum_shard_version		6
-#define Natts_shard_min			6
+#define Anum_shard_db_identity	9
+#define Natts_shard_min			9
 
 /* attribute numbers of tenant_router.logical_table */
 #define Anum_logical_table_table_id			1
@@ -154,6 +155,8 @@ shard_row_from_tuple(HeapTuple tuple, TupleDesc tupdesc)
 	row->dsn = TextDatumGetCString(values[Anum_shard_dsn - 1]);
 	row->state = TextDatumGetCString(values[Anum_shard_state - 1]);
 	row->version = DatumGetInt64(values[Anum_shard_version - 1]);
+	row->db_identity = isnull[Anum_shard_db_identity - 1] ? NULL :
+		TextDatumGetCString(values[Anum_shard_db_identity - 1]);
 	return row;
 }
 

@@ -46,6 +46,7 @@
 
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/operation_worker.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/publish.h"
 #include "tenant_router/redis.h"
@@ -268,6 +269,8 @@ run_cleanups(void)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
+	/* online operations whose worker is gone (a crash): roll them back */
+	OperationRecover();
 	if (SPI_execute("SELECT shard_id FROM tenant_router.pending_cleanup ORDER BY since", true, 0) ==
 		SPI_OK_SELECT)
 	{

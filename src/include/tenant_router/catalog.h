@@ -22,6 +22,7 @@ typedef struct ShardRow
 	char	   *dsn;
 	char	   *state;
 	int64		version;
+	char	   *db_identity;	/* system identifier/database name, or NULL */
 } ShardRow;
 
 /* one row of tenant_router.logical_table */

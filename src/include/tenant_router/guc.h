@@ -14,11 +14,13 @@ extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
 extern char *TenantRouterNodeName;
+extern char *TenantRouterOperationPauseBefore;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
+extern int	TenantRouterShardLockTimeout;
 extern char *TenantRouterTopologyChannel;
 
 #endif

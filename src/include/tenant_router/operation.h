@@ -3,7 +3,7 @@
  * operation.h
  *	  Online topology operations (split, ...): rows of some tenants move
  *	  from a source shard to a target while writes go on, in named phases
- *	  sharing one state.
+ *	  sharing one state, recorded in tenant_router.operation.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,19 +14,38 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
+#include "tenant_router/route_cache.h"
+
+/* the kinds of online operation */
+typedef enum OperationKind
+{
+	OPERATION_SPLIT
+} OperationKind;
+
+/* what the caller of an online operation asked for */
+typedef struct OperationArgs
+{
+	OperationKind kind;
+	char		shard_id[SHARD_ID_MAXLEN];	/* the source */
+	char		target_id[SHARD_ID_MAXLEN]; /* the new or receiving shard */
+	int64		split_at;
+	int64		tenant;
+	char	   *dsn;			/* the target's, for a new database */
+} OperationArgs;
 
 typedef struct Operation Operation;
 
 /*
  * The state of one online operation.  The first block says what moves; the
- * operation's kind fills it in (and flip) before OperationRun.  The second
- * block is what exists on the shards at this moment: the undo state, kept
- * true by every phase, so that OperationUndo removes exactly what was made.
+ * kind's prepare fills it in.  The second block is what exists on the
+ * shards at this moment: the undo state, kept true by every phase, so that
+ * the undo removes exactly what was made.  Everything lives in cxt.
  */
 struct Operation
 {
 	/* what moves, from where to where */
-	const char *operation;		/* "split", ...: for messages */
+	OperationKind kind;
+	const char *operation;		/* "split", ...: in messages and the record */
 	int64		op_id;
 	char		name[64];		/* publication, replication slot, subscription */
 	char	   *marker;			/* the marker table, on both shards */
@@ -35,6 +54,7 @@ struct Operation
 	ShardRow   *target;			/* the shard rows go to, owning what it will */
 	ShardRow   *target_before;	/* its catalog row now; NULL: a new database */
 	ShardRow   *moving;			/* the tenants that move: those it owns */
+	const char *state;			/* the shards' state meanwhile, or NULL */
 	void		(*flip) (Operation *op);	/* the catalog change; SPI connected */
 
 	List	   *tables;			/* LogicalTableRow */
@@ -47,17 +67,37 @@ struct Operation
 	bool		target_filled;	/* the target may hold copied rows */
 	bool		published;		/* publication and the source's marker table */
 	List	   *identity_restore;	/* statements restoring REPLICA IDENTITY */
+	List	   *identity_full;	/* and making it FULL meanwhile */
 	bool		slot_created;
 	bool		subscribed;		/* subscription and the target's marker table */
 	bool		switching;		/* the switch transaction is open */
 	bool		switched;		/* it committed: the source gave the rows away */
+	bool		flipped;		/* the catalog change committed */
+	bool		undoing;
 
 	const char *phase;
+	const char *error;			/* why it rolled back */
 	int64		rows_copied;
+	int			copied_tables;	/* tables whose copy is counted */
+	MemoryContext cxt;
 };
 
-extern Operation *OperationCreate(const char *operation);
-extern void OperationRun(Operation *op);
+/* a phase, or a step of one: true when done, false to be called again */
+typedef struct OperationStep
+{
+	const char *phase;
+	bool		(*run) (Operation *op);
+} OperationStep;
+
+/* operation.c */
+extern const OperationStep OperationSteps[];
+extern const int OperationStepCount;
+extern void OperationConnect(Operation *op);
+extern void OperationUndo(Operation *op);
+extern ShardRow *OperationKeepShard(Operation *op, const ShardRow *row);
 extern char *OperationMovingSql(Operation *op, const char *tenant_column);
+
+/* the kinds: prepare validates and fills op in (SPI connected, shards locked) */
+extern void SplitPrepare(Operation *op, const OperationArgs *args);
 
 #endif

@@ -12,6 +12,7 @@
 #include "tenant_router/connection.h"
 
 extern void ShardRemoteCommand(ShardConn *sc, const char *sql);
+extern void ShardRemoteDdl(ShardConn *sc, const char *sql);
 extern char *ShardRemoteValue(ShardConn *sc, const char *sql, const char *param);
 extern char *ShardTableName(Oid relid);
 

@@ -23,8 +23,6 @@ extern int64 TopologyAddShard(const char *shard_id, int64 range_start,
 extern int64 TopologyRemoveShard(const char *shard_id, TopologySource source);
 extern int64 TopologyUpdateRange(const char *shard_id, int64 range_start,
 								 int64 range_end, TopologySource source);
-extern void TopologySplitShard(const char *shard_id, int64 split_at,
-							   const char *new_shard_id, const char *new_dsn);
 extern int64 TopologyCleanupShard(const char *shard_id);
 
 /* building blocks of the changes above; SPI must be connected */
@@ -36,6 +34,10 @@ extern void TopologyUpdateShard(const struct ShardRow *shard);
 extern void TopologyQueueCleanup(const char *shard_id);
 extern void TopologyUnknownShard(const char *shard_id) pg_attribute_noreturn();
 extern void TopologySpiExec(const char *sql, int nargs, Oid *types, Datum *values,
-							int expected);
+							const char *nulls, int expected);
+extern void TopologySetShardState(const char *shard_id, const char *state);
+extern char *TopologyCheckDsn(const char *shard_id, const char *dsn,
+							  const char *except_shard_id);
+extern void TopologyCopyShardId(char *dst, const char *shard_id, bool existing);
 
 #endif
