@@ -33,6 +33,21 @@ COPY items (tenant_id, name) FROM stdin;
 99999	nobody's
 \.
 SELECT count(*) FROM items WHERE tenant_id = 5;
+-- COPY streams every shard's rows to a COPY there; a shard's error (here a
+-- duplicate key on shard2) fails the whole COPY, on every shard
+COPY items (id, tenant_id, name, qty) FROM stdin;
+1006	6	copy to shard1	1
+1007	15001	copy to shard2	1
+1007	15002	copy to shard2	1
+\.
+SELECT count(*) FROM items WHERE name LIKE 'copy to %';
+COPY items (id, tenant_id, name, qty) FROM stdin (FORMAT csv);
+1006,6,"copy to shard1, with a comma and a tab:	 and \ backslash",1
+1007,15001,"copy to shard2
+on two lines",2
+\.
+SELECT tenant_id, name FROM items WHERE name LIKE 'copy to %' ORDER BY 1;
+DELETE FROM items WHERE name LIKE 'copy to %';
 \c :shard1
 SELECT id, tenant_id, name, qty, tags, added FROM items ORDER BY id;
 \c :shard2
@@ -81,9 +96,25 @@ SELECT count(*) FROM (SELECT * FROM items LIMIT 3) s;
 UPDATE items SET qty = qty + 10 WHERE name LIKE 'bulk%' AND random() >= 0;
 SELECT name, qty FROM items WHERE tenant_id = 15000 ORDER BY name;
 DELETE FROM items WHERE name = 'bulk 5' AND random() >= 0 RETURNING tenant_id, name;
+-- an UPDATE over both shards commits on both (two-phase commit)
 UPDATE items SET qty = 0 WHERE qty > 5;
+SELECT tenant_id >= 10001 AS on_shard2, count(*) FROM items WHERE qty = 0 GROUP BY 1 ORDER BY 1;
+-- refused, changing nothing, with multi_shard_writes = refuse
+SET tenant_router.multi_shard_writes = refuse;
+-- (which shard is written first depends on which answers first)
+\set VERBOSITY terse
+UPDATE items SET qty = 1 WHERE qty = 0;
+\set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
+RESET tenant_router.multi_shard_writes;
 SELECT count(*) FROM items WHERE qty = 0;
+-- multi_shard_reads = refuse: a statement reading several shards is an error
+SET tenant_router.multi_shard_reads = refuse;
+SELECT count(*) FROM items;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM items WHERE tenant_id = 15000 AND random() >= 0;
+SELECT count(*) FROM items WHERE tenant_id BETWEEN 1 AND 10000 AND random() >= 0;
+RESET tenant_router.multi_shard_reads;
 
 -- with the fast path off, pinned statements give the same answers through the FDW
 SET tenant_router.enable_fast_path = off;

@@ -89,7 +89,9 @@ INSERT INTO accounts (tenant_id, name) VALUES (15000, 'b1');
 COMMIT;
 SELECT name FROM accounts WHERE tenant_id = 15000 ORDER BY name;
 
--- a transaction may read several shards, but write only one
+-- with tenant_router.multi_shard_writes = refuse, a transaction may read
+-- several shards, but write only one
+SET tenant_router.multi_shard_writes = refuse;
 BEGIN;
 SELECT count(*) FROM accounts WHERE tenant_id = 1;
 SELECT count(*) FROM accounts WHERE tenant_id = 15000;
@@ -100,6 +102,26 @@ ROLLBACK;
 INSERT INTO accounts (tenant_id, name) VALUES (5, 'x5'), (15005, 'x15005');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM accounts WHERE tenant_id IN (5, 15005);
+-- the default, 2pc: writes to several shards commit together ...
+RESET tenant_router.multi_shard_writes;
+SHOW tenant_router.multi_shard_writes;
+BEGIN;
+UPDATE accounts SET balance = balance + 1 WHERE tenant_id = 1;
+INSERT INTO accounts (tenant_id, name) VALUES (15005, 'x15005');
+COMMIT;
+INSERT INTO accounts (tenant_id, name) VALUES (5, 'x5'), (15006, 'x15006');
+SELECT tenant_id, name FROM accounts WHERE tenant_id IN (5, 15005, 15006) ORDER BY 1;
+-- ... or roll back together, here when the second shard fails
+BEGIN;
+INSERT INTO accounts (tenant_id, name) VALUES (9, 'x9');
+INSERT INTO accounts (tenant_id, name) VALUES (15005, 'x15005');
+\echo :LAST_ERROR_SQLSTATE
+COMMIT;
+SELECT count(*) FROM accounts WHERE tenant_id = 9;
+-- nothing is left prepared on the shards, and every decision was resolved
+SELECT tenant_router.recover_prepared_transactions();
+SELECT count(*) AS commit_records FROM tenant_router.commit_record;
+DELETE FROM accounts WHERE tenant_id IN (5, 15005, 15006);
 -- several writes to one shard are fine
 BEGIN;
 UPDATE accounts SET balance = balance + 1 WHERE tenant_id = 1;
@@ -108,17 +130,20 @@ INSERT INTO accounts (tenant_id, name) VALUES (6, 'x6'), (7, 'x7');
 COMMIT;
 SELECT name, balance FROM accounts WHERE tenant_id BETWEEN 1 AND 7 ORDER BY name;
 
--- TRUNCATE writes every shard: it is the only write of its transaction
+-- TRUNCATE writes every shard, atomically, with the other writes of its
+-- transaction: rolled back, it leaves every row in place
 BEGIN;
 UPDATE accounts SET balance = balance + 1 WHERE tenant_id = 1;
 TRUNCATE accounts;
-\echo :LAST_ERROR_SQLSTATE
-ROLLBACK;
-BEGIN;
-TRUNCATE accounts;
 INSERT INTO accounts (tenant_id, name) VALUES (1, 'after truncate');
-\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM accounts;
 ROLLBACK;
+SELECT count(*) > 0 AS rows_kept FROM accounts;
+-- refused when multi-shard writes are
+SET tenant_router.multi_shard_writes = refuse;
+TRUNCATE accounts;
+\echo :LAST_ERROR_SQLSTATE
+RESET tenant_router.multi_shard_writes;
 SELECT count(*) > 0 AS rows_kept FROM accounts;
 
 -- a cursor opened before a savepoint fails after it: the shard's transaction

@@ -35,6 +35,8 @@ int			TenantRouterConnectTimeout = 10;
 char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
+int			TenantRouterMultiShardReads = MULTI_SHARD_READS_ALLOW;
+int			TenantRouterMultiShardWrites = MULTI_SHARD_WRITES_2PC;
 char	   *TenantRouterNodeName = NULL;
 char	   *TenantRouterOperationPauseBefore = NULL;
 int			TenantRouterRedisDb = 0;
@@ -44,6 +46,18 @@ int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
 int			TenantRouterShardLockTimeout = 10000;
 char	   *TenantRouterTopologyChannel = NULL;
+
+static const struct config_enum_entry multi_shard_reads_options[] = {
+	{"allow", MULTI_SHARD_READS_ALLOW, false},
+	{"refuse", MULTI_SHARD_READS_REFUSE, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry multi_shard_writes_options[] = {
+	{"2pc", MULTI_SHARD_WRITES_2PC, false},
+	{"refuse", MULTI_SHARD_WRITES_REFUSE, false},
+	{NULL, 0, false}
+};
 
 static void define_settings(void);
 
@@ -120,6 +134,26 @@ define_settings(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("tenant_router.multi_shard_reads",
+							 "Whether a statement may read from more than one shard.",
+							 "\"refuse\" makes a statement that would read several shards an error, against accidental full scans.",
+							 &TenantRouterMultiShardReads,
+							 MULTI_SHARD_READS_ALLOW,
+							 multi_shard_reads_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("tenant_router.multi_shard_writes",
+							 "How a transaction that writes to more than one shard commits.",
+							 "\"2pc\" commits it on every shard atomically with two-phase commit; \"refuse\" makes the write to a second shard an error.",
+							 &TenantRouterMultiShardWrites,
+							 MULTI_SHARD_WRITES_2PC,
+							 multi_shard_writes_options,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tenant_router.node_name",
 							   "Name of this coordinator in the topology events it publishes.",

@@ -58,9 +58,8 @@ ShardConnDisconnect(ShardConn *sc)
 		sc->conn = NULL;
 	}
 	RemoteForgetPrepared(sc);
-	sc->in_pipeline = false;
-	list_free_deep(sc->pending);
-	sc->pending = NIL;
+	RemoteForgetCommands(sc);
+	sc->copying = false;
 }
 
 /* ShardConnLibpqMessage returns the first line of libpq's last error message */

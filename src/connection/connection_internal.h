@@ -38,7 +38,30 @@ typedef enum RemoteXactState
 	REMOTE_XACT_PREPARED		/* PREPARE TRANSACTION done: gid names it */
 } RemoteXactState;
 
-#define GID_MAXLEN 64
+#define GID_MAXLEN 128
+
+/* a command queued to go before the next statement (ShardConnQueue) */
+typedef struct QueuedCommand
+{
+	char	   *sql;
+	int			nparams;
+	Oid		   *types;
+	char	  **values;
+} QueuedCommand;
+
+/* the statement in flight on a connection, and the commands sent before it */
+typedef struct InFlight
+{
+	bool		active;
+	int			nprefix;		/* commands sent before the statement */
+	int			ndone;			/* of them, those whose results are all read */
+	List	   *prefix_sql;		/* their text, for errors */
+	bool		single_row;		/* the statement's rows one result each */
+	struct PreparedStmt *preparing; /* prepared by the last prefix command */
+	PGresult   *error;			/* the first prefix command that failed */
+	char	   *error_sql;
+	char	   *shown;			/* the statement as errors show it; NULL: a secret */
+} InFlight;
 
 struct ShardConn
 {
@@ -49,7 +72,9 @@ struct ShardConn
 
 	/* remote_command.c */
 	bool		in_pipeline;	/* the command in flight was pipelined */
-	List	   *pending;		/* commands to send before the next statement */
+	bool		copying;		/* in COPY FROM STDIN (non-blocking) */
+	List	   *pending;		/* QueuedCommands to send before the next statement */
+	InFlight	cmd;
 	ShardConnClaim *claim;		/* a command in flight that another owns */
 	HTAB	   *prepared;		/* remote prepared statements */
 	uint32		next_stmt;
@@ -81,5 +106,8 @@ extern void RemoteReport(ShardConn *sc, PGresult *res, const char *sql) pg_attri
 extern void RemoteForgetPrepared(ShardConn *sc);
 extern bool RemoteCleanup(ShardConn *sc, int timeout_ms);
 extern bool RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms);
+extern void RemoteForgetCommands(ShardConn *sc);
+extern void RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls,
+								 int timeout_ms, bool *ok);
 
 #endif

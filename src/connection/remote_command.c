@@ -29,6 +29,7 @@
 #include <signal.h>
 
 #include "common/hashfn.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
@@ -158,14 +159,95 @@ RemoteReport(ShardConn *sc, PGresult *res, const char *sql)
 						sc->label, sql ? ": " : "", sql ? sql : "")));
 }
 
+/* queue_command copies a command into the connection's queue */
+static void
+queue_command(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+			  const char *const *values)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	QueuedCommand *qc = palloc0(sizeof(QueuedCommand));
+	int			i;
+
+	qc->sql = pstrdup(sql);
+	qc->nparams = nparams;
+	if (nparams > 0)
+	{
+		qc->types = palloc(sizeof(Oid) * nparams);
+		qc->values = palloc(sizeof(char *) * nparams);
+		for (i = 0; i < nparams; i++)
+		{
+			qc->types[i] = types ? types[i] : InvalidOid;
+			qc->values[i] = values[i] ? pstrdup(values[i]) : NULL;
+		}
+	}
+	sc->pending = lappend(sc->pending, qc);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+free_queued(QueuedCommand *qc)
+{
+	int			i;
+
+	for (i = 0; i < qc->nparams; i++)
+		if (qc->values[i])
+			pfree(qc->values[i]);
+	if (qc->nparams > 0)
+	{
+		pfree(qc->types);
+		pfree(qc->values);
+	}
+	pfree(qc->sql);
+	pfree(qc);
+}
+
 /* ShardConnQueue queues a command to be sent before the next statement. */
 void
 ShardConnQueue(ShardConn *sc, const char *sql)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	queue_command(sc, sql, 0, NULL, NULL);
+}
 
-	sc->pending = lappend(sc->pending, pstrdup(sql));
-	MemoryContextSwitchTo(old);
+/*
+ * ShardConnQueueParams queues a command with parameters (text values,
+ * copied) to be sent before the next statement, in the same pipeline.
+ */
+void
+ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+					 const char *const *values)
+{
+	queue_command(sc, sql, nparams, types, values);
+}
+
+/* end_command forgets the statement in flight; the connection is idle. */
+static void
+end_command(ShardConn *sc)
+{
+	InFlight   *cmd = &sc->cmd;
+
+	if (cmd->error)
+		PQclear(cmd->error);
+	if (cmd->shown)
+		pfree(cmd->shown);
+	list_free_deep(cmd->prefix_sql);
+	memset(cmd, 0, sizeof(InFlight));
+}
+
+/*
+ * RemoteForgetCommands forgets the queued commands and the statement in
+ * flight of a connection closed or about to be cleaned up.
+ */
+void
+RemoteForgetCommands(ShardConn *sc)
+{
+	ListCell   *lc;
+
+	foreach(lc, sc->pending)
+		free_queued(lfirst(lc));
+	list_free(sc->pending);
+	sc->pending = NIL;
+	end_command(sc);
+	sc->in_pipeline = false;
 }
 
 /*
@@ -259,7 +341,59 @@ prepared_lookup(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 }
 
 /*
- * finish_command reads whatever is left of the command in flight,
+ * input_ready reads what has arrived on the connection and tells whether
+ * the next result can be had without waiting.
+ */
+static bool
+input_ready(ShardConn *sc)
+{
+	if (!PQconsumeInput(sc->conn))
+		ShardConnLost(sc);
+	return !PQisBusy(sc->conn);
+}
+
+/*
+ * read_prefix reads the results of the commands sent before the statement;
+ * without wait, only what has arrived.  It returns true once all of them
+ * are read: then the statement's own results come next.
+ */
+static bool
+read_prefix(ShardConn *sc, bool wait)
+{
+	InFlight   *cmd = &sc->cmd;
+
+	while (cmd->ndone < cmd->nprefix)
+	{
+		PGresult   *res;
+
+		if (!wait && !input_ready(sc))
+			return false;
+		res = RemoteGetResult(sc);
+		if (res == NULL)
+		{
+			/* a command's results end with NULL */
+			if (++cmd->ndone == cmd->nprefix && cmd->single_row && cmd->error == NULL)
+				PQsetSingleRowMode(sc->conn);
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR && cmd->error == NULL)
+		{
+			char	   *sql = list_nth(cmd->prefix_sql, cmd->ndone);
+
+			cmd->error = res;
+			cmd->error_sql = sql;
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_COMMAND_OK && cmd->preparing != NULL &&
+			cmd->ndone == cmd->nprefix - 1)
+			cmd->preparing->ready = true;
+		PQclear(res);
+	}
+	return true;
+}
+
+/*
+ * finish_command reads whatever is left of the statement in flight,
  * including the pipeline's sync, and leaves the connection idle.
  */
 static void
@@ -267,6 +401,7 @@ finish_command(ShardConn *sc)
 {
 	PGresult   *res;
 
+	(void) read_prefix(sc, true);
 	for (;;)
 	{
 		res = RemoteGetResult(sc);
@@ -289,9 +424,26 @@ finish_command(ShardConn *sc)
 }
 
 /*
+ * report_prefix_error raises the error of a command sent before the
+ * statement (which the shard then skipped), once the connection is idle.
+ */
+static void
+report_prefix_error(ShardConn *sc)
+{
+	PGresult   *error = sc->cmd.error;
+	char	   *sql = sc->cmd.error_sql ? pstrdup(sc->cmd.error_sql) : NULL;
+
+	sc->cmd.error = NULL;
+	finish_command(sc);
+	end_command(sc);
+	RemoteReport(sc, error, sql);
+}
+
+/*
  * send_statement sends the queued commands, a PREPARE if wanted, and the
- * statement, in one pipeline when there is more than the statement, and
- * reads the results of everything but the statement.
+ * statement, in one pipeline when there is more than the statement, without
+ * waiting for any of them; read_prefix and the readers below take the
+ * results.
  */
 static void
 send_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
@@ -299,33 +451,50 @@ send_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 			   bool single_row)
 {
 	PGconn	   *conn;
+	InFlight   *cmd = &sc->cmd;
 	PreparedStmt *ps = NULL;
 	bool		need_prepare = false;
-	int			nprefix;
 	ListCell   *lc;
 	bool		ok = true;
-	PGresult   *first_error = NULL;
-	int			i;
+	MemoryContext old;
 
 	ShardConnRelease(sc);
 	conn = sc->conn;
-	Assert(!PQisBusy(conn));
+	Assert(!cmd->active && !PQisBusy(conn));
 
 	if (prepare && TenantRouterRemotePrepare)
 		ps = prepared_lookup(sc, sql, nparams, types, &need_prepare);
 
-	nprefix = list_length(sc->pending) + (need_prepare ? 1 : 0);
-	sc->in_pipeline = (nprefix > 0);
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	cmd->active = true;
+	cmd->nprefix = list_length(sc->pending) + (need_prepare ? 1 : 0);
+	cmd->single_row = single_row;
+	cmd->preparing = need_prepare ? ps : NULL;
+	cmd->shown = shown ? pstrdup(shown) : NULL;
+	sc->in_pipeline = (cmd->nprefix > 0);
 	if (sc->in_pipeline)
 	{
 		if (!PQenterPipelineMode(conn))
 			ShardConnLost(sc);
 		foreach(lc, sc->pending)
-			ok = ok && PQsendQueryParams(conn, lfirst(lc), 0, NULL, NULL, NULL, NULL, 0);
+		{
+			QueuedCommand *qc = lfirst(lc);
+
+			ok = ok && PQsendQueryParams(conn, qc->sql, qc->nparams, qc->types,
+										 (const char *const *) qc->values,
+										 NULL, NULL, 0);
+			cmd->prefix_sql = lappend(cmd->prefix_sql, pstrdup(qc->sql));
+		}
 		if (need_prepare)
+		{
 			ok = ok && PQsendPrepare(conn, ps->name, sql, nparams, types);
+			cmd->prefix_sql = lappend(cmd->prefix_sql, shown ? pstrdup(shown) : NULL);
+		}
 	}
-	list_free_deep(sc->pending);
+	MemoryContextSwitchTo(old);
+	foreach(lc, sc->pending)
+		free_queued(lfirst(lc));
+	list_free(sc->pending);
 	sc->pending = NIL;
 
 	if (ps != NULL)
@@ -336,46 +505,37 @@ send_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 		ok = ok && PQpipelineSync(conn);
 	if (!ok)
 		ShardConnLost(sc);
-
-	for (i = 0; i < nprefix; i++)
-	{
-		PGresult   *res = RemoteGetResult(sc);
-		ExecStatusType status = PQresultStatus(res);
-
-		if (status == PGRES_FATAL_ERROR && first_error == NULL)
-			first_error = res;
-		else
-		{
-			if (status == PGRES_COMMAND_OK && need_prepare && i == nprefix - 1)
-				ps->ready = true;
-			PQclear(res);
-		}
-		/* each command's results end with NULL */
-		while ((res = RemoteGetResult(sc)) != NULL)
-			PQclear(res);
-	}
-	if (first_error != NULL)
-	{
-		/* the statement was skipped: read its outcome and the sync */
-		finish_command(sc);
-		RemoteReport(sc, first_error, shown);
-	}
-	if (single_row)
+	if (single_row && cmd->nprefix == 0)
 		PQsetSingleRowMode(conn);
 }
 
+/*
+ * collect waits for the statement in flight and returns its result, the
+ * connection left idle.  A multi-statement string yields several results:
+ * the last is kept, or the first error.  With raise, an error is raised;
+ * without, an error result is returned as is (the caller frees it).
+ */
 static PGresult *
-exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
-			   const Oid *types, const char *const *values)
+collect(ShardConn *sc, bool raise)
 {
 	PGresult   *res;
 	PGresult   *next;
+	char	   *shown;
 
-	send_statement(sc, sql, shown, nparams, types, values, false, false);
+	(void) read_prefix(sc, true);
+	if (sc->cmd.error != NULL)
+	{
+		if (raise)
+			report_prefix_error(sc);
+		res = sc->cmd.error;
+		sc->cmd.error = NULL;
+		finish_command(sc);
+		end_command(sc);
+		return res;
+	}
 	res = RemoteGetResult(sc);
 	if (res == NULL)
 		ShardConnLost(sc);
-	/* a multi-statement string yields several results: keep the last */
 	while (!sc->in_pipeline && (next = RemoteGetResult(sc)) != NULL)
 	{
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
@@ -388,10 +548,20 @@ exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 	}
 	if (sc->in_pipeline)
 		finish_command(sc);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK &&
+	shown = sc->cmd.shown ? pstrdup(sc->cmd.shown) : NULL;
+	end_command(sc);
+	if (raise && PQresultStatus(res) != PGRES_COMMAND_OK &&
 		PQresultStatus(res) != PGRES_TUPLES_OK)
 		RemoteReport(sc, res, shown);
 	return res;
+}
+
+static PGresult *
+exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
+			   const Oid *types, const char *const *values)
+{
+	send_statement(sc, sql, shown, nparams, types, values, false, false);
+	return collect(sc, true);
 }
 
 /*
@@ -414,6 +584,208 @@ PGresult *
 ShardConnExecSecret(ShardConn *sc, const char *sql)
 {
 	return exec_statement(sc, sql, NULL, 0, NULL, NULL);
+}
+
+/*
+ * ShardConnSend sends a statement (after the queued commands) without
+ * waiting for it: several shards can work at once.  ShardConnResultReady
+ * tells, without waiting, whether its result has arrived; ShardConnResult
+ * waits for it.  Until then the connection is busy: whoever sends needs a
+ * claim on it if others may need the connection meanwhile.
+ */
+void
+ShardConnSend(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+			  const char *const *values)
+{
+	send_statement(sc, sql, sql, nparams, types, values, false, false);
+}
+
+/* ShardConnResultReady tells whether ShardConnResult would not wait. */
+bool
+ShardConnResultReady(ShardConn *sc)
+{
+	if (!read_prefix(sc, false))
+		return false;
+	if (sc->cmd.error != NULL)
+		return true;
+	return input_ready(sc);
+}
+
+/*
+ * ShardConnResult waits for the result of the statement sent by
+ * ShardConnSend and returns it (the caller frees it); a remote error is
+ * raised with raise, else returned as an error result.
+ */
+PGresult *
+ShardConnResult(ShardConn *sc, bool raise)
+{
+	return collect(sc, raise);
+}
+
+/* ShardConnSocket returns the connection's socket, to wait on. */
+pgsocket
+ShardConnSocket(ShardConn *sc)
+{
+	return PQsocket(sc->conn);
+}
+
+/*
+ * ShardConnExecAll runs one statement on each of n connections at once:
+ * all are sent, then all results read (the time of the slowest, not the
+ * sum).  results[i] receives each result.  If any failed, every connection
+ * is first left idle, then the first error raised (results freed).
+ */
+void
+ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **results)
+{
+	int			i;
+	int			failed = -1;
+
+	for (i = 0; i < n; i++)
+	{
+		results[i] = NULL;
+		ShardConnSend(scs[i], sqls[i], 0, NULL, NULL);
+	}
+	for (i = 0; i < n; i++)
+	{
+		results[i] = collect(scs[i], false);
+		if (failed < 0 && PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
+			PQresultStatus(results[i]) != PGRES_TUPLES_OK)
+			failed = i;
+	}
+	if (failed >= 0)
+	{
+		PGresult   *error = results[failed];
+
+		for (i = 0; i < n; i++)
+			if (i != failed)
+				PQclear(results[i]);
+		RemoteReport(scs[failed], error, sqls[failed]);
+	}
+}
+
+/*
+ * wait_writeable waits until the connection's socket takes more data,
+ * honouring interrupts.
+ */
+static void
+wait_writeable(ShardConn *sc)
+{
+	int			rc = WaitLatchOrSocket(MyLatch,
+									   WL_LATCH_SET | WL_SOCKET_WRITEABLE | WL_EXIT_ON_PM_DEATH,
+									   PQsocket(sc->conn), -1, PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * ShardCopyStart starts COPY ... FROM STDIN on the shard, the queued
+ * commands (BEGIN, SAVEPOINT) sent before it in the same simple-protocol
+ * message (a pipeline cannot carry COPY), and waits until the shard takes
+ * data.  Until ShardCopyEnd the connection is in COPY; it sends without
+ * blocking, so that a full socket waits on the latch, interruptibly.
+ */
+void
+ShardCopyStart(ShardConn *sc, const char *sql)
+{
+	StringInfoData text;
+	ListCell   *lc;
+	PGresult   *res;
+
+	ShardConnRelease(sc);
+	Assert(!sc->cmd.active);
+	initStringInfo(&text);
+	foreach(lc, sc->pending)
+	{
+		QueuedCommand *qc = lfirst(lc);
+
+		if (qc->nparams > 0)
+			elog(ERROR, "tenant_router: a queued command with parameters cannot precede COPY");
+		appendStringInfo(&text, "%s; ", qc->sql);
+	}
+	appendStringInfoString(&text, sql);
+	foreach(lc, sc->pending)
+		free_queued(lfirst(lc));
+	list_free(sc->pending);
+	sc->pending = NIL;
+
+	if (!PQsendQuery(sc->conn, text.data))
+		ShardConnLost(sc);
+	for (;;)
+	{
+		res = RemoteGetResult(sc);
+		if (res == NULL)
+			ShardConnLost(sc);
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+			break;
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			/* the statement failed: read to its end, then report */
+			PGresult   *next;
+
+			while ((next = RemoteGetResult(sc)) != NULL)
+				PQclear(next);
+			RemoteReport(sc, res, sql);
+		}
+		PQclear(res);
+	}
+	PQclear(res);
+	if (PQsetnonblocking(sc->conn, 1) != 0)
+		ShardConnLost(sc);
+	sc->copying = true;
+}
+
+/* ShardCopyPut sends COPY data, waiting (interruptibly) while the socket is full. */
+void
+ShardCopyPut(ShardConn *sc, const char *data, int len)
+{
+	for (;;)
+	{
+		int			rc = PQputCopyData(sc->conn, data, len);
+
+		if (rc == 1)
+			return;
+		if (rc < 0)
+			ShardConnLost(sc);
+		wait_writeable(sc);
+	}
+}
+
+/*
+ * ShardCopyEnd ends the COPY and returns the rows the shard copied; the
+ * shard's error, if the COPY failed, is raised.
+ */
+uint64
+ShardCopyEnd(ShardConn *sc, const char *sql)
+{
+	PGresult   *res;
+	PGresult   *next;
+	int			rc;
+	uint64		rows;
+
+	sc->copying = false;
+	while ((rc = PQputCopyEnd(sc->conn, NULL)) == 0)
+		wait_writeable(sc);
+	if (rc < 0)
+		ShardConnLost(sc);
+	while ((rc = PQflush(sc->conn)) == 1)
+		wait_writeable(sc);
+	if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0)
+		ShardConnLost(sc);
+	res = RemoteGetResult(sc);
+	if (res == NULL)
+		ShardConnLost(sc);
+	while ((next = RemoteGetResult(sc)) != NULL)
+		PQclear(next);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		RemoteReport(sc, res, sql);
+	rows = strtou64(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return rows;
 }
 
 /*
@@ -516,11 +888,13 @@ send_cancel(ShardConn *sc, TimestampTz deadline)
 /*
  * wait_idle waits until the command in flight has finished, discarding its
  * results, without raising errors; false if the connection must be given up
- * (broken, or the deadline passed).
+ * (broken, or the deadline passed).  *failed tells whether a result was an
+ * error.
  */
 static bool
-wait_idle(ShardConn *sc, TimestampTz deadline)
+wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
 {
+	*failed = false;
 	for (;;)
 	{
 		PGresult   *res;
@@ -555,6 +929,8 @@ wait_idle(ShardConn *sc, TimestampTz deadline)
 			sc->in_pipeline = false;
 			return PQexitPipelineMode(sc->conn) == 1;
 		}
+		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+			*failed = true;
 		PQclear(res);
 	}
 }
@@ -577,11 +953,35 @@ RemoteCleanup(ShardConn *sc, int timeout_ms)
 		sc->claim = NULL;
 		claim->abandon(claim);
 	}
-	if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
+	if (sc->copying)
 	{
-		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline))
+		bool		failed;
+		int			rc;
+
+		/* a COPY in progress: end it as failed, the shard rolls it back */
+		sc->copying = false;
+		while ((rc = PQputCopyEnd(sc->conn, "cancelled by the coordinator")) == 0 ||
+			   (rc > 0 && PQflush(sc->conn) == 1))
+		{
+			if (abandon_wait(deadline))
+				return false;
+			(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_WRITEABLE |
+									 WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 PQsocket(sc->conn), CANCEL_POLL_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0 ||
+			!wait_idle(sc, deadline, &failed))
 			return false;
 	}
+	else if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
+	{
+		bool		failed;
+
+		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline, &failed))
+			return false;
+	}
+	end_command(sc);
 	return PQstatus(sc->conn) == CONNECTION_OK;
 }
 
@@ -594,10 +994,37 @@ bool
 RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	bool		failed;
 
 	if (!PQsendQuery(sc->conn, sql))
 		return false;
-	return wait_idle(sc, deadline) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+	return wait_idle(sc, deadline, &failed) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
+}
+
+/*
+ * RemoteExecAllBounded runs one command on each of n connections at once,
+ * outside a transaction's normal flow (the second phase of a commit):
+ * waiting at most timeout_ms in all and never raising an error.  ok[i]
+ * tells whether the command succeeded; a connection that failed to answer
+ * in time is left busy (the caller gives it up).
+ */
+void
+RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls, int timeout_ms,
+					 bool *ok)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		ok[i] = scs[i]->conn != NULL && !scs[i]->cmd.active &&
+			PQsendQuery(scs[i]->conn, sqls[i]);
+	for (i = 0; i < n; i++)
+	{
+		bool		failed;
+
+		if (ok[i])
+			ok[i] = wait_idle(scs[i], deadline, &failed) && !failed;
+	}
 }
 
 static void
@@ -650,6 +1077,7 @@ stream_finished(ShardStream *stream)
 	stream->done = true;
 	ShardConnClaimDone(stream->sc, &stream->claim);
 	finish_command(stream->sc);
+	end_command(stream->sc);
 }
 
 /*
@@ -664,6 +1092,13 @@ stream_read(ShardStream *stream)
 
 	if (sc == NULL || sc->claim != &stream->claim)
 		elog(ERROR, "tenant_router: stream read without its connection");
+	(void) read_prefix(sc, true);
+	if (sc->cmd.error != NULL)
+	{
+		stream->done = true;
+		ShardConnClaimDone(sc, &stream->claim);
+		report_prefix_error(sc);
+	}
 	res = RemoteGetResult(sc);
 
 	if (res == NULL)

@@ -33,6 +33,7 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/remote_io.h"
@@ -58,6 +59,7 @@ typedef struct TrModifyState
 	bool	   *nulls;
 	AttInMetadata *attinmeta;
 	MemoryContext row_cxt;
+	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
 } TrModifyState;
 
 void
@@ -75,19 +77,9 @@ TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
 	add_row_identity_var(root, var, rtindex, TENANT_JUNK_NAME);
 }
 
-static void
-append_column_list(StringInfo buf, Relation rel, List *attrs)
-{
-	ListCell   *lc;
-
-	foreach(lc, attrs)
-		appendStringInfo(buf, "%s%s", lc == list_head(attrs) ? "" : ", ",
-						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
-																lfirst_int(lc) - 1)->attname)));
-}
-
-static List *
-all_columns(Relation rel)
+/* TrAllColumns returns the attribute numbers of the columns of rel */
+List *
+TrAllColumns(Relation rel)
 {
 	TupleDesc	tupdesc = RelationGetDescr(rel);
 	List	   *attrs = NIL;
@@ -97,31 +89,6 @@ all_columns(Relation rel)
 		if (!TupleDescAttr(tupdesc, i)->attisdropped)
 			attrs = lappend_int(attrs, i + 1);
 	return attrs;
-}
-
-/* insert_sql builds the INSERT of one row into rel's shard copy */
-static char *
-insert_sql(Relation rel, LogicalTable *table, List *target_attrs, bool do_nothing,
-		   List *returning)
-{
-	StringInfoData sql;
-	int			i;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "INSERT INTO %s (", table->remote_name);
-	append_column_list(&sql, rel, target_attrs);
-	appendStringInfoString(&sql, ") VALUES (");
-	for (i = 1; i <= list_length(target_attrs); i++)
-		appendStringInfo(&sql, "%s$%d", i > 1 ? ", " : "", i);
-	appendStringInfoChar(&sql, ')');
-	if (do_nothing)
-		appendStringInfoString(&sql, " ON CONFLICT DO NOTHING");
-	if (returning != NIL)
-	{
-		appendStringInfoString(&sql, " RETURNING ");
-		append_column_list(&sql, rel, returning);
-	}
-	return sql.data;
 }
 
 List *
@@ -134,14 +101,11 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 	LogicalTable *table = GetLogicalTableOrError(rel);
 	List	   *target_attrs = NIL;
 	List	   *returning = NIL;
-	StringInfoData sql;
-	ListCell   *lc;
-	int			i;
+	char	   *sql = NULL;
 
 	if (plan->returningLists != NIL)
-		returning = all_columns(rel);
+		returning = TrAllColumns(rel);
 
-	initStringInfo(&sql);
 	switch (operation)
 	{
 		case CMD_INSERT:
@@ -151,10 +115,9 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 						 errmsg("INSERT ... ON CONFLICT DO UPDATE on logical table \"%s\" needs the tenant",
 								RelationGetRelationName(rel)),
 						 errhint("Insert one row with a constant or parameter tenant, so that the statement goes to one shard whole.")));
-			target_attrs = all_columns(rel);
-			appendStringInfoString(&sql, insert_sql(rel, table, target_attrs,
-													plan->onConflictAction == ONCONFLICT_NOTHING,
-													returning));
+			target_attrs = TrAllColumns(rel);
+			sql = DeparseInsert(rel, table, target_attrs, 1,
+								plan->onConflictAction == ONCONFLICT_NOTHING, returning);
 			break;
 		case CMD_UPDATE:
 			{
@@ -169,31 +132,17 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 					if (attno > 0)
 						target_attrs = lappend_int(target_attrs, attno);
 				}
-				appendStringInfo(&sql, "UPDATE %s SET ", table->remote_name);
-				i = 1;
-				foreach(lc, target_attrs)
-					appendStringInfo(&sql, "%s%s = $%d", i > 1 ? ", " : "",
-									 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
-																			lfirst_int(lc) - 1)->attname)),
-									 i), i++;
-				appendStringInfo(&sql, " WHERE ctid = $%d AND %s = $%d", i,
-								 quote_identifier(table->tenant_column), i + 1);
+				sql = DeparseUpdate(rel, table, target_attrs, returning);
 				break;
 			}
 		case CMD_DELETE:
-			appendStringInfo(&sql, "DELETE FROM %s WHERE ctid = $1 AND %s = $2",
-							 table->remote_name, quote_identifier(table->tenant_column));
+			sql = DeparseDelete(rel, table, returning);
 			break;
 		default:
 			elog(ERROR, "tenant_router: unexpected operation %d", (int) operation);
 	}
-	if (operation != CMD_INSERT && returning != NIL)
-	{
-		appendStringInfoString(&sql, " RETURNING ");
-		append_column_list(&sql, rel, returning);
-	}
 	table_close(rel, NoLock);
-	return list_make4(makeString(sql.data), target_attrs, returning,
+	return list_make4(makeString(sql), target_attrs, returning,
 					  makeBoolean(plan->onConflictAction == ONCONFLICT_NOTHING));
 }
 
@@ -368,7 +317,19 @@ TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 					TupleTableSlot *planSlot)
 {
 	TrModifyState *state = rinfo->ri_FdwState;
-	ShardConn  *sc = shard_of(state, tenant_of_slot(state, slot));
+	ShardConn  *sc;
+
+	if (state->copy != NULL)
+	{
+		int64		tenant = tenant_of_slot(state, slot);
+		ShardRoute *route = RouteTenant(tenant);
+
+		if (route == NULL)
+			no_shard(state, tenant);
+		TrCopyRow(state->copy, ShardConnGet(route->shard_id, route->dsn), slot);
+		return slot;
+	}
+	sc = shard_of(state, tenant_of_slot(state, slot));
 
 	collect_values(state, slot);
 	return execute(state, sc, slot);
@@ -425,17 +386,27 @@ TrBeginForeignInsert(ModifyTableState *mtstate, ResultRelInfo *rinfo)
 {
 	Relation	rel = rinfo->ri_RelationDesc;
 	LogicalTable *table = GetLogicalTableOrError(rel);
-	List	   *attrs = all_columns(rel);
+	List	   *attrs = TrAllColumns(rel);
 	List	   *returning = rinfo->ri_returningList ? attrs : NIL;
 
-	rinfo->ri_FdwState = create_modify_state(rel, CMD_INSERT,
-											 insert_sql(rel, table, attrs, false, returning),
-											 attrs, returning);
+	TrModifyState *state;
+
+	state = create_modify_state(rel, CMD_INSERT,
+								DeparseInsert(rel, table, attrs, 1, false, returning),
+								attrs, returning);
+	/* COPY FROM (no plan): rows streamed to a COPY on each shard */
+	if (mtstate->ps.plan == NULL && returning == NIL)
+		state->copy = TrCopyBegin(rel, table, attrs);
+	rinfo->ri_FdwState = state;
 }
 
 void
 TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 {
+	TrModifyState *state = rinfo->ri_FdwState;
+
+	if (state != NULL && state->copy != NULL)
+		(void) TrCopyEnd(state->copy);
 }
 
 /*
@@ -460,21 +431,16 @@ TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 static uint64
 batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *rows, int n)
 {
-	int			ncols = list_length(state->target_attrs);
-	int			nparams = n * ncols;
+	int			nparams = n * list_length(state->target_attrs);
 	Oid		   *types = palloc(sizeof(Oid) * (nparams + 1));
 	const char **values = palloc(sizeof(char *) * (nparams + 1));
-	StringInfoData sql;
+	char	   *sql;
 	PGresult   *res;
 	uint64		affected;
 	int			nestlevel = 0;
 	int			r;
 	int			p = 0;
 
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "INSERT INTO %s (", state->table->remote_name);
-	append_column_list(&sql, state->rel, state->target_attrs);
-	appendStringInfoString(&sql, ") VALUES ");
 	if (state->params.needs != 0)
 		nestlevel = EnterRemoteValueSettings(state->params.needs);
 	for (r = 0; r < n; r++)
@@ -484,24 +450,20 @@ batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *r
 		int			c = 0;
 
 		slot_getallattrs(slot);
-		appendStringInfoString(&sql, r > 0 ? ", (" : "(");
 		foreach(lc, state->target_attrs)
 		{
 			int			attno = lfirst_int(lc);
 
 			types[p] = state->params.types[c];
-			values[p] = slot->tts_isnull[attno - 1] ? NULL :
+			values[p++] = slot->tts_isnull[attno - 1] ? NULL :
 				OutputFunctionCall(&state->params.out_funcs[c], slot->tts_values[attno - 1]);
-			appendStringInfo(&sql, "%s$%d", c > 0 ? ", " : "", ++p);
 			c++;
 		}
-		appendStringInfoChar(&sql, ')');
 	}
 	LeaveRemoteValueSettings(nestlevel);
-	if (state->do_nothing)
-		appendStringInfoString(&sql, " ON CONFLICT DO NOTHING");
+	sql = DeparseInsert(state->rel, state->table, state->target_attrs, n, state->do_nothing, NIL);
 
-	res = ShardConnExec(sc, sql.data, nparams, types, values);
+	res = ShardConnExec(sc, sql, nparams, types, values);
 	affected = strtou64(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
 	return affected;
@@ -577,35 +539,44 @@ TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 }
 
 /*
- * TrExecForeignTruncate truncates the tables on every shard, in the shards'
- * remote transactions.  It is the only write of its transaction; without
- * two-phase commit the shards commit it one after the other, so a failed
- * COMMIT can leave some shards truncated (TRUNCATE again to finish).
+ * TrExecForeignTruncate truncates the tables on every shard, all at once, in
+ * the shards' remote transactions: with several shards the transaction
+ * commits with two-phase commit, so every shard is truncated or none.
  */
 void
 TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 {
-	StringInfoData sql;
+	char	   *sql;
+	List	   *tables = NIL;
 	ListCell   *lc;
+	List	   *conns = NIL;
+	ShardConn **scs;
+	const char **sqls;
+	PGresult  **results;
+	int			n = 0;
+	int			i;
 
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "TRUNCATE ");
 	foreach(lc, rels)
-	{
-		Relation	rel = lfirst(lc);
+		tables = lappend(tables, GetLogicalTableOrError(lfirst(lc)));
+	sql = DeparseTruncate(tables, behavior == DROP_CASCADE);
 
-		appendStringInfo(&sql, "%s%s", lc == list_head(rels) ? "" : ", ",
-						 GetLogicalTableOrError(rel)->remote_name);
-	}
-	if (behavior == DROP_CASCADE)
-		appendStringInfoString(&sql, " CASCADE");
-
+	/* shards that share a database share its connection: once each */
 	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
 	{
 		ShardRow   *shard = lfirst(lc);
-		ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
 
-		ShardConnBegin(sc, SHARD_WRITE_ALL);
-		PQclear(ShardConnExec(sc, sql.data, 0, NULL, NULL));
+		conns = list_append_unique_ptr(conns, ShardConnGet(shard->shard_id, shard->dsn));
 	}
+	scs = palloc(sizeof(ShardConn *) * (list_length(conns) + 1));
+	sqls = palloc(sizeof(char *) * (list_length(conns) + 1));
+	results = palloc(sizeof(PGresult *) * (list_length(conns) + 1));
+	foreach(lc, conns)
+	{
+		ShardConnBegin(lfirst(lc), SHARD_WRITE);
+		scs[n] = lfirst(lc);
+		sqls[n++] = sql;
+	}
+	ShardConnExecAll(n, scs, sqls, results);
+	for (i = 0; i < n; i++)
+		PQclear(results[i]);
 }

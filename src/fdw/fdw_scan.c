@@ -1,13 +1,26 @@
 /*-------------------------------------------------------------------------
  *
  * fdw_scan.c
- *	  Executes FDW scans of logical tables: one shard after the other,
- *	  through a cursor in the shard's remote transaction.
+ *	  Executes FDW scans of logical tables: every shard that can hold
+ *	  matching tenants at once, rows streamed as they arrive.
  *
  * The shards to visit are chosen at the first fetch of each (re)scan from
  * the values of the tenant conditions, so generic plans prune by the values
- * of each execution.  Cursors fetch in batches, so a scan stopped early (a
- * LIMIT above it) costs little; their CLOSE travels with the next command.
+ * of each execution.  Each shard gets, in one pipeline and all shards at
+ * once, its remote transaction's BEGIN (if not open yet), a cursor for the
+ * remote query and the first FETCH; from then on, whenever a shard's batch
+ * arrives, its next FETCH is sent before the batch is returned, so every
+ * shard works while the coordinator consumes: one batch in hand and one in
+ * flight per shard bound the coordinator's memory whatever the row count.
+ * Batches are taken from whichever shard has one ready, waiting on one wait
+ * set over every shard's socket; with merge keys (an ORDER BY the shards
+ * sort), the shards' sorted streams are merged instead, through a binary
+ * heap of each shard's next row.
+ *
+ * A connection shared with another scan (a nested loop, shards on one
+ * database) is released by its scan's claim: an in-flight FETCH is read
+ * into memory first (one batch).  A rollback that cancels the remote query
+ * makes the next read an error, not a silent end.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,26 +31,54 @@
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "foreign/fdwapi.h"
+#include "lib/binaryheap.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/sortsupport.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
 #include "tenant_router/fdw.h"
+#include "tenant_router/guc.h"
+#include "tenant_router/partial_agg.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 
 #define FETCH_SIZE 1000
 
+struct TrScanState;
+
+/* one shard of a scan */
+typedef struct ScanShard
+{
+	ShardConnClaim claim;		/* first: the claim on sc while fetching */
+	struct TrScanState *scan;
+	ShardRow   *shard;
+	ShardConn  *sc;
+	char		cursor[32];
+	char		fetch_sql[64];
+	bool		open;			/* the cursor is open on the shard */
+	bool		fetching;		/* a FETCH is in flight (claimed) */
+	bool		exhausted;		/* the last FETCH returned its last row */
+	bool		cancelled;		/* a rollback cancelled the remote query */
+	PGresult   *ahead;			/* a batch read before its turn */
+	PGresult   *batch;			/* the batch being returned */
+	int			next;			/* its next row */
+	TupleTableSlot *head;		/* merge: this shard's next row */
+} ScanShard;
+
 typedef struct TrScanState
 {
 	char	   *sql;
-	int			owns_at;		/* the range condition in sql, replaced by */
-	int			owns_len;		/* what each shard owns */
-	char	   *tenant_column;	/* quoted */
 	List	   *retrieved_attrs;
 	int			nparams;		/* shipped parameters; then 2 for the range */
 	List	   *param_states;
@@ -46,20 +87,29 @@ typedef struct TrScanState
 	Oid		   *tenant_types;
 	List	   *tenant_states;
 	AttInMetadata *attinmeta;
+	TupleDesc	tupdesc;
+	Oid			table_oid;		/* for the tuples' tableoid, or InvalidOid */
+	char	   *table_name;
 	RemoteParams params;
 	Oid		   *param_typids;
 
+	/* partial aggregate states among the columns (upper scans only) */
+	int		   *kinds;			/* PartialKind of each column, or NULL */
+	Aggref	  **aggrefs;		/* the Aggref of each partial column */
+
+	/* merge keys: column positions (1-based in the tuple) and sort support */
+	int			nkeys;
+	SortSupport sortkeys;
+	binaryheap *heap;
+
 	/* per (re)scan */
 	bool		started;
-	List	   *shards;			/* ShardRow, still to visit */
-	List	   *visited;		/* shard ids, for EXPLAIN ANALYZE */
-	ShardConn  *sc;
-	char		cursor[32];
-	bool		cursor_open;
-	bool		cursor_done;
-	PGresult   *batch;
-	int			batch_row;
-	MemoryContext batch_cxt;	/* rows of the current batch */
+	List	   *chosen;			/* ShardRow, for EXPLAIN */
+	int			nshards;
+	ScanShard  *shards;
+	int			current;		/* the shard whose batch is being returned */
+	WaitEventSet *wait_set;
+	MemoryContext batch_cxt;	/* the row being returned */
 	MemoryContext scan_cxt;		/* per (re)scan state */
 	Datum	   *values;
 	bool	   *nulls;
@@ -67,7 +117,7 @@ typedef struct TrScanState
 
 static unsigned int cursor_number = 0;
 
-static void start_scan(ForeignScanState *node, TrScanState *state);
+static void start_scan(ForeignScanState *node, TrScanState *state, bool explain_only);
 
 static bool
 contain_param_walker(Node *node, void *context)
@@ -79,6 +129,31 @@ contain_param_walker(Node *node, void *context)
 	return expression_tree_walker(node, contain_param_walker, context);
 }
 
+/* heap_compare orders the shards of a merge by their next rows (binaryheap: max first) */
+static int
+heap_compare(Datum a, Datum b, void *arg)
+{
+	TrScanState *state = (TrScanState *) arg;
+	TupleTableSlot *s1 = state->shards[DatumGetInt32(a)].head;
+	TupleTableSlot *s2 = state->shards[DatumGetInt32(b)].head;
+	int			k;
+
+	for (k = 0; k < state->nkeys; k++)
+	{
+		SortSupport ssup = &state->sortkeys[k];
+		AttrNumber	attno = ssup->ssup_attno;
+		bool		null1,
+					null2;
+		Datum		d1 = slot_getattr(s1, attno, &null1);
+		Datum		d2 = slot_getattr(s2, attno, &null2);
+		int			cmp = ApplySortComparator(d1, null1, d2, null2, ssup);
+
+		if (cmp != 0)
+			return -cmp;
+	}
+	return 0;
+}
+
 void
 TrBeginForeignScan(ForeignScanState *node, int eflags)
 {
@@ -86,18 +161,33 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	TrScanState *state = palloc0(sizeof(TrScanState));
 	List	   *exprs = fsplan->fdw_exprs;
 	List	   *strategies;
-	TupleDesc	tupdesc = RelationGetDescr(node->ss.ss_currentRelation);
+	List	   *merge_keys;
+	TupleDesc	tupdesc = node->ss.ss_ScanTupleSlot->tts_tupleDescriptor;
 	ListCell   *lc;
 	int			i;
 
 	node->fdw_state = state;
 	state->sql = strVal(list_nth(fsplan->fdw_private, FdwScanSql));
-	state->owns_at = intVal(list_nth(fsplan->fdw_private, FdwScanOwnsAt));
-	state->owns_len = intVal(list_nth(fsplan->fdw_private, FdwScanOwnsLen));
-	state->tenant_column = pstrdup(GetLogicalTableOrError(node->ss.ss_currentRelation)->tenant_column);
 	state->retrieved_attrs = list_nth(fsplan->fdw_private, FdwScanRetrievedAttrs);
 	state->nparams = intVal(list_nth(fsplan->fdw_private, FdwScanNumParams));
 	strategies = list_nth(fsplan->fdw_private, FdwScanTenantStrategies);
+	merge_keys = list_nth(fsplan->fdw_private, FdwScanMergeKeys);
+	state->table_name = strVal(list_nth(fsplan->fdw_private, FdwScanTableName));
+	if (list_nth(fsplan->fdw_private, FdwScanColumnKinds) != NIL)
+	{
+		List	   *kinds = list_nth(fsplan->fdw_private, FdwScanColumnKinds);
+
+		state->kinds = palloc(sizeof(int) * list_length(kinds));
+		state->aggrefs = palloc0(sizeof(Aggref *) * list_length(kinds));
+		i = 0;
+		foreach(lc, kinds)
+		{
+			state->kinds[i] = lfirst_int(lc);
+			if (state->kinds[i] != PARTIAL_NONE)
+				state->aggrefs[i] = (Aggref *) ((TargetEntry *) list_nth(fsplan->fdw_scan_tlist, i))->expr;
+			i++;
+		}
+	}
 
 	state->param_states = ExecInitExprList(list_copy_head(exprs, state->nparams),
 										   (PlanState *) node);
@@ -124,20 +214,40 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	state->param_typids[i++] = INT8OID;
 	RemoteParamsInit(&state->params, state->nparams + 2, state->param_typids);
 
+	state->tupdesc = tupdesc;
+	state->table_oid = node->ss.ss_currentRelation ?
+		RelationGetRelid(node->ss.ss_currentRelation) : InvalidOid;
 	state->attinmeta = TupleDescGetAttInMetadata(tupdesc);
 	state->values = palloc0(sizeof(Datum) * tupdesc->natts);
 	state->nulls = palloc0(sizeof(bool) * tupdesc->natts);
 	state->batch_cxt = AllocSetContextCreate(CurrentMemoryContext,
-											 "tenant_router scan batch",
+											 "tenant_router scan row",
 											 ALLOCSET_DEFAULT_SIZES);
 	state->scan_cxt = AllocSetContextCreate(CurrentMemoryContext,
 											"tenant_router scan",
-											ALLOCSET_SMALL_SIZES);
+											ALLOCSET_DEFAULT_SIZES);
+
+	/* merge keys: (column, sort operator, collation, nulls first) */
+	state->nkeys = list_length(merge_keys) / 4;
+	if (state->nkeys > 0)
+	{
+		state->sortkeys = palloc0(sizeof(SortSupportData) * state->nkeys);
+		for (i = 0; i < state->nkeys; i++)
+		{
+			SortSupport ssup = &state->sortkeys[i];
+
+			ssup->ssup_cxt = CurrentMemoryContext;
+			ssup->ssup_attno = list_nth_int(merge_keys, i * 4);
+			ssup->ssup_collation = (Oid) list_nth_int(merge_keys, i * 4 + 2);
+			ssup->ssup_nulls_first = list_nth_int(merge_keys, i * 4 + 3) != 0;
+			PrepareSortSupportFromOrderingOp((Oid) list_nth_int(merge_keys, i * 4 + 1), ssup);
+		}
+	}
 
 	/* EXPLAIN names the shards when the tenant conditions are constants */
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && state->ntenant > 0 &&
 		!contain_param_walker((Node *) list_copy_tail(exprs, state->nparams), NULL))
-		start_scan(node, state);
+		start_scan(node, state, true);
 }
 
 /* choose_shards evaluates the tenant conditions and prunes */
@@ -159,145 +269,432 @@ choose_shards(ForeignScanState *node, TrScanState *state)
 					   state->tenant_types);
 }
 
+/*
+ * take_result reads the result of a shard's FETCH in flight, releasing its
+ * claim; the batch goes to ahead.
+ */
 static void
-close_cursor(TrScanState *state)
+take_result(ScanShard *ss)
 {
-	if (state->cursor_open)
+	PGresult   *res;
+
+	Assert(ss->fetching);
+	ShardConnClaimDone(ss->sc, &ss->claim);
+	ss->fetching = false;
+	res = ShardConnResult(ss->sc, true);
+	if (PQntuples(res) < FETCH_SIZE)
+		ss->exhausted = true;
+	Assert(ss->ahead == NULL);
+	ss->ahead = res;
+}
+
+/* shard_release: another command needs the connection: read the FETCH now */
+static void
+shard_release(ShardConnClaim *claim)
+{
+	take_result((ScanShard *) claim);
+}
+
+/* shard_abandon: the remote query was cancelled (rollback) or its connection lost */
+static void
+shard_abandon(ShardConnClaim *claim)
+{
+	ScanShard  *ss = (ScanShard *) claim;
+
+	ss->fetching = false;
+	ss->open = false;
+	ss->cancelled = true;
+}
+
+/* send_fetch asks the shard for its next batch, without waiting */
+static void
+send_fetch(ScanShard *ss)
+{
+	ShardConnSend(ss->sc, ss->fetch_sql, 0, NULL, NULL);
+	ShardConnClaimSet(ss->sc, &ss->claim);
+	ss->fetching = true;
+}
+
+/* close_shard closes the shard's cursor (the CLOSE travels with the next command) */
+static void
+close_shard(ScanShard *ss)
+{
+	if (ss->fetching)
+		take_result(ss);
+	if (ss->open)
 	{
 		char		sql[64];
 
-		snprintf(sql, sizeof(sql), "CLOSE %s", state->cursor);
-		ShardConnQueue(state->sc, sql);
-		state->cursor_open = false;
+		snprintf(sql, sizeof(sql), "CLOSE %s", ss->cursor);
+		ShardConnQueue(ss->sc, sql);
+		ss->open = false;
 	}
-	PQclear(state->batch);
-	state->batch = NULL;
+	PQclear(ss->ahead);
+	ss->ahead = NULL;
+	PQclear(ss->batch);
+	ss->batch = NULL;
 }
 
 static void
-start_scan(ForeignScanState *node, TrScanState *state)
+close_all(TrScanState *state)
 {
-	ExprContext *econtext = node->ss.ps.ps_ExprContext;
-	MemoryContext old;
+	int			i;
 
-	MemoryContextReset(state->scan_cxt);
-	old = MemoryContextSwitchTo(state->scan_cxt);
-	state->shards = choose_shards(node, state);
-	state->visited = NIL;
-	MemoryContextSwitchTo(old);
-	state->started = true;
-	(void) econtext;
+	for (i = 0; i < state->nshards; i++)
+		close_shard(&state->shards[i]);
+	if (state->wait_set != NULL)
+	{
+		FreeWaitEventSet(state->wait_set);
+		state->wait_set = NULL;
+	}
+	state->nshards = 0;
 }
 
-/* open_next_cursor declares the cursor on the next shard; false if none left */
-static bool
-open_next_cursor(ForeignScanState *node, TrScanState *state)
+/*
+ * open_shards declares the cursor on every chosen shard and sends the first
+ * FETCH, all shards at once, one round trip.
+ */
+static void
+open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
-	ShardRow   *shard;
-	Datum	   *values;
-	bool	   *nulls;
+	Datum	   *values = palloc(sizeof(Datum) * (state->nparams + 2));
+	bool	   *nulls = palloc(sizeof(bool) * (state->nparams + 2));
 	ListCell   *lc;
 	int			i = 0;
-	char	   *declare;
-	MemoryContext old;
+	int			s = 0;
 
-	if (state->shards == NIL)
-		return false;
-
-	old = MemoryContextSwitchTo(state->scan_cxt);
-	shard = linitial(state->shards);
-	state->shards = list_delete_first(state->shards);
-	state->visited = lappend(state->visited, shard->shard_id);
-
-	values = palloc(sizeof(Datum) * (state->nparams + 2));
-	nulls = palloc(sizeof(bool) * (state->nparams + 2));
 	foreach(lc, state->param_states)
 	{
 		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
 		i++;
 	}
-	values[i] = Int64GetDatum(shard->range_start);
-	nulls[i++] = false;
-	values[i] = Int64GetDatum(shard->range_end);
-	nulls[i++] = false;
-	RemoteParamsFill(&state->params, values, nulls);
+	state->nshards = list_length(shards);
+	state->shards = palloc0(sizeof(ScanShard) * (state->nshards + 1));
+	foreach(lc, shards)
+	{
+		ScanShard  *ss = &state->shards[s++];
+		char	   *declare;
 
-	state->sc = ShardConnGet(shard->shard_id, shard->dsn);
-	ShardConnBegin(state->sc, SHARD_READ);
-	snprintf(state->cursor, sizeof(state->cursor), "tenant_router_c%u", ++cursor_number);
-	/* the shard's own condition in place of the range one (unbound $n) */
-	declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %.*s%s%s", state->cursor,
-					   state->owns_at, state->sql,
-					   ShardOwnsSql(shard, state->tenant_column),
-					   state->sql + state->owns_at + state->owns_len);
-	PQclear(ShardConnExec(state->sc, declare, state->params.n, state->params.types,
-						  state->params.values));
-	state->cursor_open = true;
-	state->cursor_done = false;
-	MemoryContextSwitchTo(old);
-	return true;
+		ss->claim.release = shard_release;
+		ss->claim.abandon = shard_abandon;
+		ss->scan = state;
+		ss->shard = lfirst(lc);
+		values[state->nparams] = Int64GetDatum(ss->shard->range_start);
+		nulls[state->nparams] = false;
+		values[state->nparams + 1] = Int64GetDatum(ss->shard->range_end);
+		nulls[state->nparams + 1] = false;
+		RemoteParamsFill(&state->params, values, nulls);
+
+		ss->sc = ShardConnGet(ss->shard->shard_id, ss->shard->dsn);
+		ShardConnBegin(ss->sc, SHARD_READ);
+		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);
+		snprintf(ss->fetch_sql, sizeof(ss->fetch_sql), "FETCH %d FROM %s", FETCH_SIZE,
+				 ss->cursor);
+		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor,
+						   DeparseForShard(state->sql, state->nparams, ss->shard));
+		ShardConnQueueParams(ss->sc, declare, state->params.n, state->params.types,
+							 state->params.values);
+		ss->open = true;
+		send_fetch(ss);
+		if (state->nkeys > 0)
+			ss->head = MakeSingleTupleTableSlot(state->tupdesc, &TTSOpsHeapTuple);
+	}
+	state->current = -1;
 }
 
 static void
-fetch_batch(TrScanState *state)
+start_scan(ForeignScanState *node, TrScanState *state, bool explain_only)
 {
-	char		sql[64];
+	MemoryContext old;
+	List	   *shards;
 
-	PQclear(state->batch);
-	state->batch = NULL;
-	snprintf(sql, sizeof(sql), "FETCH %d FROM %s", FETCH_SIZE, state->cursor);
-	state->batch = ShardConnExec(state->sc, sql, 0, NULL, NULL);
-	state->batch_row = 0;
-	if (PQntuples(state->batch) < FETCH_SIZE)
-		state->cursor_done = true;
+	close_all(state);
+	MemoryContextReset(state->scan_cxt);
+	old = MemoryContextSwitchTo(state->scan_cxt);
+	shards = choose_shards(node, state);
+	state->chosen = shards;
+	state->started = true;
+	if (list_length(shards) > 1 && !explain_only &&
+		TenantRouterMultiShardReads == MULTI_SHARD_READS_REFUSE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("statement would read %d shards of logical table \"%s\"",
+						list_length(shards), state->table_name),
+				 errdetail("tenant_router.multi_shard_reads is \"refuse\"."),
+				 errhint("Add a condition on the tenant column that selects one shard, or set tenant_router.multi_shard_reads to \"allow\".")));
+	if (!explain_only)
+		open_shards(node, state, shards);
+	MemoryContextSwitchTo(old);
+}
+
+static void
+check_cancelled(TrScanState *state, ScanShard *ss)
+{
+	if (ss->cancelled)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_CURSOR_STATE),
+				 errmsg("the remote query on shard \"%s\" was cancelled by a rollback",
+						ss->shard->shard_id),
+				 errdetail("The query started inside a savepoint that was rolled back since."),
+				 errhint("Open the cursor again.")));
+}
+
+/*
+ * next_batch makes the shard's next batch current (it may be empty),
+ * waiting for it if needed, and sends the FETCH after it; false when the
+ * shard has no more.
+ */
+static bool
+next_batch(ScanShard *ss)
+{
+	check_cancelled(ss->scan, ss);
+	PQclear(ss->batch);
+	ss->batch = NULL;
+	if (ss->fetching)
+		take_result(ss);
+	if (ss->ahead == NULL)
+		return false;
+	ss->batch = ss->ahead;
+	ss->ahead = NULL;
+	ss->next = 0;
+	if (!ss->exhausted)
+		send_fetch(ss);
+	else if (ss->open)
+	{
+		char		sql[64];
+
+		snprintf(sql, sizeof(sql), "CLOSE %s", ss->cursor);
+		ShardConnQueue(ss->sc, sql);
+		ss->open = false;
+	}
+	return true;
+}
+
+/*
+ * ready_shard returns a shard whose next batch can be had without waiting,
+ * or -1; all_done is set when no shard has anything left.
+ */
+static int
+ready_shard(TrScanState *state, bool *all_done)
+{
+	int			i;
+
+	*all_done = true;
+	for (i = 0; i < state->nshards; i++)
+	{
+		ScanShard  *ss = &state->shards[i];
+
+		check_cancelled(state, ss);
+		if (ss->ahead != NULL)
+			return i;
+		if (ss->fetching)
+		{
+			*all_done = false;
+			if (ShardConnResultReady(ss->sc))
+				return i;
+		}
+	}
+	return -1;
+}
+
+/* wait_any waits until a shard with a FETCH in flight has something to read */
+static void
+wait_any(TrScanState *state)
+{
+	WaitEvent	event;
+	int			i;
+
+	if (state->wait_set != NULL)
+		FreeWaitEventSet(state->wait_set);
+	state->wait_set = CreateWaitEventSet(CurrentMemoryContext, state->nshards + 2);
+	AddWaitEventToSet(state->wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(state->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < state->nshards; i++)
+		if (state->shards[i].fetching)
+			AddWaitEventToSet(state->wait_set, WL_SOCKET_READABLE,
+							  ShardConnSocket(state->shards[i].sc), NULL, NULL);
+	(void) WaitEventSetWait(state->wait_set, -1, &event, 1, PG_WAIT_EXTENSION);
+	if (event.events & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	FreeWaitEventSet(state->wait_set);
+	state->wait_set = NULL;
+}
+
+/*
+ * decode_partial_row converts row r of an aggregate's scan: plain columns
+ * through their input functions, partial states from their columns.
+ */
+static void
+decode_partial_row(TrScanState *state, PGresult *res, int r)
+{
+	int			natts = state->tupdesc->natts;
+	int			col = 0;
+	int			i;
+
+	for (i = 0; i < natts; i++)
+	{
+		int			ncols = state->kinds[i] == PARTIAL_NONE ? 1 :
+			PartialAggColumns((PartialKind) state->kinds[i]);
+		char	   *texts[2];
+		int			c;
+
+		if (col + ncols > PQnfields(res))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_COLUMN_NUMBER),
+					 errmsg("shard returned %d columns where more were expected",
+							PQnfields(res))));
+		for (c = 0; c < ncols; c++)
+			texts[c] = PQgetisnull(res, r, col + c) ? NULL : PQgetvalue(res, r, col + c);
+		if (state->kinds[i] == PARTIAL_NONE)
+		{
+			state->nulls[i] = (texts[0] == NULL);
+			state->values[i] = InputFunctionCall(&state->attinmeta->attinfuncs[i], texts[0],
+												 state->attinmeta->attioparams[i],
+												 state->attinmeta->atttypmods[i]);
+		}
+		else
+			state->values[i] = PartialAggState(state->aggrefs[i], (PartialKind) state->kinds[i],
+											   texts, TupleDescAttr(state->tupdesc, i)->atttypid,
+											   &state->nulls[i]);
+		col += ncols;
+	}
+}
+
+/*
+ * decode_row stores row r of res as the tuple of slot, formed in cxt (the
+ * slot frees it with the next row when owned).
+ */
+static void
+decode_row(TrScanState *state, PGresult *res, int r, TupleTableSlot *slot,
+		   MemoryContext cxt, bool owned)
+{
+	MemoryContext old;
+	HeapTuple	tuple;
+	ItemPointerData ctid;
+	int			i;
+
+	MemoryContextReset(state->batch_cxt);
+	old = MemoryContextSwitchTo(state->batch_cxt);
+	for (i = 0; i < state->tupdesc->natts; i++)
+	{
+		state->values[i] = (Datum) 0;
+		state->nulls[i] = true;
+	}
+	ItemPointerSetInvalid(&ctid);
+	if (state->kinds != NULL)
+		decode_partial_row(state, res, r);
+	else
+		RemoteRowDecode(res, r, state->retrieved_attrs, state->attinmeta,
+						state->values, state->nulls, &ctid);
+	MemoryContextSwitchTo(cxt);
+	tuple = heap_form_tuple(state->tupdesc, state->values, state->nulls);
+	tuple->t_self = ctid;
+	tuple->t_tableOid = state->table_oid;
+	MemoryContextSwitchTo(old);
+	ExecStoreHeapTuple(tuple, slot, owned);
+}
+
+/* next_unordered returns the next row of any shard, as batches arrive */
+static TupleTableSlot *
+next_unordered(ForeignScanState *node, TrScanState *state)
+{
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+
+	for (;;)
+	{
+		ScanShard  *ss = state->current >= 0 ? &state->shards[state->current] : NULL;
+		bool		all_done;
+		int			i;
+
+		if (ss != NULL && ss->batch != NULL && ss->next < PQntuples(ss->batch))
+		{
+			decode_row(state, ss->batch, ss->next++, slot, state->batch_cxt, false);
+			return slot;
+		}
+		if (ss != NULL)
+		{
+			PQclear(ss->batch);
+			ss->batch = NULL;
+		}
+		i = ready_shard(state, &all_done);
+		if (i >= 0)
+		{
+			state->current = i;
+			(void) next_batch(&state->shards[i]);
+			continue;
+		}
+		if (all_done)
+			return ExecClearTuple(slot);
+		wait_any(state);
+	}
+}
+
+/*
+ * advance_head reads a shard's next row into its head slot; false when the
+ * shard has no more.
+ */
+static bool
+advance_head(TrScanState *state, ScanShard *ss)
+{
+	while (ss->batch == NULL || ss->next >= PQntuples(ss->batch))
+	{
+		if (!next_batch(ss))
+			return false;
+	}
+	decode_row(state, ss->batch, ss->next++, ss->head, state->scan_cxt, true);
+	return true;
+}
+
+/* next_merged returns the next row of the merge of the shards' sorted streams */
+static TupleTableSlot *
+next_merged(ForeignScanState *node, TrScanState *state)
+{
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+	int			i;
+
+	if (state->heap == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(state->scan_cxt);
+
+		state->heap = binaryheap_allocate(state->nshards + 1, heap_compare, state);
+		MemoryContextSwitchTo(old);
+		for (i = 0; i < state->nshards; i++)
+			if (advance_head(state, &state->shards[i]))
+				binaryheap_add_unordered(state->heap, Int32GetDatum(i));
+		binaryheap_build(state->heap);
+	}
+	else if (state->current >= 0)
+	{
+		/* the row returned last came from current: replace it */
+		if (advance_head(state, &state->shards[state->current]))
+			binaryheap_replace_first(state->heap, Int32GetDatum(state->current));
+		else
+			(void) binaryheap_remove_first(state->heap);
+	}
+	if (binaryheap_empty(state->heap))
+	{
+		state->current = -1;
+		return ExecClearTuple(slot);
+	}
+	state->current = DatumGetInt32(binaryheap_first(state->heap));
+	ExecCopySlot(slot, state->shards[state->current].head);
+	return slot;
 }
 
 TupleTableSlot *
 TrIterateForeignScan(ForeignScanState *node)
 {
 	TrScanState *state = node->fdw_state;
-	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
-	TupleDesc	tupdesc = slot->tts_tupleDescriptor;
 
 	if (!state->started)
-		start_scan(node, state);
-
-	for (;;)
-	{
-		if (state->batch != NULL && state->batch_row < PQntuples(state->batch))
-		{
-			MemoryContext old;
-			HeapTuple	tuple;
-			ItemPointerData ctid;
-			int			i;
-
-			MemoryContextReset(state->batch_cxt);
-			old = MemoryContextSwitchTo(state->batch_cxt);
-			for (i = 0; i < tupdesc->natts; i++)
-			{
-				state->values[i] = (Datum) 0;
-				state->nulls[i] = true;
-			}
-			ItemPointerSetInvalid(&ctid);
-			RemoteRowDecode(state->batch, state->batch_row++, state->retrieved_attrs,
-							state->attinmeta, state->values, state->nulls, &ctid);
-			tuple = heap_form_tuple(tupdesc, state->values, state->nulls);
-			tuple->t_self = ctid;
-			tuple->t_tableOid = RelationGetRelid(node->ss.ss_currentRelation);
-			MemoryContextSwitchTo(old);
-			ExecStoreHeapTuple(tuple, slot, false);
-			return slot;
-		}
-		if (state->cursor_open && !state->cursor_done)
-		{
-			fetch_batch(state);
-			continue;
-		}
-		close_cursor(state);
-		if (!open_next_cursor(node, state))
-			return ExecClearTuple(slot);
-	}
+		start_scan(node, state, false);
+	if (state->nkeys > 0)
+		return next_merged(node, state);
+	return next_unordered(node, state);
 }
 
 void
@@ -305,9 +702,10 @@ TrReScanForeignScan(ForeignScanState *node)
 {
 	TrScanState *state = node->fdw_state;
 
-	close_cursor(state);
+	close_all(state);
 	state->started = false;
-	state->shards = NIL;
+	state->heap = NULL;
+	state->chosen = NIL;
 }
 
 void
@@ -317,7 +715,7 @@ TrEndForeignScan(ForeignScanState *node)
 
 	if (state == NULL)
 		return;
-	close_cursor(state);
+	close_all(state);
 }
 
 void
@@ -331,15 +729,10 @@ TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 		StringInfoData buf;
 		ListCell   *lc;
 
-		/* after a run, the shards visited; before, the shards chosen */
 		initStringInfo(&buf);
-		foreach(lc, es->analyze ? state->visited : state->shards)
-		{
-			char	   *name = es->analyze ? (char *) lfirst(lc) :
-				((ShardRow *) lfirst(lc))->shard_id;
-
-			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", name);
-		}
+		foreach(lc, state->chosen)
+			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
+							 ((ShardRow *) lfirst(lc))->shard_id);
 		ExplainPropertyText("Shards", buf.len ? buf.data : "none", es);
 	}
 	else

@@ -44,6 +44,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "tenant_router/connection.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/operation_worker.h"
@@ -57,6 +58,8 @@
 #define BACKOFF_MAX_MS 10000
 #define IDLE_WAIT_MS 10000
 #define CLEANUP_EVERY_MS 10000
+/* how often prepared transactions left in doubt are looked for */
+#define RECOVER_EVERY_MS 10000
 #define STREAM_BATCH 100
 /* how often the worker reads the stream with no channel message to prompt it */
 #define CATCH_UP_EVERY_MS 5000
@@ -257,6 +260,40 @@ handle_message(const char *payload, char **why)
 	return true;
 }
 
+/*
+ * recover_prepared resolves the prepared transactions left in doubt on the
+ * shards (remote_xact.c), in a transaction of its own.
+ */
+static void
+recover_prepared(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	PG_TRY();
+	{
+		(void) RemoteXactRecover();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("tenant_router: recovery of prepared transactions failed, will retry: %s",
+						edata->message)));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+}
+
 /* run_cleanups finishes the shard splits waiting for their cleanup */
 static void
 run_cleanups(void)
@@ -350,6 +387,7 @@ TenantRouterWorkerMain(Datum main_arg)
 	int			attempts = 0;
 	TimestampTz next_attempt = 0;
 	TimestampTz next_cleanup = 0;
+	TimestampTz next_recover = 0;
 	TimestampTz next_catch_up = 0;
 	TimestampTz outage_since = 0;
 
@@ -490,6 +528,12 @@ TenantRouterWorkerMain(Datum main_arg)
 		{
 			run_cleanups();
 			next_cleanup = TimestampTzPlusMilliseconds(now, CLEANUP_EVERY_MS);
+		}
+
+		if (now >= next_recover)
+		{
+			recover_prepared();
+			next_recover = TimestampTzPlusMilliseconds(now, RECOVER_EVERY_MS);
 		}
 
 wait:

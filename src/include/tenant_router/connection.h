@@ -35,9 +35,7 @@ typedef enum ShardXactMode
 {
 	SHARD_AUTOCOMMIT,			/* no remote transaction: one round trip */
 	SHARD_READ,					/* inside the remote transaction */
-	SHARD_WRITE,				/* inside it, and counts as a write */
-	SHARD_WRITE_ALL				/* a write to every shard (TRUNCATE): the only
-								 * write of its transaction */
+	SHARD_WRITE					/* inside it, and counts as a write */
 } ShardXactMode;
 
 /* connection.c */
@@ -49,15 +47,29 @@ extern const char *ShardConnLabel(ShardConn *sc);
 extern void RemoteXactInit(void);
 extern bool ShardConnCanAutocommit(void);
 extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
+extern int	RemoteXactRecover(void);
 
 /* remote_command.c */
 extern PGresult *ShardConnExec(ShardConn *sc, const char *sql, int nparams,
 							   const Oid *types, const char *const *values);
 extern PGresult *ShardConnExecSecret(ShardConn *sc, const char *sql);
 extern void ShardConnQueue(ShardConn *sc, const char *sql);
+extern void ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams,
+								 const Oid *types, const char *const *values);
+extern void ShardConnSend(ShardConn *sc, const char *sql, int nparams,
+						  const Oid *types, const char *const *values);
+extern bool ShardConnResultReady(ShardConn *sc);
+extern PGresult *ShardConnResult(ShardConn *sc, bool raise);
+extern pgsocket ShardConnSocket(ShardConn *sc);
+extern void ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls,
+							 PGresult **results);
 extern void ShardConnClaimSet(ShardConn *sc, ShardConnClaim *claim);
 extern void ShardConnClaimDone(ShardConn *sc, ShardConnClaim *claim);
 extern void ShardConnRelease(ShardConn *sc);
+
+extern void ShardCopyStart(ShardConn *sc, const char *sql);
+extern void ShardCopyPut(ShardConn *sc, const char *data, int len);
+extern uint64 ShardCopyEnd(ShardConn *sc, const char *sql);
 
 extern ShardStream *ShardStreamOpen(ShardConn *sc, const char *sql, int nparams,
 									const Oid *types, const char *const *values,

@@ -19,8 +19,11 @@ enum FdwScanPrivate
 	FdwScanRetrievedAttrs,		/* attnums of its columns (IntList) */
 	FdwScanNumParams,			/* shipped parameters (Integer) */
 	FdwScanTenantStrategies,	/* tenant conditions (IntList) */
-	FdwScanOwnsAt,				/* where in FdwScanSql the condition on what */
-	FdwScanOwnsLen				/* the shard owns is, and its length (Integer) */
+	FdwScanMergeKeys,			/* (column, sort op, collation, nulls first)
+								 * of each key the shards sort by, or NIL */
+	FdwScanTableName,			/* the logical table, for messages (String) */
+	FdwScanColumnKinds			/* PartialKind of each output column, or NIL
+								 * for columns returned as they are (IntList) */
 };
 
 /* ModifyTable.fdw_privlist entries */
@@ -67,6 +70,27 @@ extern void TrExplainForeignModify(ModifyTableState *mtstate, ResultRelInfo *rin
 								   struct ExplainState *es);
 extern void TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs);
 
+/* fdw_direct.c */
+extern bool TrPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
+							   int subplan_index);
+extern void TrBeginDirectModify(ForeignScanState *node, int eflags);
+extern TupleTableSlot *TrIterateDirectModify(ForeignScanState *node);
+extern void TrEndDirectModify(ForeignScanState *node);
+extern void TrExplainDirectModify(ForeignScanState *node, struct ExplainState *es);
+
+/* fdw.c */
 extern LogicalTable *GetLogicalTableOrError(Relation rel);
+extern bool TrScanIsRemote(RelOptInfo *baserel);
+extern List *TrScanRemoteConds(RelOptInfo *baserel);
+
+/* fdw_modify.c */
+extern List *TrAllColumns(Relation rel);
+
+/* fdw_copy.c */
+typedef struct TrCopy TrCopy;
+struct ShardConn;
+extern TrCopy *TrCopyBegin(Relation rel, LogicalTable *table, List *attrs);
+extern void TrCopyRow(TrCopy *copy, struct ShardConn *sc, TupleTableSlot *slot);
+extern uint64 TrCopyEnd(TrCopy *copy);
 
 #endif

@@ -13,6 +13,22 @@ extern int	TenantRouterConnectTimeout;
 extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
+
+/* tenant_router.multi_shard_reads */
+typedef enum MultiShardReads
+{
+	MULTI_SHARD_READS_ALLOW,
+	MULTI_SHARD_READS_REFUSE
+} MultiShardReads;
+extern int	TenantRouterMultiShardReads;
+
+/* tenant_router.multi_shard_writes */
+typedef enum MultiShardWrites
+{
+	MULTI_SHARD_WRITES_2PC,
+	MULTI_SHARD_WRITES_REFUSE
+} MultiShardWrites;
+extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
 extern char *TenantRouterOperationPauseBefore;
 extern int	TenantRouterRedisDb;

@@ -1,0 +1,451 @@
+/*-------------------------------------------------------------------------
+ *
+ * fdw_direct.c
+ *	  UPDATE and DELETE of a logical table sent whole to each shard that can
+ *	  hold matching tenants, all shards at once (postgres_fdw's direct
+ *	  modification), instead of reading the rows and changing them one by
+ *	  one.
+ *
+ * Taken when every condition of the statement and every new value can be
+ * computed on the shards (what only the coordinator can compute is sent as
+ * a parameter), the statement reads no other table, and the table has no
+ * row triggers or check options on the coordinator.  Each shard runs
+ * "UPDATE ... WHERE <conditions> AND <the shard's range> [RETURNING ...]"
+ * in its remote transaction, as a write: a statement that changes rows on
+ * several shards commits with two-phase commit.  RETURNING rows come back
+ * shard after shard; the row count is the sum.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/sysattr.h"
+#include "access/table.h"
+#include "commands/explain.h"
+#include "executor/executor.h"
+#include "foreign/fdwapi.h"
+#include "lib/stringinfo.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/appendinfo.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/pathnode.h"
+#include "parser/parsetree.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
+#include "tenant_router/fdw.h"
+#include "tenant_router/remote_io.h"
+#include "tenant_router/route_cache.h"
+#include "tenant_router/shard_pruning.h"
+#include "tenant_router/shippable.h"
+
+/* ForeignScan.fdw_private of a direct modification */
+enum FdwDirectPrivate
+{
+	FdwDirectSql,				/* the statement (String) */
+	FdwDirectReturning,			/* attnums of the RETURNING columns (IntList) */
+	FdwDirectNumParams,			/* shipped parameters (Integer) */
+	FdwDirectTenantStrategies,	/* tenant conditions (IntList) */
+	FdwDirectSetProcessed		/* count the rows in es_processed (Boolean) */
+};
+
+struct DirectState;
+
+/* one shard of a direct modification */
+typedef struct DirectShard
+{
+	ShardConnClaim claim;		/* first: the claim on sc while in flight */
+	struct DirectState *state;
+	ShardRow   *shard;
+	ShardConn  *sc;
+	bool		in_flight;
+	PGresult   *result;
+} DirectShard;
+
+typedef struct DirectState
+{
+	char	   *sql;
+	List	   *returning;
+	int			nparams;
+	bool		set_processed;
+	List	   *param_states;
+	int			ntenant;
+	int		   *tenant_strategies;
+	Oid		   *tenant_types;
+	List	   *tenant_states;
+	RemoteParams params;
+	Relation	rel;
+	AttInMetadata *attinmeta;
+	MemoryContext cxt;			/* the query's: the shards' results live there */
+	MemoryContext row_cxt;
+
+	bool		done_sending;
+	int			nshards;
+	DirectShard *shards;
+	List	   *chosen;			/* ShardRow, for EXPLAIN ANALYZE */
+	int			current;		/* the shard whose RETURNING rows are returned */
+	int			next_row;
+	uint64		processed;
+} DirectState;
+
+/*
+ * TrPlanDirectModify turns the scan under an UPDATE or DELETE into the
+ * statement itself, sent to every shard, when that is exactly equivalent.
+ */
+bool
+TrPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
+				   int subplan_index)
+{
+	CmdType		operation = plan->operation;
+	Plan	   *subplan = outerPlan(plan);
+	ForeignScan *fscan;
+	RelOptInfo *baserel;
+	RangeTblEntry *rte;
+	Relation	rel;
+	LogicalTable *table;
+	List	   *target_attrs = NIL;
+	List	   *set_exprs = NIL;
+	List	   *conds = NIL;
+	List	   *returning = NIL;
+	List	   *strategies = NIL;
+	List	   *tenant_exprs = NIL;
+	ShipContext ctx;
+	ListCell   *lc;
+	char	   *sql;
+	int			nparams;
+
+	if (operation != CMD_UPDATE && operation != CMD_DELETE)
+		return false;
+	if (subplan == NULL || !IsA(subplan, ForeignScan))
+		return false;
+	fscan = (ForeignScan *) subplan;
+	if (fscan->scan.scanrelid != resultRelation || fscan->scan.plan.qual != NIL ||
+		plan->withCheckOptionLists != NIL)
+		return false;
+	baserel = find_base_rel(root, resultRelation);
+	if (!TrScanIsRemote(baserel))
+		return false;
+
+	rte = planner_rt_fetch(resultRelation, root);
+	rel = table_open(rte->relid, NoLock);
+	table = GetLogicalTableOrError(rel);
+	if (rel->trigdesc != NULL &&
+		(rel->trigdesc->trig_update_before_row || rel->trigdesc->trig_update_after_row ||
+		 rel->trigdesc->trig_delete_before_row || rel->trigdesc->trig_delete_after_row))
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+
+	/* the conditions, then the new values, shipped with their parameters */
+	ShipContextInit(&ctx, resultRelation, false);
+	foreach(lc, TrScanRemoteConds(baserel))
+	{
+		conds = lappend(conds, ShipExpr((Node *) lfirst(lc), &ctx));
+		if (!ctx.ok)
+			break;
+	}
+	if (ctx.ok && operation == CMD_UPDATE)
+	{
+		List	   *tlist;
+		ListCell   *ac;
+
+		get_translated_update_targetlist(root, resultRelation, &tlist, &target_attrs);
+		forboth(lc, tlist, ac, target_attrs)
+		{
+			TargetEntry *tle = lfirst_node(TargetEntry, lc);
+
+			if (lfirst_int(ac) <= InvalidAttrNumber)
+				ctx.ok = false;
+			set_exprs = lappend(set_exprs, ShipExpr((Node *) tle->expr, &ctx));
+			if (!ctx.ok)
+				break;
+		}
+	}
+	if (!ctx.ok)
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+
+	/* RETURNING: the target's columns come back, the rest is computed here */
+	if (plan->returningLists != NIL)
+	{
+		Bitmapset  *attrs = NULL;
+		int			col = -1;
+
+		pull_varattnos((Node *) list_nth(plan->returningLists, subplan_index),
+					   resultRelation, &attrs);
+		if (bms_is_member(0 - FirstLowInvalidHeapAttributeNumber, attrs))
+			returning = TrAllColumns(rel);
+		else
+			while ((col = bms_next_member(attrs, col)) >= 0)
+			{
+				AttrNumber	attno = col + FirstLowInvalidHeapAttributeNumber;
+
+				if (attno < 0)
+				{
+					table_close(rel, NoLock);
+					return false;	/* a system column */
+				}
+				if (attno > 0)
+					returning = lappend_int(returning, attno);
+			}
+	}
+
+	foreach(lc, baserel->baserestrictinfo)
+	{
+		int			strategy;
+		Expr	   *value;
+
+		if (ExtractTenantCond(lfirst_node(RestrictInfo, lc)->clause, resultRelation,
+							  table->tenant_attno, &strategy, &value))
+		{
+			strategies = lappend_int(strategies, strategy);
+			tenant_exprs = lappend(tenant_exprs, value);
+		}
+	}
+
+	nparams = list_length(ctx.param_exprs);
+	sql = DeparseDirectModify(rel, table, resultRelation, operation, target_attrs,
+							  set_exprs, conds, nparams, returning);
+	table_close(rel, NoLock);
+
+	fscan->operation = operation;
+	fscan->resultRelation = resultRelation;
+	fscan->fdw_exprs = list_concat(ctx.param_exprs, tenant_exprs);
+	fscan->fdw_private = list_make5(makeString(sql), returning, makeInteger(nparams),
+									strategies, makeBoolean(plan->canSetTag));
+	return true;
+}
+
+static void
+direct_release(ShardConnClaim *claim)
+{
+	DirectShard *ds = (DirectShard *) claim;
+
+	ShardConnClaimDone(ds->sc, claim);
+	ds->in_flight = false;
+	ds->result = ShardConnResult(ds->sc, true);
+}
+
+static void
+direct_abandon(ShardConnClaim *claim)
+{
+	((DirectShard *) claim)->in_flight = false;
+}
+
+void
+TrBeginDirectModify(ForeignScanState *node, int eflags)
+{
+	ForeignScan *fsplan = (ForeignScan *) node->ss.ps.plan;
+	DirectState *state = palloc0(sizeof(DirectState));
+	List	   *exprs = fsplan->fdw_exprs;
+	List	   *strategies = list_nth(fsplan->fdw_private, FdwDirectTenantStrategies);
+	Oid		   *typids;
+	ListCell   *lc;
+	int			i;
+
+	node->fdw_state = state;
+	state->cxt = CurrentMemoryContext;
+	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
+		return;
+	state->sql = strVal(list_nth(fsplan->fdw_private, FdwDirectSql));
+	state->returning = list_nth(fsplan->fdw_private, FdwDirectReturning);
+	state->nparams = intVal(list_nth(fsplan->fdw_private, FdwDirectNumParams));
+	state->set_processed = boolVal(list_nth(fsplan->fdw_private, FdwDirectSetProcessed));
+	state->rel = node->ss.ss_currentRelation ? node->ss.ss_currentRelation :
+		node->resultRelInfo->ri_RelationDesc;
+	state->attinmeta = TupleDescGetAttInMetadata(RelationGetDescr(state->rel));
+	state->row_cxt = AllocSetContextCreate(CurrentMemoryContext, "tenant_router returned row",
+										   ALLOCSET_SMALL_SIZES);
+
+	state->param_states = ExecInitExprList(list_copy_head(exprs, state->nparams),
+										   (PlanState *) node);
+	state->ntenant = list_length(strategies);
+	state->tenant_strategies = palloc(sizeof(int) * (state->ntenant + 1));
+	state->tenant_types = palloc(sizeof(Oid) * (state->ntenant + 1));
+	i = 0;
+	foreach(lc, strategies)
+	{
+		Expr	   *expr = list_nth(exprs, state->nparams + i);
+
+		state->tenant_strategies[i] = lfirst_int(lc);
+		state->tenant_types[i] = exprType((Node *) expr);
+		state->tenant_states = lappend(state->tenant_states,
+									   ExecInitExpr(expr, (PlanState *) node));
+		i++;
+	}
+	typids = palloc(sizeof(Oid) * (state->nparams + 2));
+	i = 0;
+	foreach(lc, list_copy_head(exprs, state->nparams))
+		typids[i++] = exprType(lfirst(lc));
+	typids[i++] = INT8OID;
+	typids[i++] = INT8OID;
+	RemoteParamsInit(&state->params, state->nparams + 2, typids);
+}
+
+/* send_all sends the statement to every shard that can hold matching tenants */
+static void
+send_all(ForeignScanState *node, DirectState *state)
+{
+	ExprContext *econtext = node->ss.ps.ps_ExprContext;
+	Datum	   *values = palloc(sizeof(Datum) * (Max(state->nparams, state->ntenant) + 2));
+	bool	   *nulls = palloc(sizeof(bool) * (Max(state->nparams, state->ntenant) + 2));
+	List	   *shards;
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, state->tenant_states)
+	{
+		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
+		i++;
+	}
+	shards = PruneShards(state->ntenant, state->tenant_strategies, values, nulls,
+						 state->tenant_types);
+	state->chosen = shards;
+
+	i = 0;
+	foreach(lc, state->param_states)
+	{
+		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
+		i++;
+	}
+	state->nshards = list_length(shards);
+	state->shards = palloc0(sizeof(DirectShard) * (state->nshards + 1));
+	i = 0;
+	foreach(lc, shards)
+	{
+		DirectShard *ds = &state->shards[i++];
+
+		ds->claim.release = direct_release;
+		ds->claim.abandon = direct_abandon;
+		ds->state = state;
+		ds->shard = lfirst(lc);
+		values[state->nparams] = Int64GetDatum(ds->shard->range_start);
+		nulls[state->nparams] = false;
+		values[state->nparams + 1] = Int64GetDatum(ds->shard->range_end);
+		nulls[state->nparams + 1] = false;
+		RemoteParamsFill(&state->params, values, nulls);
+		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
+		ShardConnBegin(ds->sc, SHARD_WRITE);
+		ShardConnSend(ds->sc, DeparseForShard(state->sql, state->nparams, ds->shard),
+					  state->params.n, state->params.types, state->params.values);
+		ShardConnClaimSet(ds->sc, &ds->claim);
+		ds->in_flight = true;
+	}
+	for (i = 0; i < state->nshards; i++)
+	{
+		DirectShard *ds = &state->shards[i];
+
+		if (ds->in_flight)
+			direct_release(&ds->claim);
+		state->processed += strtou64(PQcmdTuples(ds->result), NULL, 10);
+	}
+	state->done_sending = true;
+}
+
+TupleTableSlot *
+TrIterateDirectModify(ForeignScanState *node)
+{
+	DirectState *state = node->fdw_state;
+	TupleTableSlot *slot = node->ss.ss_ScanTupleSlot;
+	ResultRelInfo *rinfo = node->resultRelInfo;
+
+	if (!state->done_sending)
+	{
+		/* Iterate runs in a per-tuple context; the state must outlive it */
+		MemoryContext old = MemoryContextSwitchTo(state->cxt);
+
+		send_all(node, state);
+		MemoryContextSwitchTo(old);
+		if (state->set_processed)
+			node->ss.ps.state->es_processed += state->processed;
+	}
+	if (state->returning == NIL)
+		return ExecClearTuple(slot);
+
+	while (state->current < state->nshards)
+	{
+		PGresult   *res = state->shards[state->current].result;
+
+		if (state->next_row < PQntuples(res))
+		{
+			TupleDesc	tupdesc = RelationGetDescr(state->rel);
+			HeapTuple	tuple;
+			Datum	   *values = palloc0(sizeof(Datum) * tupdesc->natts);
+			bool	   *nulls = palloc(sizeof(bool) * tupdesc->natts);
+			MemoryContext old;
+			int			i;
+
+			MemoryContextReset(state->row_cxt);
+			old = MemoryContextSwitchTo(state->row_cxt);
+			for (i = 0; i < tupdesc->natts; i++)
+				nulls[i] = true;
+			RemoteRowDecode(res, state->next_row++, state->returning, state->attinmeta,
+							values, nulls, NULL);
+			tuple = heap_form_tuple(tupdesc, values, nulls);
+			tuple->t_tableOid = RelationGetRelid(state->rel);
+			MemoryContextSwitchTo(old);
+			ExecStoreHeapTuple(tuple, slot, false);
+			/* the RETURNING list is evaluated over this row */
+			rinfo->ri_projectReturning->pi_exprContext->ecxt_scantuple = slot;
+			return slot;
+		}
+		state->current++;
+		state->next_row = 0;
+	}
+	return ExecClearTuple(slot);
+}
+
+void
+TrEndDirectModify(ForeignScanState *node)
+{
+	DirectState *state = node->fdw_state;
+	int			i;
+
+	if (state == NULL)
+		return;
+	for (i = 0; i < state->nshards; i++)
+	{
+		DirectShard *ds = &state->shards[i];
+
+		if (ds->in_flight)
+			direct_release(&ds->claim);
+		PQclear(ds->result);
+		ds->result = NULL;
+	}
+	state->nshards = 0;
+}
+
+void
+TrExplainDirectModify(ForeignScanState *node, ExplainState *es)
+{
+	ForeignScan *fsplan = (ForeignScan *) node->ss.ps.plan;
+	DirectState *state = node->fdw_state;
+
+	if (state != NULL && state->done_sending)
+	{
+		StringInfoData buf;
+		ListCell   *lc;
+
+		initStringInfo(&buf);
+		foreach(lc, state->chosen)
+			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
+							 ((ShardRow *) lfirst(lc))->shard_id);
+		ExplainPropertyText("Shards", buf.len ? buf.data : "none", es);
+	}
+	else
+		ExplainPropertyText("Shards",
+							list_length(list_nth(fsplan->fdw_private, FdwDirectTenantStrategies)) > 0 ?
+							"chosen at execution by tenant" : "all", es);
+	if (es->verbose)
+		ExplainPropertyText("Remote SQL", strVal(list_nth(fsplan->fdw_private, FdwDirectSql)), es);
+}
