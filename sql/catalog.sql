@@ -65,13 +65,19 @@ SELECT shard_add('', 20001, 30000, :'shard2');
 SELECT shard_add('shard 3', 20001, 30000, :'shard2');
 SELECT shard_add(repeat('x', 64), 20001, 30000, :'shard2');
 -- NULL arguments: shard_add() says so instead of doing nothing (it is not
--- strict: NULL ranges will mean pin-only shards)
-SELECT shard_add(NULL, 20001, 30000, :'shard2');
+-- strict: NULL range_start and range_end make a pin-only shard)
+SELECT shard_add(NULL, 20001, 30000, :'extra');
 \echo :LAST_ERROR_SQLSTATE
 SELECT shard_add('shard3', 20001, 30000, NULL);
-SELECT shard_add('shard3', NULL, NULL, :'shard2');
+SELECT shard_add('shard3', 20001, NULL, :'extra');
 \echo :LAST_ERROR_SQLSTATE
-SELECT shard_add('shard3', 20001, NULL, :'shard2');
+SELECT shard_add('shard3', 20001, 30000, :'extra', NULL, 0);
+-- moduli and remainders
+SELECT shard_add('shard3', 20001, 30000, :'extra', 0, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('shard3', 20001, 30000, :'extra', 4, 4);
+SELECT shard_add('shard3', 20001, 30000, :'extra', 2048, 0);
+SELECT shard_add('shard3', NULL, NULL, :'extra', 2, 1);
 SELECT topology_unchanged();
 
 -- shard_update_range

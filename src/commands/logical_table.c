@@ -374,7 +374,7 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	row.relid = relid;
 	row.tenant_column = (char *) tenant_column;
 	row.shard_ddl = ddl;
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 

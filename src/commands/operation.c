@@ -51,12 +51,14 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/operation.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/outbox.h"
 #include "tenant_router/shard_ddl.h"
 
 /* how often an operation looks at the replication's progress */
@@ -109,19 +111,56 @@ const OperationStep OperationSteps[] = {
 };
 const int	OperationStepCount = lengthof(OperationSteps);
 
-/* OperationKeepShard returns a copy of row that lives as long as op. */
+/*
+ * OperationKeepShard returns a copy of row that lives as long as op, with
+ * its pins (loaded from the catalog if they are not).
+ */
 ShardRow *
 OperationKeepShard(Operation *op, const ShardRow *row)
 {
 	MemoryContext old = MemoryContextSwitchTo(op->cxt);
 	ShardRow   *copy = palloc(sizeof(ShardRow));
+	ListCell   *lc;
 
 	*copy = *row;
 	copy->shard_id = pstrdup(row->shard_id);
 	copy->dsn = pstrdup(row->dsn);
 	copy->state = row->state ? pstrdup(row->state) : NULL;
+	copy->db_identity = row->db_identity ? pstrdup(row->db_identity) : NULL;
+	if (!row->pins_known)
+		CatalogLoadPins(copy, NULL);
+	else
+	{
+		copy->pinned = NIL;
+		copy->pinned_away = NIL;
+		foreach(lc, row->pinned)
+			copy->pinned = lappend(copy->pinned, memcpy(palloc(sizeof(int64)), lfirst(lc),
+														sizeof(int64)));
+		foreach(lc, row->pinned_away)
+			copy->pinned_away = lappend(copy->pinned_away, memcpy(palloc(sizeof(int64)), lfirst(lc),
+																  sizeof(int64)));
+	}
 	MemoryContextSwitchTo(old);
 	return copy;
+}
+
+/*
+ * OperationQueueCompleted queues event (SHARD_SPLIT_COMPLETED, ...), the
+ * notification that the operation is done; in the catalog change's
+ * transaction.
+ */
+void
+OperationQueueCompleted(Operation *op, const char *event, int64 version)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"operation_id\": " INT64_FORMAT ", \"shard_id\": ", op->op_id);
+	escape_json(&buf, op->source->shard_id);
+	appendStringInfoString(&buf, ", \"target_shard_id\": ");
+	escape_json(&buf, op->target->shard_id);
+	appendStringInfo(&buf, ", \"rows_copied\": " INT64_FORMAT "}", op->rows_copied);
+	OutboxQueue(event, buf.data, version);
 }
 
 /*
@@ -183,7 +222,7 @@ poll_wait(Operation *op)
 		OperationCheckCaller(op);
 }
 
-/* count_copied counts the moving rows the target has now */
+/* count_copied counts the rows of the moving tenants the target has now */
 static void
 count_copied(Operation *op)
 {
@@ -604,6 +643,8 @@ op_switch(Operation *op)
 				 errmsg("the switch on shard \"%s\" was rolled back", op->source->shard_id)));
 	op->switched = true;
 	op->published = false;
+	/* what the target received: the copy and every change streamed since */
+	count_copied(op);
 	return true;
 }
 

@@ -94,6 +94,11 @@ static const struct
 }			kinds[] =
 {
 	[OPERATION_SPLIT] = {"split", "splitting", SplitPrepare},
+	[OPERATION_SPLIT_MODULO] = {"split by modulo", "splitting", SplitModuloPrepare},
+	[OPERATION_MOVE] = {"move", "moving", MovePrepare},
+	[OPERATION_MERGE] = {"merge", "merging", MergePrepare},
+	[OPERATION_PIN] = {"pin", NULL, PinPrepare},
+	[OPERATION_UNPIN] = {"unpin", NULL, UnpinPrepare},
 };
 
 /* in the worker: the backend that asked for the operation */
@@ -403,6 +408,14 @@ begin_step(Operation *op)
 	if (op->target_before != NULL)
 		OperationCheckIdle(op->target->shard_id);
 
+	/*
+	 * Rows a shard gave away before would fail the validation of the
+	 * constraints the operation sets: the pending cleanups go first.
+	 */
+	TopologyCleanupIfPending(op->source->shard_id);
+	if (op->target_before != NULL)
+		TopologyCleanupIfPending(op->target->shard_id);
+
 	if (SPI_execute("SELECT pg_catalog.nextval('tenant_router.operation_id_seq')", false, 1) !=
 		SPI_OK_SELECT)
 		elog(ERROR, "tenant_router: could not number an operation");
@@ -419,7 +432,9 @@ begin_step(Operation *op)
 	values[1] = CStringGetTextDatum(op->operation);
 	values[2] = CStringGetTextDatum(op->source->shard_id);
 	values[3] = CStringGetTextDatum(op->target->shard_id);
-	values[4] = (Datum) 0;
+	values[4] = Int64GetDatum(op->tenant);
+	if (op->has_tenant)
+		nulls[4] = ' ';
 	values[5] = CStringGetTextDatum(op->phase);
 	values[6] = CStringGetTextDatum(op->source->dsn);
 	values[7] = CStringGetTextDatum(op->target->dsn);
@@ -610,6 +625,7 @@ operation_from_record(MemoryContext cxt)
 	char	   *target_id;
 	int			reached;
 	Datum		identities;
+	Datum		tenant;
 
 	op->cxt = cxt;
 	op->op_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], tupdesc,
@@ -620,6 +636,9 @@ operation_from_record(MemoryContext cxt)
 		if (strcmp(kinds[k].operation, op->operation) == 0)
 			op->state = kinds[k].state;
 	op->phase = spi_text(SPI_fnumber(tupdesc, "phase"), &isnull);
+	tenant = SPI_getbinval(SPI_tuptable->vals[0], tupdesc, SPI_fnumber(tupdesc, "tenant_id"), &isnull);
+	op->has_tenant = !isnull;
+	op->tenant = isnull ? 0 : DatumGetInt64(tenant);
 
 	row = palloc0(sizeof(ShardRow));
 	row->shard_id = spi_text(SPI_fnumber(tupdesc, "shard_id"), &isnull);

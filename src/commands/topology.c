@@ -18,9 +18,11 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
@@ -142,14 +144,20 @@ shard_row_from_spi(uint64 i)
 	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
 	ShardRow   *row = palloc0(sizeof(ShardRow));
 	bool		isnull;
+	Datum		d;
 
 	row->shard_id = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "shard_id"), &isnull));
-	row->range_start = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "range_start"), &isnull));
-	row->range_end = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "range_end"), &isnull));
+	d = SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "range_start"), &isnull);
+	row->has_range = !isnull;
+	row->range_start = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "range_end"), &isnull);
+	row->range_end = isnull ? 0 : DatumGetInt64(d);
 	row->dsn = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "dsn"), &isnull));
 	row->state = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "state"), &isnull));
 	row->version = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "version"), &isnull));
 	row->db_identity = SPI_getvalue(tuple, tupdesc, SPI_fnumber(tupdesc, "db_identity"));
+	row->modulus = DatumGetInt32(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "modulus"), &isnull));
+	row->remainder = DatumGetInt32(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "remainder"), &isnull));
 	return row;
 }
 
@@ -157,14 +165,18 @@ shard_row_from_spi(uint64 i)
 static void
 shard_row_values(const ShardRow *shard, Datum *values, char *nulls)
 {
-	memset(nulls, ' ', 7);
+	memset(nulls, ' ', 9);
 	values[0] = CStringGetTextDatum(shard->shard_id);
 	values[1] = Int64GetDatum(shard->range_start);
 	values[2] = Int64GetDatum(shard->range_end);
+	if (!shard->has_range)
+		nulls[1] = nulls[2] = 'n';
 	values[3] = CStringGetTextDatum(shard->dsn);
 	values[4] = CStringGetTextDatum(shard->state ? shard->state : "active");
 	values[5] = Int64GetDatum(shard->version);
 	values[6] = shard->db_identity ? CStringGetTextDatum(shard->db_identity) : (nulls[6] = 'n', (Datum) 0);
+	values[7] = Int32GetDatum(shard->modulus);
+	values[8] = Int32GetDatum(shard->remainder);
 }
 
 /* the query that tells whether a server runs the session {pid, database, start} */
@@ -246,27 +258,30 @@ TopologyLockShard(const char *shard_id)
 void
 TopologyInsertShard(const ShardRow *shard)
 {
-	Oid			types[7] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
-	Datum		values[7];
-	char		nulls[7];
+	Oid			types[9] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID,
+	INT4OID, INT4OID};
+	Datum		values[9];
+	char		nulls[9];
 
 	shard_row_values(shard, values, nulls);
-	TopologySpiExec("INSERT INTO tenant_router.shard "
-					"(shard_id, range_start, range_end, dsn, state, version, db_identity) "
-					"VALUES ($1, $2, $3, $4, $5, $6, $7)", 7, types, values, nulls, SPI_OK_INSERT);
+	TopologySpiExec("INSERT INTO tenant_router.shard (shard_id, range_start, range_end, dsn, "
+					"state, version, db_identity, modulus, remainder) "
+					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types, values, nulls,
+					SPI_OK_INSERT);
 }
 
 void
 TopologyUpdateShard(const ShardRow *shard)
 {
-	Oid			types[7] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID};
-	Datum		values[7];
-	char		nulls[7];
+	Oid			types[9] = {TEXTOID, INT8OID, INT8OID, TEXTOID, TEXTOID, INT8OID, TEXTOID,
+	INT4OID, INT4OID};
+	Datum		values[9];
+	char		nulls[9];
 
 	shard_row_values(shard, values, nulls);
 	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, dsn = $4, "
-					"state = $5, version = $6, db_identity = $7, updated_at = now() "
-					"WHERE shard_id = $1", 7, types, values, nulls, SPI_OK_UPDATE);
+					"state = $5, version = $6, db_identity = $7, modulus = $8, remainder = $9, "
+					"updated_at = now() WHERE shard_id = $1", 9, types, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed != 1)
 		TopologyUnknownShard(shard->shard_id);
 }
@@ -288,15 +303,15 @@ TopologySetShardState(const char *shard_id, const char *state)
 
 /*
  * TopologyCheckDsn connects to dsn as shard shard_id and refuses it if it
- * reaches the coordinator's own database, or the database of another shard
- * than except_shard_id (NULL: any other); it returns the database's
+ * reaches the coordinator's own database, or the database of a shard (the
+ * same shard too: a move to where it is); it returns the database's
  * identity (system identifier/name) to store in the shard's row.  Another
  * shard's database is recognized by its stored identity, then by asking
  * that shard whether it sees the session just opened: a copy of a server
  * has the same identity but not the same sessions.  SPI must be connected.
  */
 char *
-TopologyCheckDsn(const char *shard_id, const char *dsn, const char *except_shard_id)
+TopologyCheckDsn(const char *shard_id, const char *dsn)
 {
 	ShardConn  *sc = ShardConnGet(shard_id, dsn);
 	PGresult   *res;
@@ -328,12 +343,10 @@ TopologyCheckDsn(const char *shard_id, const char *dsn, const char *except_shard
 				 errhint("A shard is another database, on this server or another one.")));
 
 	/* another shard's database */
-	values[0] = CStringGetTextDatum(shard_id);
-	values[1] = CStringGetTextDatum(identity);
-	values[2] = CStringGetTextDatum(except_shard_id ? except_shard_id : "");
-	TopologySpiExec("SELECT shard_id, dsn FROM tenant_router.shard WHERE shard_id <> $1 "
-					"AND shard_id <> $3 AND (db_identity = $2 OR db_identity IS NULL) ORDER BY shard_id",
-					3, types, values, NULL, SPI_OK_SELECT);
+	values[0] = CStringGetTextDatum(identity);
+	TopologySpiExec("SELECT shard_id, dsn FROM tenant_router.shard "
+					"WHERE db_identity = $1 OR db_identity IS NULL ORDER BY shard_id",
+					1, types, values, NULL, SPI_OK_SELECT);
 	MemoryContextSwitchTo(cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 		others = lappend(others, list_make2(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
@@ -362,70 +375,171 @@ TopologyUnknownShard(const char *shard_id)
 			 errmsg("shard \"%s\" does not exist", shard_id)));
 }
 
-/* check_overlap raises an error naming a shard, other than self, that overlaps */
-static void
-check_overlap(const char *self, int64 range_start, int64 range_end)
+/* gcd returns the greatest common divisor of two moduli */
+static int32
+gcd(int32 a, int32 b)
 {
-	Oid			types[3] = {INT8OID, INT8OID, TEXTOID};
-	Datum		values[3] = {Int64GetDatum(range_start), Int64GetDatum(range_end),
-	CStringGetTextDatum(self ? self : "")};
-	bool		isnull;
-
-	TopologySpiExec("SELECT shard_id, range_start, range_end FROM tenant_router.shard "
-			 "WHERE numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
-			 "AND shard_id <> $3 ORDER BY range_start LIMIT 1",
-			 3, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_processed > 0)
+	while (b != 0)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[0];
-		TupleDesc	tupdesc = SPI_tuptable->tupdesc;
-		char	   *other = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, 1, &isnull));
-		int64		other_start = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 2, &isnull));
-		int64		other_end = DatumGetInt64(SPI_getbinval(tuple, tupdesc, 3, &isnull));
+		int32		t = a % b;
 
-		ereport(ERROR,
-				(errcode(ERRCODE_EXCLUSION_VIOLATION),
-				 errmsg("range " INT64_FORMAT ".." INT64_FORMAT " overlaps shard \"%s\" (" INT64_FORMAT ".." INT64_FORMAT ")",
-						range_start, range_end, other, other_start, other_end),
-				 errhint("Ranges may not overlap: shrink or remove shard \"%s\" first (shard_update_range, shard_remove).",
-						 other)));
+		a = b;
+		b = t;
 	}
+	return a;
 }
 
 /*
- * TopologyAddShard adds a shard owning range_start..range_end, creates the
+ * TopologyCheckPlacement raises an error naming a shard, other than except
+ * and also_except (NULL: none), that the range and remainder of shard would
+ * overlap.  Ranges may not overlap, but
+ * shards with the same range share it by modulo: tenant t goes to the shard
+ * whose remainder is t mod its modulus, so their remainders must differ by
+ * the gcd of their moduli (no tenant for two shards), and their moduli must
+ * divide one another (one table routes by the largest).
+ */
+void
+TopologyCheckPlacement(const ShardRow *shard, const char *except, const char *also_except)
+{
+	Oid			types[4] = {INT8OID, INT8OID, TEXTOID, TEXTOID};
+	Datum		values[4] = {Int64GetDatum(shard->range_start), Int64GetDatum(shard->range_end),
+		CStringGetTextDatum(except ? except : ""),
+	CStringGetTextDatum(also_except ? also_except : "")};
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!shard->has_range)
+		return;
+	TopologySpiExec("SELECT * FROM tenant_router.shard "
+					"WHERE range_start IS NOT NULL "
+					"AND numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
+					"AND shard_id <> $3 AND shard_id <> $4 ORDER BY range_start, modulus, remainder",
+					4, types, values, NULL, SPI_OK_SELECT);
+	MemoryContextSwitchTo(cxt);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		ShardRow   *other = shard_row_from_spi(i);
+		int32		g = gcd(shard->modulus, other->modulus);
+
+		if (other->range_start != shard->range_start || other->range_end != shard->range_end)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXCLUSION_VIOLATION),
+					 errmsg("range " INT64_FORMAT ".." INT64_FORMAT " overlaps shard \"%s\" (" INT64_FORMAT ".." INT64_FORMAT ")",
+							shard->range_start, shard->range_end, other->shard_id,
+							other->range_start, other->range_end),
+					 errhint("Ranges may not overlap: shrink or remove shard \"%s\" first (shard_update_range, shard_remove).",
+							 other->shard_id)));
+		if (shard->remainder % g == other->remainder % g)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXCLUSION_VIOLATION),
+					 errmsg("range " INT64_FORMAT ".." INT64_FORMAT " with remainder %d of %d overlaps shard \"%s\" (remainder %d of %d)",
+							shard->range_start, shard->range_end, shard->remainder, shard->modulus,
+							other->shard_id, other->remainder, other->modulus),
+					 errdetail("Shards share a range by the tenant's remainder: no tenant may have the remainders of two of them."),
+					 errhint("Choose another remainder, or split shard \"%s\" with shard_split_modulo().",
+							 other->shard_id)));
+		if (shard->modulus % other->modulus != 0 && other->modulus % shard->modulus != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("modulus %d does not divide modulus %d of shard \"%s\", nor it", shard->modulus,
+							other->modulus, other->shard_id),
+					 errdetail("The moduli of shards sharing a range must divide one another (2, 4, 8, ...).")));
+	}
+}
+
+/* validate_modulus raises an error unless modulus and remainder are usable */
+static void
+validate_modulus(bool has_range, int32 modulus, int32 remainder)
+{
+	if (modulus < 1 || modulus > SHARD_MODULUS_MAX || remainder < 0 || remainder >= modulus)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid modulus %d and remainder %d", modulus, remainder),
+				 errdetail("The modulus is 1 to %d and the remainder 0 to modulus - 1.", SHARD_MODULUS_MAX)));
+	if (!has_range && modulus != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a shard without a range cannot have a modulus"),
+				 errdetail("A shard added with NULL range_start and range_end owns only the tenants pinned to it.")));
+}
+
+/*
+ * TopologyShardPayload returns the payload of an event describing shard:
+ * its id, range, modulus and remainder, and its DSN with with_dsn.
+ */
+char *
+TopologyShardPayload(const ShardRow *shard, bool with_dsn)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"shard_id\": ");
+	escape_json(&buf, shard->shard_id);
+	if (shard->has_range)
+		appendStringInfo(&buf, ", \"range_start\": " INT64_FORMAT ", \"range_end\": " INT64_FORMAT,
+						 shard->range_start, shard->range_end);
+	else
+		appendStringInfoString(&buf, ", \"range_start\": null, \"range_end\": null");
+	appendStringInfo(&buf, ", \"modulus\": %d, \"remainder\": %d", shard->modulus, shard->remainder);
+	if (with_dsn)
+	{
+		appendStringInfoString(&buf, ", \"dsn\": ");
+		escape_json(&buf, shard->dsn);
+	}
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
+
+/*
+ * TopologyAddShard adds a shard owning range_start..range_end (none if
+ * !has_range: a pin-only shard) and the remainder of modulus, creates the
  * logical tables on it and returns the new topology version.
  */
 int64
-TopologyAddShard(const char *shard_id, int64 range_start, int64 range_end,
-				 const char *dsn, TopologySource source)
+TopologyAddShard(const char *shard_id, bool has_range, int64 range_start, int64 range_end,
+				 const char *dsn, int32 modulus, int32 remainder, TopologySource source)
 {
 	ShardRow	shard;
 
 	ValidateShardId(shard_id);
-	validate_range(range_start, range_end);
+	if (has_range)
+		validate_range(range_start, range_end);
+	validate_modulus(has_range, modulus, remainder);
 	DsnValidate(dsn);
 
 	SPI_connect();
 	memset(&shard, 0, sizeof(shard));
 	shard.shard_id = (char *) shard_id;
-	shard.range_start = range_start;
-	shard.range_end = range_end;
+	shard.has_range = has_range;
+	shard.range_start = has_range ? range_start : 0;
+	shard.range_end = has_range ? range_end : 0;
+	shard.modulus = modulus;
+	shard.remainder = remainder;
 	shard.dsn = (char *) dsn;
 	shard.version = TopologyBumpVersion();
 	if (TopologyLockShard(shard_id) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("shard \"%s\" already exists", shard_id)));
-	check_overlap(NULL, range_start, range_end);
-	shard.db_identity = TopologyCheckDsn(shard_id, dsn, NULL);
+	TopologyCheckPlacement(&shard, NULL, NULL);
+	shard.db_identity = TopologyCheckDsn(shard_id, dsn);
 
 	TopologyInsertShard(&shard);
 	ShardSyncAllTables(&shard);
 	if (source == TOPOLOGY_FROM_SQL)
-		OutboxAddShard(shard_id, range_start, range_end, dsn, shard.version);
+		TopologyQueueAddShard(&shard);
 	SPI_finish();
 	return shard.version;
+}
+
+/* TopologyQueueAddShard queues the ADD_SHARD event of shard */
+void
+TopologyQueueAddShard(const ShardRow *shard)
+{
+	if (shard->has_range && shard->modulus == 1)
+		OutboxAddShard(shard->shard_id, shard->range_start, shard->range_end, shard->dsn,
+					   shard->version);
+	else
+		OutboxQueue("ADD_SHARD", TopologyShardPayload(shard, true), shard->version);
 }
 
 /*
@@ -445,6 +559,15 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 		TopologyUnknownShard(shard_id);
 	if (source == TOPOLOGY_FROM_SQL)
 		OperationCheckIdle(shard_id);
+	TopologySpiExec("SELECT pg_catalog.string_agg(tenant_id::pg_catalog.text, ', ' ORDER BY tenant_id) "
+					"FROM tenant_router.pin WHERE shard_id = $1", 1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("shard \"%s\" has pinned tenants: %s", shard_id,
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errdetail("Removed, they would be owned by no shard or by one that does not have their rows."),
+				 errhint("Unpin them (tenant_unpin) or pin them to another shard (tenant_pin) first.")));
 	TopologySpiExec("DELETE FROM tenant_router.shard WHERE shard_id = $1",
 			 1, types, values, NULL, SPI_OK_DELETE);
 	if (source == TOPOLOGY_FROM_SQL)
@@ -454,12 +577,13 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 }
 
 /*
- * TopologyUpdateRange changes a shard's range and its tables' range
- * constraint; rows outside the new range on the shard make it fail.
+ * TopologyUpdateRange changes a shard's range (and its modulus and
+ * remainder, unless -1) and its tables' range constraint; rows outside the
+ * new range on the shard make it fail.
  */
 int64
 TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
-					TopologySource source)
+					int32 modulus, int32 remainder, TopologySource source)
 {
 	int64		version;
 	ShardRow   *shard;
@@ -473,24 +597,72 @@ TopologyUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 		TopologyUnknownShard(shard_id);
 	if (source == TOPOLOGY_FROM_SQL)
 		OperationCheckIdle(shard_id);
-	check_overlap(shard_id, range_start, range_end);
-
+	shard->has_range = true;
 	shard->range_start = range_start;
 	shard->range_end = range_end;
+	if (modulus >= 0)
+		shard->modulus = modulus;
+	if (remainder >= 0)
+		shard->remainder = remainder;
+	validate_modulus(true, shard->modulus, shard->remainder);
+	TopologyCheckPlacement(shard, shard_id, NULL);
+
 	shard->version = version;
+	TopologyCleanupIfPending(shard_id);
 	TopologyUpdateShard(shard);
 	ShardSyncAllTables(shard);
 	if (source == TOPOLOGY_FROM_SQL)
-		OutboxUpdateRange(shard_id, range_start, range_end, version);
+		TopologyQueueUpdateRange(shard);
 	SPI_finish();
 	return version;
 }
 
+/* TopologyQueueUpdateRange queues the UPDATE_SHARD_RANGE event of shard */
+void
+TopologyQueueUpdateRange(const ShardRow *shard)
+{
+	if (shard->modulus == 1)
+		OutboxUpdateRange(shard->shard_id, shard->range_start, shard->range_end, shard->version);
+	else
+		OutboxQueue("UPDATE_SHARD_RANGE", TopologyShardPayload(shard, false), shard->version);
+}
+
 /*
- * shard_add() is not strict: a NULL argument is an error, not a silent
- * no-op.  NULL ranges will mean a shard that owns only the tenants pinned
- * to it; until then they are refused.
+ * TopologyStorePin pins tenant to shard_id, TopologyDeletePin unpins it,
+ * TopologyRepointPins moves the pins of one shard to another: the only
+ * statements that write tenant_router.pin.  SPI must be connected.
  */
+void
+TopologyStorePin(int64 tenant, const char *shard_id)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2] = {Int64GetDatum(tenant), CStringGetTextDatum(shard_id)};
+
+	TopologySpiExec("INSERT INTO tenant_router.pin (tenant_id, shard_id) VALUES ($1, $2) "
+					"ON CONFLICT (tenant_id) DO UPDATE SET shard_id = excluded.shard_id, pinned_at = now()",
+					2, types, values, NULL, SPI_OK_INSERT);
+}
+
+void
+TopologyDeletePin(int64 tenant)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(tenant)};
+
+	TopologySpiExec("DELETE FROM tenant_router.pin WHERE tenant_id = $1",
+					1, types, values, NULL, SPI_OK_DELETE);
+}
+
+void
+TopologyRepointPins(const char *from_shard_id, const char *to_shard_id)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {CStringGetTextDatum(from_shard_id), CStringGetTextDatum(to_shard_id)};
+
+	TopologySpiExec("UPDATE tenant_router.pin SET shard_id = $2 WHERE shard_id = $1",
+					2, types, values, NULL, SPI_OK_UPDATE);
+}
+
 /* TopologyQueueCleanup queues a shard that keeps rows it gave away */
 void
 TopologyQueueCleanup(const char *shard_id)
@@ -500,6 +672,23 @@ TopologyQueueCleanup(const char *shard_id)
 
 	TopologySpiExec("INSERT INTO tenant_router.pending_cleanup (shard_id) VALUES ($1) "
 					"ON CONFLICT DO NOTHING", 1, types, values, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * TopologyCleanupIfPending runs the cleanup of shard_id first if it is
+ * pending: a range constraint cannot be validated on a shard that still
+ * keeps rows it gave away.  SPI must be connected.
+ */
+void
+TopologyCleanupIfPending(const char *shard_id)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+
+	TopologySpiExec("SELECT 1 FROM tenant_router.pending_cleanup WHERE shard_id = $1",
+					1, types, values, NULL, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		(void) TopologyCleanupShard(shard_id);
 }
 
 /*
@@ -547,24 +736,34 @@ tenant_router_shard_cleanup(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(TopologyCleanupShard(text_to_cstring(PG_GETARG_TEXT_PP(0))));
 }
 
+/*
+ * shard_add(shard_id, range_start, range_end, dsn, modulus, remainder) is
+ * not strict: NULL range_start and range_end make a pin-only shard, any
+ * other NULL is an error.
+ */
 Datum
 tenant_router_shard_add(PG_FUNCTION_ARGS)
 {
+	static const char *const names[] = {"shard_id", NULL, NULL, "dsn", "modulus", "remainder"};
+
 	TopologyRequireSuperuser("shard_add",
 							 "Every backend reaches the shard with its connection string, which may connect as a superuser of the shard.");
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(3))
+	for (int i = 0; i < PG_NARGS(); i++)
+		if (names[i] != NULL && PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s of shard_add() must not be null", names[i])));
+	if (PG_ARGISNULL(1) != PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s of shard_add() must not be null", PG_ARGISNULL(0) ? "shard_id" : "dsn")));
-	if (PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("a shard without a range is not supported"),
-				 errdetail("shard_add() was called with a NULL range_start or range_end."),
-				 errhint("Give the shard a range: range_start and range_end, both inclusive.")));
-	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-					 PG_GETARG_INT64(1), PG_GETARG_INT64(2),
+				 errmsg("range_start and range_end of shard_add() must be both null or both not null"),
+				 errhint("NULL for both adds a shard that owns only the tenants pinned to it (tenant_pin).")));
+	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), !PG_ARGISNULL(1),
+					 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
+					 PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
 					 text_to_cstring(PG_GETARG_TEXT_PP(3)),
+					 PG_NARGS() > 4 ? PG_GETARG_INT32(4) : 1,
+					 PG_NARGS() > 5 ? PG_GETARG_INT32(5) : 0,
 					 TOPOLOGY_FROM_SQL);
 	PG_RETURN_VOID();
 }
@@ -580,7 +779,7 @@ Datum
 tenant_router_shard_update_range(PG_FUNCTION_ARGS)
 {
 	TopologyUpdateRange(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-						PG_GETARG_INT64(1), PG_GETARG_INT64(2),
+						PG_GETARG_INT64(1), PG_GETARG_INT64(2), -1, -1,
 						TOPOLOGY_FROM_SQL);
 	PG_RETURN_VOID();
 }

@@ -19,7 +19,12 @@
 /* the kinds of online operation */
 typedef enum OperationKind
 {
-	OPERATION_SPLIT
+	OPERATION_SPLIT,
+	OPERATION_SPLIT_MODULO,
+	OPERATION_MOVE,
+	OPERATION_MERGE,
+	OPERATION_PIN,
+	OPERATION_UNPIN
 } OperationKind;
 
 /* what the caller of an online operation asked for */
@@ -54,6 +59,8 @@ struct Operation
 	ShardRow   *target;			/* the shard rows go to, owning what it will */
 	ShardRow   *target_before;	/* its catalog row now; NULL: a new database */
 	ShardRow   *moving;			/* the tenants that move: those it owns */
+	bool		has_tenant;		/* a pin: the one tenant that moves */
+	int64		tenant;
 	const char *state;			/* the shards' state meanwhile, or NULL */
 	void		(*flip) (Operation *op);	/* the catalog change; SPI connected */
 
@@ -96,8 +103,14 @@ extern void OperationConnect(Operation *op);
 extern void OperationUndo(Operation *op);
 extern ShardRow *OperationKeepShard(Operation *op, const ShardRow *row);
 extern char *OperationMovingSql(Operation *op, const char *tenant_column);
+extern void OperationQueueCompleted(Operation *op, const char *event, int64 version);
 
 /* the kinds: prepare validates and fills op in (SPI connected, shards locked) */
 extern void SplitPrepare(Operation *op, const OperationArgs *args);
+extern void SplitModuloPrepare(Operation *op, const OperationArgs *args);
+extern void MovePrepare(Operation *op, const OperationArgs *args);
+extern void MergePrepare(Operation *op, const OperationArgs *args);
+extern void PinPrepare(Operation *op, const OperationArgs *args);
+extern void UnpinPrepare(Operation *op, const OperationArgs *args);
 
 #endif
