@@ -83,40 +83,6 @@ lock_shard(const char *shard_id)
 	return row;
 }
 
-static int
-compare_tenants(const ListCell *a, const ListCell *b)
-{
-	int64		x = *(int64 *) lfirst(a);
-	int64		y = *(int64 *) lfirst(b);
-
-	return (x > y) - (x < y);
-}
-
-/* without returns tenants without tenant */
-static List *
-without(List *tenants, int64 tenant)
-{
-	List	   *rest = NIL;
-	ListCell   *lc;
-
-	foreach(lc, tenants)
-		if (*(int64 *) lfirst(lc) != tenant)
-			rest = lappend(rest, lfirst(lc));
-	return rest;
-}
-
-/* with returns tenants with tenant, in order */
-static List *
-with(List *tenants, int64 tenant)
-{
-	int64	   *t = palloc(sizeof(int64));
-
-	*t = tenant;
-	tenants = lappend(without(tenants, tenant), t);
-	list_sort(tenants, compare_tenants);
-	return tenants;
-}
-
 /*
  * owns_after returns row as it will own once tenant is pinned to pinned_to
  * (NULL: not pinned), with its other pins as in the catalog: the
@@ -129,12 +95,12 @@ owns_after(const ShardRow *row, int64 tenant, const char *pinned_to)
 
 	*after = *row;
 	CatalogLoadPins(after, NULL);
-	after->pinned = without(after->pinned, tenant);
-	after->pinned_away = without(after->pinned_away, tenant);
+	after->pinned = TenantListWithout(after->pinned, tenant);
+	after->pinned_away = TenantListWithout(after->pinned_away, tenant);
 	if (pinned_to != NULL && strcmp(pinned_to, row->shard_id) == 0)
-		after->pinned = with(after->pinned, tenant);
+		after->pinned = TenantListWith(after->pinned, tenant);
 	else if (pinned_to != NULL && ShardRangeOwns(row, tenant))
-		after->pinned_away = with(after->pinned_away, tenant);
+		after->pinned_away = TenantListWith(after->pinned_away, tenant);
 	after->state = "active";
 	return after;
 }
@@ -149,7 +115,7 @@ one_tenant(const char *shard_id, int64 tenant)
 	row->dsn = "";
 	row->modulus = 1;
 	row->pins_known = true;
-	row->pinned = with(NIL, tenant);
+	row->pinned = TenantListWith(NIL, tenant);
 	return row;
 }
 

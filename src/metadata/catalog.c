@@ -507,6 +507,28 @@ add_tenant(List *tenants, int64 tenant)
 	return lappend(tenants, t);
 }
 
+/* TenantListWithout returns a list of tenants (int64 *) without tenant */
+List *
+TenantListWithout(List *tenants, int64 tenant)
+{
+	List	   *rest = NIL;
+	ListCell   *lc;
+
+	foreach(lc, tenants)
+		if (*(int64 *) lfirst(lc) != tenant)
+			rest = lappend(rest, lfirst(lc));
+	return rest;
+}
+
+/* TenantListWith returns a sorted list of tenants with tenant, once, in order */
+List *
+TenantListWith(List *tenants, int64 tenant)
+{
+	tenants = add_tenant(TenantListWithout(tenants, tenant), tenant);
+	list_sort(tenants, compare_tenants);
+	return tenants;
+}
+
 /*
  * CatalogLoadPins loads the pins that change what shard owns: the tenants
  * pinned to it, and those of its range and remainder pinned elsewhere; with

@@ -70,6 +70,8 @@ extern char *CatalogPinnedShard(int64 tenant);
 extern void CatalogLoadPins(ShardRow *shard, const char *also_shard_id);
 extern int32 TenantRemainder(int64 tenant, int32 modulus);
 extern bool ShardRangeOwns(const ShardRow *shard, int64 tenant);
+extern List *TenantListWith(List *tenants, int64 tenant);
+extern List *TenantListWithout(List *tenants, int64 tenant);
 extern LogicalTableRow *CatalogGetLogicalTable(Oid relid);
 extern List *CatalogLogicalTables(void);
 
