@@ -9,7 +9,8 @@
 #   make installcheck run every test against the extension already installed
 #   make deps         install the missing Debian packages only
 #   make bench        run the benchmarks in bench/ (routing cache, Redis
-#                     latency, throughput against direct and postgres_fdw)
+#                     latency, throughput against direct and postgres_fdw,
+#                     statements over several shards)
 
 EXTENSION   = tenant_router
 MODULE_big  = tenant_router
@@ -67,4 +68,4 @@ installcheck:
 	@scripts/test.sh --no-build
 
 bench:
-	@bench/route_cache.sh && bench/topology_latency.sh && bench/run.sh
+	@bench/route_cache.sh && bench/topology_latency.sh && bench/run.sh && bench/multi_shard.sh && bench/event_flood.sh

@@ -2,7 +2,8 @@
 # scripts/test.sh — `make test`: install missing packages, build with
 # -Werror, install, then run every test:
 #
-#   pg_regress   sql/*.sql against expected/*.out, in sorted order, on a
+#   pg_regress   the tests of sql/schedule (sql/NAME.sql against
+#                expected/NAME.out, setup first, one after the other), on a
 #                coordinator + 2 shards + Redis started by test/harness.sh;
 #                the harness's env.sh (TR_SHARD1_DSN, ...) is exported to the
 #                tests, which read it with psql's \getenv.  pg_regress
@@ -90,9 +91,27 @@ tar -C "$TR_ROOT" --exclude-vcs --exclude='./.demo' --exclude='./tmp_check' \
 mkdir -p "$work/pg_regress" "$work/isolation"
 if is_root; then chown -R postgres: "$work"; fi
 
-# Tests found, in sorted order.
+# Tests found: pg_regress's from its schedule, which must list every
+# sql/*.sql (a test missing from it would silently never run); the others in
+# sorted order.
 regress_tests=() isolation_tests=() tap_tests=()
-for f in sql/*.sql; do [ -e "$f" ] && regress_tests+=("$(basename "$f" .sql)"); done
+schedule=sql/schedule
+while read -r word name rest; do
+	case "$word" in
+	test:) [ -z "$rest" ] || die "$schedule: one test a line, please: test: $name $rest"
+		[ -e "sql/$name.sql" ] || die "$schedule lists $name, but sql/$name.sql does not exist"
+		regress_tests+=("$name") ;;
+	'' | '#'*) ;;
+	*) die "$schedule: unexpected line: $word $name $rest" ;;
+	esac
+done <"$schedule"
+for f in sql/*.sql; do
+	[ -e "$f" ] || continue
+	name=$(basename "$f" .sql)
+	n=0
+	for t in "${regress_tests[@]}"; do [ "$t" = "$name" ] && n=$((n + 1)); done
+	[ $n = 1 ] || die "$f is listed $n times in $schedule: add (or keep) one line 'test: $name'"
+done
 for f in specs/*.spec; do [ -e "$f" ] && isolation_tests+=("$(basename "$f" .spec)"); done
 for f in test/t/*.pl; do [ -e "$f" ] && tap_tests+=("$f"); done
 
@@ -106,14 +125,15 @@ run_in_cluster() {
 	as_pg bash -c '. "$0"; exec "$@"' "$cluster/env.sh" "$@"
 }
 
-# run_pg_regress suite binary dbname tests...: runs pg_regress or
-# pg_isolation_regress on the cluster's coordinator (it (re)creates dbname;
-# no --use-existing, which would skip creating it), shows the diffs and the
-# coordinator's log on failure, and adds the result to the summary.
+# run_pg_regress suite binary dbname ntests args...: runs pg_regress or
+# pg_isolation_regress (with args: the tests, or --schedule) on the cluster's
+# coordinator (it (re)creates dbname; no --use-existing, which would skip
+# creating it), shows the diffs and the coordinator's log on failure, and adds
+# the result of the ntests tests to the summary.
 run_pg_regress() {
-	local suite=$1 bin=$2 dbname=$3 rc passed failed
-	shift 3
-	say "$suite: $# tests"
+	local suite=$1 bin=$2 dbname=$3 ntests=$4 rc passed failed
+	shift 4
+	say "$suite: $ntests tests"
 	[ -x "$bin" ] || die "$bin not found (it comes with postgresql-client-15)"
 	set +e
 	run_in_cluster "$bin" --bindir="$bindir" \
@@ -123,7 +143,7 @@ run_pg_regress() {
 	rc=${PIPESTATUS[0]}
 	set -e
 	passed=$(grep -cE '\.\.\. ok( |$)' "$work/$suite.log" || true)
-	failed=$(($# - passed))
+	failed=$((ntests - passed))
 	if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 	if [ "$failed" -gt 0 ]; then
 		failed_suites+=("$suite")
@@ -134,7 +154,7 @@ run_pg_regress() {
 		say "$suite: last lines of the coordinator's log ($cluster/coordinator.log)"
 		tail -n 40 "$cluster/coordinator.log" || true
 	fi
-	summary+=("$(printf '  %-12s %d of %d tests passed' "$suite" "$passed" $#)")
+	summary+=("$(printf '  %-12s %d of %d tests passed' "$suite" "$passed" "$ntests")")
 	total_passed=$((total_passed + passed)) total_failed=$((total_failed + failed))
 }
 
@@ -147,12 +167,14 @@ if [ ${#regress_tests[@]} -gt 0 ] || [ ${#isolation_tests[@]} -gt 0 ]; then
 fi
 
 if [ ${#regress_tests[@]} -gt 0 ]; then
-	run_pg_regress pg_regress "$pg_regress" contrib_regression "${regress_tests[@]}"
+	run_pg_regress pg_regress "$pg_regress" contrib_regression ${#regress_tests[@]} \
+		--schedule="$work/src/$schedule"
 else
 	summary+=("$(printf '  %-12s no tests (sql/*.sql)' pg_regress)")
 fi
 if [ ${#isolation_tests[@]} -gt 0 ]; then
-	run_pg_regress isolation "$pg_isolation_regress" isolation_regression "${isolation_tests[@]}"
+	run_pg_regress isolation "$pg_isolation_regress" isolation_regression \
+		${#isolation_tests[@]} "${isolation_tests[@]}"
 else
 	summary+=("$(printf '  %-12s no tests (specs/*.spec)' isolation)")
 fi

@@ -5,8 +5,6 @@
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
 -- a second database on shard2's server, for a shard of its own
 \c :shard2
-SET client_min_messages = warning;
-DROP DATABASE IF EXISTS tr_catalog_extra;
 CREATE DATABASE tr_catalog_extra;
 \c :coord
 \set SHOW_CONTEXT never
@@ -129,3 +127,5 @@ SELECT event->>'op' AS op, event->'payload'->>'shard_id' AS shard, (event->>'ver
 
 DROP FUNCTION topology_unchanged();
 DROP EXTENSION tenant_router;
+\c :shard2
+DROP DATABASE tr_catalog_extra WITH (FORCE);

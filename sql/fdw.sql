@@ -3,15 +3,6 @@
 \getenv shard1 TR_SHARD1_DSN
 \getenv shard2 TR_SHARD2_DSN
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
-SET client_min_messages = warning;
-\c :shard1
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.items;
-\c :shard2
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.items;
-\c :coord
-\set SHOW_CONTEXT never
 CREATE EXTENSION tenant_router;
 SELECT shard_add('shard1', 1, 10000, :'shard1');
 SELECT shard_add('shard2', 10001, 20000, :'shard2');
@@ -135,6 +126,19 @@ SELECT count(*) FROM items;
 SELECT count(*) FROM items;
 \c :coord
 \set SHOW_CONTEXT never
+
+-- a tenant column whose name needs quotes: rows updated and deleted one by one
+-- (a volatile condition stays on the coordinator) and whole on each shard
+CREATE TABLE "Mixed" ("TenantId" bigint NOT NULL, "Val" int);
+SELECT logical_table_add('"Mixed"', 'TenantId');
+INSERT INTO "Mixed" VALUES (1, 1), (2, 2), (15000, 3), (15001, 4);
+UPDATE "Mixed" SET "Val" = "Val" * 10 WHERE "Val" < 3 AND random() >= 0;
+UPDATE "Mixed" SET "Val" = "Val" * 100 WHERE "Val" > 2;
+DELETE FROM "Mixed" WHERE "Val" = 20 AND random() >= 0;
+DELETE FROM "Mixed" WHERE "Val" = 300 RETURNING "TenantId";
+SELECT "TenantId", "Val" FROM "Mixed" ORDER BY 1;
+-- (DROP TABLE drops the shards' copies too)
+DROP TABLE "Mixed";
 
 -- a foreign table of server tenant_router that is not registered is an error
 CREATE FOREIGN TABLE stray (tenant_id int) SERVER tenant_router;

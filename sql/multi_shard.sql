@@ -6,15 +6,10 @@
 \getenv shard1 TR_SHARD1_DSN
 \getenv shard2 TR_SHARD2_DSN
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
-SET client_min_messages = warning;
 -- shards 3 and 4 are databases next to shards 1 and 2
 \c :shard1
-DROP TABLE IF EXISTS public.ms_orders, public.ms_accounts;
-DROP DATABASE IF EXISTS tr_ms3;
 CREATE DATABASE tr_ms3;
 \c :shard2
-DROP TABLE IF EXISTS public.ms_orders, public.ms_accounts;
-DROP DATABASE IF EXISTS tr_ms4;
 CREATE DATABASE tr_ms4;
 \c :coord
 \set SHOW_CONTEXT never
@@ -130,7 +125,9 @@ INSERT INTO ms_queries VALUES
  (45, 'SELECT status, avg(qty::int2), sum(qty::int2), avg(price::float4)::numeric(10,3) FROM {o} GROUP BY status', false),
  (46, 'SELECT * FROM {o} WHERE tenant_id BETWEEN 2500 AND 2501 ORDER BY id', true),
  (47, 'SELECT count(*) FROM (SELECT DISTINCT tenant_id, account_id FROM {o}) d', false),
- (48, 'SELECT status, count(*) FROM {o} GROUP BY ROLLUP (status)', false);
+ (48, 'SELECT status, count(*) FROM {o} GROUP BY ROLLUP (status)', false),
+ (49, 'SELECT DISTINCT lower(status), qty % 3 FROM {o} WHERE amount > 100', false),
+ (50, 'SELECT DISTINCT note FROM {o} ORDER BY 1 NULLS FIRST LIMIT 3', true);
 
 SELECT n, ms_check(q, ordered) FROM ms_queries ORDER BY n;
 
@@ -138,6 +135,10 @@ SELECT n, ms_check(q, ordered) FROM ms_queries ORDER BY n;
 EXPLAIN (COSTS OFF) SELECT status, count(*), sum(amount), avg(amount) FROM ms_orders GROUP BY status;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT tenant_id, count(*) FROM ms_orders GROUP BY tenant_id HAVING count(*) > 3;
 EXPLAIN (VERBOSE, COSTS OFF) SELECT id FROM ms_orders ORDER BY amount, id LIMIT 10 OFFSET 25;
+-- DISTINCT: each shard returns its distinct rows
+EXPLAIN (COSTS OFF) SELECT DISTINCT status, qty FROM ms_orders;
+-- count(DISTINCT tenant) is counted by each shard (a tenant is on one shard)
+EXPLAIN (VERBOSE, COSTS OFF) SELECT count(DISTINCT tenant_id) FROM ms_orders WHERE amount > 500;
 -- the same through a generic plan of a prepared statement
 PREPARE ms_agg(bigint, bigint) AS SELECT count(*), sum(amount) FROM ms_orders WHERE tenant_id BETWEEN $1 AND $2;
 SET plan_cache_mode = force_generic_plan;

@@ -3,15 +3,6 @@
 \getenv shard1 TR_SHARD1_DSN
 \getenv shard2 TR_SHARD2_DSN
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
-SET client_min_messages = warning;
-\c :shard1
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.users, public.orders;
-\c :shard2
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.users, public.orders;
-\c :coord
-\set SHOW_CONTEXT never
 CREATE EXTENSION tenant_router;
 SELECT shard_add('shard1', 1, 10000, :'shard1');
 SELECT shard_add('shard2', 10001, 20000, :'shard2');
@@ -67,15 +58,45 @@ SELECT * FROM user_orders WHERE tenant_id = 15000;
 -- stable expressions and the coordinator's values are computed here, sent as parameters
 EXPLAIN (COSTS OFF, VERBOSE) SELECT username FROM users WHERE tenant_id = 123 AND created_at <= now() AND username <> current_user;
 
+-- IN and NOT IN (subquery): the sublink's column stays in the statement sent
+SELECT username FROM users WHERE tenant_id = 124 AND id IN (SELECT user_id FROM orders WHERE tenant_id = 124);
+SELECT username FROM users WHERE tenant_id = 125 AND id NOT IN (SELECT user_id FROM orders WHERE tenant_id = 125);
+SELECT username FROM users WHERE tenant_id = 124 AND 3 = ANY (SELECT user_id FROM orders WHERE tenant_id = 124);
+EXPLAIN (COSTS OFF, VERBOSE)
+SELECT username FROM users WHERE tenant_id = 123 AND id NOT IN (SELECT user_id FROM orders WHERE tenant_id = 123);
+
 -- UPDATE and DELETE, with RETURNING; the row count is the shard's
 UPDATE users SET username = 'alice' WHERE tenant_id = 123 RETURNING id, username;
 UPDATE orders SET amount = amount + 1 WHERE tenant_id = 123;
 DELETE FROM orders WHERE tenant_id = 124 RETURNING user_id, amount;
 SELECT count(*) FROM orders WHERE tenant_id = 124;
+-- through a simple view: the view's condition goes with the statement, on the same table
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 15;
+EXPLAIN (COSTS OFF, VERBOSE) UPDATE big_orders SET amount = amount * 2 WHERE tenant_id = 123;
+UPDATE big_orders SET amount = amount * 2 WHERE tenant_id = 123 RETURNING user_id, amount;
+SELECT amount FROM orders WHERE tenant_id = 123 ORDER BY amount;
+DELETE FROM big_orders WHERE tenant_id = 15000 RETURNING amount;
+SELECT count(*) FROM orders WHERE tenant_id = 15000;
 -- ON CONFLICT goes to the shard whole
 INSERT INTO users (id, tenant_id, username, email) VALUES (1, 123, 'alice', 'alice@example.com')
     ON CONFLICT (id) DO UPDATE SET username = excluded.username || ' again' RETURNING id, username;
 INSERT INTO users (id, tenant_id, username, email) VALUES (1, 123, 'x', 'x@example.com') ON CONFLICT DO NOTHING;
+-- so do several rows of one tenant, with ON CONFLICT on the shard's unique index
+CREATE TABLE stock (tenant_id bigint, sku int, qty int NOT NULL, PRIMARY KEY (tenant_id, sku));
+SELECT logical_table_add('stock');
+EXPLAIN (COSTS OFF, VERBOSE)
+INSERT INTO stock VALUES (123, 1, 5), (123, 2, 7) ON CONFLICT (tenant_id, sku) DO NOTHING;
+INSERT INTO stock VALUES (123, 1, 5), (123, 2, 7) ON CONFLICT (tenant_id, sku) DO NOTHING;
+INSERT INTO stock VALUES (123, 2, 1), (123, 3, 1) ON CONFLICT (tenant_id, sku) DO NOTHING;
+INSERT INTO stock VALUES (123, 3, 10), (123, 4, 1)
+    ON CONFLICT (tenant_id, sku) DO UPDATE SET qty = stock.qty + excluded.qty RETURNING sku, qty;
+PREPARE restock(bigint, int) AS INSERT INTO stock VALUES ($1, 1, $2), ($1, 5, $2)
+    ON CONFLICT (tenant_id, sku) DO UPDATE SET qty = stock.qty + excluded.qty;
+EXECUTE restock(123, 100);
+\c :shard1
+SELECT tenant_id, sku, qty FROM stock ORDER BY sku;
+\c :coord
+\set SHOW_CONTEXT never
 
 -- a write to a tenant's rows can only land on its shard: moving a row to another
 -- shard's range fails on the shard's range constraint
@@ -84,10 +105,16 @@ UPDATE users SET tenant_id = 15001 WHERE tenant_id = 123;
 \set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 
--- a tenant no shard owns: no rows to read or change, and no row may be inserted
+-- a NULL tenant matches no row, and a shard says what that means (count(*) is 0)
+SELECT count(*) FROM users WHERE tenant_id = NULL;
+UPDATE users SET username = 'nobody' WHERE tenant_id = NULL RETURNING id;
+-- a tenant no shard owns: reading or changing its rows is an error (55000), and
+-- so is inserting one (23514)
 SELECT count(*) FROM users WHERE tenant_id = 99999;
+\echo :LAST_ERROR_SQLSTATE
 SELECT * FROM users WHERE tenant_id = 99999;
 UPDATE users SET username = 'nobody' WHERE tenant_id = 99999;
+\echo :LAST_ERROR_SQLSTATE
 INSERT INTO users (tenant_id, username, email) VALUES (99999, 'nobody', 'nobody@example.com');
 \echo :LAST_ERROR_SQLSTATE
 INSERT INTO users (tenant_id, username, email) VALUES (NULL, 'nobody', 'nobody@example.com');
@@ -97,9 +124,13 @@ INSERT INTO users (tenant_id, username, email) VALUES (NULL, 'nobody', 'nobody@e
 SET plan_cache_mode = force_generic_plan;
 PREPARE get_user(bigint) AS SELECT username FROM users WHERE tenant_id = $1 ORDER BY id LIMIT 1;
 EXPLAIN (COSTS OFF) EXECUTE get_user(123);
+PREPARE count_users(bigint) AS SELECT count(*) FROM users WHERE tenant_id = $1;
+EXECUTE count_users(123);
+EXECUTE count_users(NULL);
 EXECUTE get_user(123);
 EXECUTE get_user(15000);
 EXECUTE get_user(99999);
+\echo :LAST_ERROR_SQLSTATE
 PREPARE add_user(bigint, text) AS
     INSERT INTO users (tenant_id, username, email) VALUES ($1, $2, $2 || '@example.com') RETURNING tenant_id, username;
 EXECUTE add_user(9500, 'frank');
@@ -133,10 +164,24 @@ SET tenant_router.enable_fast_path = off;
 EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123;
 SELECT username FROM users WHERE tenant_id = 123;
 RESET tenant_router.enable_fast_path;
+-- and the fast path says why at DEBUG1 (planning only: no shard is asked)
+SET client_min_messages = debug1;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM users WHERE tenant_id IN (123, 15000);
+EXPLAIN (COSTS OFF) SELECT username FROM users u JOIN orders o ON o.user_id = u.id
+ WHERE u.tenant_id = 123 AND o.tenant_id = 124;
+EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123 AND random() < 0.5;
+EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123 AND to_char(created_at, 'YYYY') = '2024';
+EXPLAIN (COSTS OFF) INSERT INTO users (tenant_id, username, email) VALUES (123, 'x', 'x@x'), (124, 'y', 'y@y');
+EXPLAIN (COSTS OFF) INSERT INTO orders (tenant_id, user_id, amount) SELECT tenant_id, 1, 1 FROM users WHERE tenant_id = 123;
+EXPLAIN (COSTS OFF) DELETE FROM users WHERE tenant_id = 123 AND id IN (SELECT user_id FROM orders);
+SET tenant_router.enable_fast_path = off;
+EXPLAIN (COSTS OFF) SELECT username FROM users WHERE tenant_id = 123;
+RESET tenant_router.enable_fast_path;
+RESET client_min_messages;
 
-DROP VIEW user_orders;
+DROP VIEW user_orders, big_orders;
 DROP EXTENSION tenant_router CASCADE;
 \c :shard1
-DROP TABLE public.users, public.orders;
+DROP TABLE public.users, public.orders, public.stock;
 \c :shard2
-DROP TABLE public.users, public.orders;
+DROP TABLE public.users, public.orders, public.stock;

@@ -3,15 +3,6 @@
 \getenv shard1 TR_SHARD1_DSN
 \getenv shard2 TR_SHARD2_DSN
 \set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
-SET client_min_messages = warning;
-\c :shard1
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.accounts;
-\c :shard2
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.accounts;
-\c :coord
-\set SHOW_CONTEXT never
 CREATE EXTENSION tenant_router;
 SELECT shard_add('shard1', 1, 10000, :'shard1');
 SELECT shard_add('shard2', 10001, 20000, :'shard2');

@@ -18,6 +18,7 @@
 #include "utils/guc.h"
 
 #include "tenant_router/connection.h"
+#include "tenant_router/ddl_propagation.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/fast_path.h"
 #include "tenant_router/outbox.h"
@@ -83,6 +84,7 @@ _PG_init(void)
 	RouteCacheInit();
 	OutboxInit();
 	WorkerInit();
+	DdlPropagationInit();
 }
 
 static void

@@ -26,26 +26,32 @@
 #include "access/relation.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_attribute.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "foreign/fdwapi.h"
 #include "foreign/foreign.h"
-#include "utils/array.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
 
+#include "ddl_internal.h"
+#include "tenant_router/adopt.h"
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl.h"
+#include "tenant_router/shard_ddl_safety.h"
 
 PG_FUNCTION_INFO_V1(tenant_router_logical_table_add);
 
@@ -198,13 +204,62 @@ column_definitions(Relation rel, bool coordinator)
 	return buf.data;
 }
 
+/* index_is_unique tells whether an index is a unique one */
+static bool
+index_is_unique(Oid indexoid)
+{
+	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+	bool		unique;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for index %u", indexoid);
+	unique = ((Form_pg_index) GETSTRUCT(tuple))->indisunique;
+	ReleaseSysCache(tuple);
+	return unique;
+}
+
+/*
+ * lacks_tenant returns how to name a primary key, unique or exclusion
+ * constraint that does not include the tenant column ('primary key "x"'),
+ * or NULL.
+ */
+static char *
+lacks_tenant(DdlTable *table, Oid conoid)
+{
+	HeapTuple	tuple = SearchSysCache1(CONSTROID, ObjectIdGetDatum(conoid));
+	Form_pg_constraint con;
+	const char *kind = NULL;
+	char	   *name = NULL;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for constraint %u", conoid);
+	con = (Form_pg_constraint) GETSTRUCT(tuple);
+	if (con->contype == CONSTRAINT_PRIMARY)
+		kind = "primary key";
+	else if (con->contype == CONSTRAINT_UNIQUE)
+		kind = "unique constraint";
+	else if (con->contype == CONSTRAINT_EXCLUSION)
+		kind = "exclusion constraint";
+	if (kind != NULL && OidIsValid(con->conindid) && !DdlIndexHasTenant(table, con->conindid))
+		name = psprintf("%s \"%s\"", kind, NameStr(con->conname));
+	ReleaseSysCache(tuple);
+	return name;
+}
+
 /*
  * shard_ddl returns the statements that create rel on a shard: schema,
  * table, constraints (keys, checks, exclusions) and the other indexes.
+ * Unless trusted, each definition must be safe to ship
+ * (shard_ddl_safety.c).
  */
 static List *
-shard_ddl(Relation rel, const char *nspname, const char *qualname)
+shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted,
+		  const char *tenant_column)
 {
+	DdlTable	table = {RelationGetRelid(rel), RelationGetRelationName(rel),
+	RelationGetNamespace(rel), (char *) qualname, (char *) tenant_column};
+	List	   *per_shard = NIL;
+	char	   *name;
 	Oid			relid = RelationGetRelid(rel);
 	List	   *ddl = NIL;
 	ListCell   *lc;
@@ -218,13 +273,32 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname)
 	foreach(lc, spi_strings("SELECT oid FROM pg_catalog.pg_constraint "
 							"WHERE conrelid = $1 AND contype IN ('p', 'u', 'c', 'x') "
 							"ORDER BY contype = 'c', oid", relid))
-		ddl = lappend(ddl, pg_get_constraintdef_command(atooid(lfirst(lc))));
+	{
+		Oid			conoid = atooid(lfirst(lc));
+
+		if (!trusted)
+			ShardCheckConstraint(conoid, NULL, InvalidOid);
+		if ((name = lacks_tenant(&table, conoid)) != NULL)
+			per_shard = lappend(per_shard, name);
+		ddl = lappend(ddl, pg_get_constraintdef_command(conoid));
+	}
 	foreach(lc, spi_strings("SELECT i.indexrelid FROM pg_catalog.pg_index i "
 							"WHERE i.indrelid = $1 AND NOT EXISTS ("
 							"SELECT 1 FROM pg_catalog.pg_constraint c "
 							"WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid) "
 							"ORDER BY i.indexrelid", relid))
-		ddl = lappend(ddl, pg_get_indexdef_string(atooid(lfirst(lc))));
+	{
+		Oid			indexoid = atooid(lfirst(lc));
+
+		if (!trusted)
+			ShardCheckIndex(indexoid, psprintf("index \"%s\"", get_rel_name(indexoid)),
+							relid, NULL);
+		if (index_is_unique(indexoid) && !DdlIndexHasTenant(&table, indexoid))
+			per_shard = lappend(per_shard,
+								psprintf("unique index \"%s\"", get_rel_name(indexoid)));
+		ddl = lappend(ddl, pg_get_indexdef_string(indexoid));
+	}
+	DdlWarnUniqueness(&table, per_shard);
 	return ddl;
 }
 
@@ -307,6 +381,80 @@ convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
 }
 
 /*
+ * sync_shards creates or checks the table on every shard, with its range
+ * constraint, in the shards' remote transactions.
+ */
+static void
+sync_shards(Oid relid, const char *tenant_column, List *ddl)
+{
+	LogicalTableRow row;
+	ListCell   *lc;
+
+	row.relid = relid;
+	row.tenant_column = (char *) tenant_column;
+	row.shard_ddl = ddl;
+	foreach(lc, CatalogAllShards())
+	{
+		ShardRow   *shard = lfirst(lc);
+
+		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row, shard, false);
+	}
+}
+
+/* register_table enters relid in tenant_router.logical_table */
+static void
+register_table(Oid relid, const char *tenant_column, List *ddl)
+{
+	DdlCatalogAccess access;
+	Datum	   *ddl_datums = palloc(sizeof(Datum) * (list_length(ddl) + 1));
+	Oid			types[3] = {OIDOID, NAMEOID, TEXTARRAYOID};
+	Datum		values[3];
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, ddl)
+		ddl_datums[i++] = CStringGetTextDatum(lfirst(lc));
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(tenant_column));
+	values[2] = PointerGetDatum(construct_array(ddl_datums, i, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	DdlCatalogBegin(&access);
+	DdlCatalogExec("INSERT INTO tenant_router.logical_table "
+				   "(table_id, tenant_column, shard_ddl) VALUES ($1, $2, $3)",
+				   3, types, values, SPI_OK_INSERT);
+	DdlCatalogEnd(&access);
+}
+
+/*
+ * LogicalTableImported registers a foreign table that IMPORT FOREIGN SCHEMA
+ * just created from a shard's logical table (fdw/import.c): its copies on
+ * every shard are created or checked, as logical_table_add() does for a
+ * foreign table, with the statements read from the shard.
+ */
+void
+LogicalTableImported(ImportedTable *table)
+{
+	Oid			nspid = get_namespace_oid(table->nspname, false);
+	Oid			relid = get_relname_relid(table->relname, nspid);
+	AttrNumber	attno = get_attnum(relid, table->tenant_column);
+	Oid			atttype;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "tenant_router: imported table %s.%s was not created",
+			 table->nspname, table->relname);
+	atttype = attno != InvalidAttrNumber ? get_atttype(relid, attno) : InvalidOid;
+	if (atttype != INT2OID && atttype != INT4OID && atttype != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("tenant column \"%s\" of table %s on the shard is not of type smallint, integer or bigint",
+						table->tenant_column,
+						quote_qualified_identifier(table->nspname, table->relname))));
+	sync_shards(relid, table->tenant_column, table->shard_ddl);
+	register_table(relid, table->tenant_column, table->shard_ddl);
+	CacheInvalidateRelcacheByRelid(relid);
+}
+
+/*
  * LogicalTableAdd makes relid a logical table routed by tenant_column: the
  * code of logical_table_add().
  */
@@ -318,15 +466,9 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	char	   *qualname;
 	AttrNumber	attno;
 	Oid			atttype;
-	LogicalTableRow row;
 	List	   *ddl;
-	ListCell   *lc;
 	Oid			newrelid;
 	int			nestlevel;
-	Datum	   *ddl_datums;
-	int			i;
-	Oid			types[3] = {OIDOID, NAMEOID, TEXTARRAYOID};
-	Datum		values[3];
 
 	if (!pg_class_ownercheck(relid, GetOuterUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(rel->rd_rel->relkind),
@@ -368,18 +510,17 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
 	if (rel->rd_rel->relkind == RELKIND_RELATION)
 		check_convertible(rel, qualname);
-	ddl = shard_ddl(rel, nspname, qualname);
+	/*
+	 * The definitions were chosen by the table's owner: a superuser calling
+	 * this for a table someone else owns ships that someone's code.
+	 */
+	ddl = shard_ddl(rel, nspname, qualname,
+					ShardDdlTrusted(GetOuterUserId()) &&
+					ShardDdlTrusted(rel->rd_rel->relowner),
+					tenant_column);
 
 	/* the shards first: an unreachable or different shard changes nothing */
-	row.relid = relid;
-	row.tenant_column = (char *) tenant_column;
-	row.shard_ddl = ddl;
-	foreach(lc, CatalogAllShards())
-	{
-		ShardRow   *shard = lfirst(lc);
-
-		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row, shard, false);
-	}
+	sync_shards(relid, tenant_column, ddl);
 
 	if (rel->rd_rel->relkind == RELKIND_RELATION)
 		newrelid = convert_to_foreign(rel, nspname, qualname);
@@ -390,19 +531,11 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	}
 	LeaveRemoteSqlSettings(nestlevel);
 
-	ddl_datums = palloc(sizeof(Datum) * list_length(ddl));
-	i = 0;
-	foreach(lc, ddl)
-		ddl_datums[i++] = CStringGetTextDatum(lfirst(lc));
-	values[0] = ObjectIdGetDatum(newrelid);
-	values[1] = DirectFunctionCall1(namein, CStringGetDatum(tenant_column));
-	values[2] = PointerGetDatum(construct_array(ddl_datums, i, TEXTOID, -1, false,
-												TYPALIGN_INT));
-	if (SPI_execute_with_args("INSERT INTO tenant_router.logical_table "
-							  "(table_id, tenant_column, shard_ddl) VALUES ($1, $2, $3)",
-							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "tenant_router: could not register the logical table");
+	register_table(newrelid, tenant_column, ddl);	/* before SPI frees ddl */
 	SPI_finish();
+
+	/* ids drawn from now on: in this coordinator's block, above the shards' */
+	AdoptSequences(newrelid, quote_qualified_identifier(nspname, get_rel_name(newrelid)), NIL);
 
 	/* plans that used the table must be made again */
 	CacheInvalidateRelcacheByRelid(newrelid);

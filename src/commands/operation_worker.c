@@ -162,6 +162,8 @@ OperationLaunch(const OperationArgs *args, const char *function)
 	pid_t		pid;
 	const char *dsn = args->dsn ? args->dsn : "";
 
+	if (!CatalogHasOperations())
+		TopologyRequireUpdate();
 	if (IsTransactionBlock())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
@@ -768,6 +770,8 @@ OperationCheckIdle(const char *shard_id)
 	List	   *ops = NIL;
 	ListCell   *lc;
 
+	if (!CatalogHasOperations())
+		return;					/* a catalog at 0.1: no operation ever ran */
 	spi_exec("SELECT op_id, operation, pg_catalog.date_trunc('second', started_at)::text "
 			 "FROM tenant_router.operation "
 			 "WHERE finished_at IS NULL AND (shard_id = $1 OR target_shard_id = $1) ORDER BY op_id",
@@ -805,6 +809,8 @@ OperationRecover(void)
 	ListCell   *lc;
 	int64		recovered = 0;
 
+	if (!CatalogHasOperations())
+		return 0;
 	spi_exec("SELECT op_id FROM tenant_router.operation WHERE finished_at IS NULL ORDER BY op_id",
 			 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	MemoryContextSwitchTo(cxt);

@@ -32,6 +32,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "tenant_router/adopt.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
@@ -334,6 +335,8 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, const ShardRow *shard,
 							   "AND c.conname = '" RANGE_CONSTRAINT "'", remote_oid);
 	if (comment != NULL && strcmp(comment, marker) == 0)
 		return;
+	if (comment == NULL)
+		AdoptShardTable(sc, table, qualname, shard);
 	ShardSetOwnership(sc, table, shard, true);
 }
 

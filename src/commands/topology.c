@@ -42,6 +42,20 @@ PG_FUNCTION_INFO_V1(tenant_router_dsn_redact);
 PG_FUNCTION_INFO_V1(tenant_router_is_superuser);
 
 /*
+ * TopologyRequireUpdate raises the error of a feature that the catalog,
+ * still at version 0.1, cannot hold yet.
+ */
+void
+TopologyRequireUpdate(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the tenant_router catalog of this database is at version 0.1"),
+			 errdetail("Pins, modulo shards and online operations need the catalog of this version."),
+			 errhint("Run ALTER EXTENSION tenant_router UPDATE.")));
+}
+
+/*
  * TopologyCopyShardId copies a shard id given to a function into a buffer of
  * SHARD_ID_MAXLEN: a new one is validated, an existing one that cannot fit
  * does not exist.
@@ -155,9 +169,13 @@ shard_row_from_spi(uint64 i)
 	row->dsn = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "dsn"), &isnull));
 	row->state = TextDatumGetCString(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "state"), &isnull));
 	row->version = DatumGetInt64(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "version"), &isnull));
-	row->db_identity = SPI_getvalue(tuple, tupdesc, SPI_fnumber(tupdesc, "db_identity"));
-	row->modulus = DatumGetInt32(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "modulus"), &isnull));
-	row->remainder = DatumGetInt32(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "remainder"), &isnull));
+	row->modulus = 1;
+	if (SPI_fnumber(tupdesc, "modulus") > 0)	/* not in a catalog still at 0.1 */
+	{
+		row->db_identity = SPI_getvalue(tuple, tupdesc, SPI_fnumber(tupdesc, "db_identity"));
+		row->modulus = DatumGetInt32(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "modulus"), &isnull));
+		row->remainder = DatumGetInt32(SPI_getbinval(tuple, tupdesc, SPI_fnumber(tupdesc, "remainder"), &isnull));
+	}
 	return row;
 }
 
@@ -264,10 +282,15 @@ TopologyInsertShard(const ShardRow *shard)
 	char		nulls[9];
 
 	shard_row_values(shard, values, nulls);
-	TopologySpiExec("INSERT INTO tenant_router.shard (shard_id, range_start, range_end, dsn, "
-					"state, version, db_identity, modulus, remainder) "
-					"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types, values, nulls,
-					SPI_OK_INSERT);
+	if (!CatalogHasOperations())
+		TopologySpiExec("INSERT INTO tenant_router.shard (shard_id, range_start, range_end, dsn, "
+						"state, version) VALUES ($1, $2, $3, $4, $5, $6)", 6, types, values, nulls,
+						SPI_OK_INSERT);
+	else
+		TopologySpiExec("INSERT INTO tenant_router.shard (shard_id, range_start, range_end, dsn, "
+						"state, version, db_identity, modulus, remainder) "
+						"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types, values, nulls,
+						SPI_OK_INSERT);
 }
 
 void
@@ -279,9 +302,14 @@ TopologyUpdateShard(const ShardRow *shard)
 	char		nulls[9];
 
 	shard_row_values(shard, values, nulls);
-	TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, dsn = $4, "
-					"state = $5, version = $6, db_identity = $7, modulus = $8, remainder = $9, "
-					"updated_at = now() WHERE shard_id = $1", 9, types, values, nulls, SPI_OK_UPDATE);
+	if (!CatalogHasOperations())
+		TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, dsn = $4, "
+						"state = $5, version = $6, updated_at = now() WHERE shard_id = $1",
+						6, types, values, nulls, SPI_OK_UPDATE);
+	else
+		TopologySpiExec("UPDATE tenant_router.shard SET range_start = $2, range_end = $3, dsn = $4, "
+						"state = $5, version = $6, db_identity = $7, modulus = $8, remainder = $9, "
+						"updated_at = now() WHERE shard_id = $1", 9, types, values, nulls, SPI_OK_UPDATE);
 	if (SPI_processed != 1)
 		TopologyUnknownShard(shard->shard_id);
 }
@@ -344,8 +372,10 @@ TopologyCheckDsn(const char *shard_id, const char *dsn)
 
 	/* another shard's database */
 	values[0] = CStringGetTextDatum(identity);
-	TopologySpiExec("SELECT shard_id, dsn FROM tenant_router.shard "
-					"WHERE db_identity = $1 OR db_identity IS NULL ORDER BY shard_id",
+	TopologySpiExec(CatalogHasOperations() ?
+					"SELECT shard_id, dsn FROM tenant_router.shard "
+					"WHERE db_identity = $1 OR db_identity IS NULL ORDER BY shard_id" :
+					"SELECT shard_id, dsn FROM tenant_router.shard WHERE $1 IS NOT NULL ORDER BY shard_id",
 					1, types, values, NULL, SPI_OK_SELECT);
 	MemoryContextSwitchTo(cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -412,7 +442,7 @@ TopologyCheckPlacement(const ShardRow *shard, const char *except, const char *al
 	TopologySpiExec("SELECT * FROM tenant_router.shard "
 					"WHERE range_start IS NOT NULL "
 					"AND numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
-					"AND shard_id <> $3 AND shard_id <> $4 ORDER BY range_start, modulus, remainder",
+					"AND shard_id <> $3 AND shard_id <> $4 ORDER BY range_start, shard_id",
 					4, types, values, NULL, SPI_OK_SELECT);
 	MemoryContextSwitchTo(cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -505,6 +535,8 @@ TopologyAddShard(const char *shard_id, bool has_range, int64 range_start, int64 
 		validate_range(range_start, range_end);
 	validate_modulus(has_range, modulus, remainder);
 	DsnValidate(dsn);
+	if ((!has_range || modulus != 1) && !CatalogHasOperations())
+		TopologyRequireUpdate();
 
 	SPI_connect();
 	memset(&shard, 0, sizeof(shard));
@@ -559,9 +591,11 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 		TopologyUnknownShard(shard_id);
 	if (source == TOPOLOGY_FROM_SQL)
 		OperationCheckIdle(shard_id);
-	TopologySpiExec("SELECT pg_catalog.string_agg(tenant_id::pg_catalog.text, ', ' ORDER BY tenant_id) "
-					"FROM tenant_router.pin WHERE shard_id = $1", 1, types, values, NULL, SPI_OK_SELECT);
-	if (SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL)
+	if (CatalogHasOperations())
+		TopologySpiExec("SELECT pg_catalog.string_agg(tenant_id::pg_catalog.text, ', ' ORDER BY tenant_id) "
+						"FROM tenant_router.pin WHERE shard_id = $1", 1, types, values, NULL, SPI_OK_SELECT);
+	if (CatalogHasOperations() &&
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("shard \"%s\" has pinned tenants: %s", shard_id,

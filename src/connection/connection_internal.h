@@ -18,6 +18,7 @@
 #include "nodes/pg_list.h"
 #include "storage/latch.h"
 #include "utils/hsearch.h"
+#include "utils/timestamp.h"
 
 #include "tenant_router/connection.h"
 #include "tenant_router/route_cache.h"
@@ -58,6 +59,7 @@ typedef struct InFlight
 	List	   *prefix_sql;		/* their text, for errors */
 	bool		single_row;		/* the statement's rows one result each */
 	struct PreparedStmt *preparing; /* prepared by the last prefix command */
+	struct PreparedStmt *executing; /* the prepared statement executed, if any */
 	PGresult   *error;			/* the first prefix command that failed */
 	char	   *error_sql;
 	char	   *shown;			/* the statement as errors show it; NULL: a secret */
@@ -96,18 +98,43 @@ extern void ShardConnForEach(void (*fn) (ShardConn *sc, void *arg), void *arg);
 
 /* remote_xact.c */
 extern void RemoteXactCheck(ShardConn *sc);
+extern ShardConn **RemoteConnArray(List *list);
+
+/* two_phase.c */
+extern void TwoPhasePrepare(List *writers);
+extern void TwoPhaseFinish(bool commit);
+extern void TwoPhaseReset(void);
 
 /* remote_xact.c */
 extern void RemoteXactCheck(ShardConn *sc);
+extern ShardConn **RemoteConnArray(List *list);
+
+/* two_phase.c */
+extern void TwoPhasePrepare(List *writers);
+extern void TwoPhaseFinish(bool commit);
+extern void TwoPhaseReset(void);
 
 /* remote_command.c */
 extern PGresult *RemoteGetResult(ShardConn *sc);
 extern void RemoteReport(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
 extern void RemoteForgetPrepared(ShardConn *sc);
+extern void RemoteForgetCommands(ShardConn *sc);
+extern void RemoteFreeQueued(QueuedCommand *qc);
+extern void RemoteSendStatement(ShardConn *sc, const char *sql, const char *shown,
+								int nparams, const Oid *types, const char *const *values,
+								bool prepare, bool single_row);
+extern bool RemoteReadPrefix(ShardConn *sc, bool wait);
+extern void RemoteReportPrefixError(ShardConn *sc) pg_attribute_noreturn();
+extern void RemoteFinishCommand(ShardConn *sc);
+extern void RemoteEndCommand(ShardConn *sc);
+extern void RemoteForgetStale(ShardConn *sc, PGresult *res);
+
+/* remote_cancel.c */
+extern bool RemoteSendCancel(ShardConn *sc, TimestampTz deadline);
 extern bool RemoteCleanup(ShardConn *sc, int timeout_ms);
 extern bool RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms);
-extern void RemoteForgetCommands(ShardConn *sc);
 extern void RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls,
 								 int timeout_ms, bool *ok);
+
 
 #endif

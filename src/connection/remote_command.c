@@ -2,8 +2,10 @@
  *
  * remote_command.c
  *	  What travels on a shard connection: statements, the commands queued
- *	  to go with them in one pipeline, remote prepared statements, streams
- *	  of rows, remote errors re-raised, and cancelling what is in flight.
+ *	  to go with them in one pipeline, remote prepared statements, results
+ *	  read as they arrive, remote errors re-raised.  Streams of rows are
+ *	  remote_stream.c's, COPY remote_copy.c's, cancelling and cleaning up
+ *	  after an error remote_cancel.c's.
  *
  * BEGIN, SAVEPOINT and RELEASE are never a round trip of their own: they
  * are queued (ShardConnQueue) and sent in one pipeline with the next
@@ -13,9 +15,7 @@
  * the remote SQL (never the SQL of a command that holds a secret).
  *
  * Every wait on a shard is on the backend's latch and the socket together:
- * it honours query cancel, backend termination and statement_timeout.  A
- * wait during error cleanup, when interrupts are held, is bounded instead,
- * and ends at once if a cancel or termination is requested meanwhile.
+ * it honours query cancel, backend termination and statement_timeout.
  *
  * Invariants: at most one command is in flight per connection; a command in
  * flight that another owns (a claim: a stream, an asynchronous fetch) is
@@ -25,14 +25,10 @@
  */
 #include "postgres.h"
 
-#include <pthread.h>
-#include <signal.h>
-
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "port/atomics.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -42,8 +38,6 @@
 
 /* remote prepared statements kept per connection */
 #define MAX_PREPARED_PER_CONN 1000
-/* how often a bounded wait looks at a cancel request in flight */
-#define CANCEL_POLL_MS 10
 
 typedef struct PreparedStmt
 {
@@ -54,24 +48,6 @@ typedef struct PreparedStmt
 	bool		ready;			/* the shard confirmed the PREPARE */
 	char		name[24];
 } PreparedStmt;
-
-struct ShardStream
-{
-	ShardConnClaim claim;		/* first: the stream is its connection's claim */
-	ShardConn  *sc;
-	char	   *sql;
-	MemoryContext mcxt;
-	List	   *buffered;		/* results drained while conn was needed */
-	PGresult   *current;		/* row returned by the last ShardStreamNext */
-	bool		done;
-	bool		aborted;		/* cancelled by a rollback: reading is an error */
-	char		label[SHARD_ID_MAXLEN]; /* the shard, for that error */
-	uint64		affected;
-	MemoryContextCallback cleanup;
-};
-
-static void stream_release(ShardConnClaim *claim);
-static void stream_abandon(ShardConnClaim *claim);
 
 /* RemoteForgetPrepared forgets the statements prepared on a closed connection. */
 void
@@ -184,8 +160,8 @@ queue_command(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 	MemoryContextSwitchTo(old);
 }
 
-static void
-free_queued(QueuedCommand *qc)
+void
+RemoteFreeQueued(QueuedCommand *qc)
 {
 	int			i;
 
@@ -219,9 +195,9 @@ ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams, const Oid *typ
 	queue_command(sc, sql, nparams, types, values);
 }
 
-/* end_command forgets the statement in flight; the connection is idle. */
-static void
-end_command(ShardConn *sc)
+/* RemoteEndCommand forgets the statement in flight; the connection is idle. */
+void
+RemoteEndCommand(ShardConn *sc)
 {
 	InFlight   *cmd = &sc->cmd;
 
@@ -243,10 +219,10 @@ RemoteForgetCommands(ShardConn *sc)
 	ListCell   *lc;
 
 	foreach(lc, sc->pending)
-		free_queued(lfirst(lc));
+		RemoteFreeQueued(lfirst(lc));
 	list_free(sc->pending);
 	sc->pending = NIL;
-	end_command(sc);
+	RemoteEndCommand(sc);
 	sc->in_pipeline = false;
 }
 
@@ -353,12 +329,12 @@ input_ready(ShardConn *sc)
 }
 
 /*
- * read_prefix reads the results of the commands sent before the statement;
+ * RemoteReadPrefix reads the results of the commands sent before the statement;
  * without wait, only what has arrived.  It returns true once all of them
  * are read: then the statement's own results come next.
  */
-static bool
-read_prefix(ShardConn *sc, bool wait)
+bool
+RemoteReadPrefix(ShardConn *sc, bool wait)
 {
 	InFlight   *cmd = &sc->cmd;
 
@@ -393,15 +369,15 @@ read_prefix(ShardConn *sc, bool wait)
 }
 
 /*
- * finish_command reads whatever is left of the statement in flight,
+ * RemoteFinishCommand reads whatever is left of the statement in flight,
  * including the pipeline's sync, and leaves the connection idle.
  */
-static void
-finish_command(ShardConn *sc)
+void
+RemoteFinishCommand(ShardConn *sc)
 {
 	PGresult   *res;
 
-	(void) read_prefix(sc, true);
+	(void) RemoteReadPrefix(sc, true);
 	for (;;)
 	{
 		res = RemoteGetResult(sc);
@@ -424,29 +400,29 @@ finish_command(ShardConn *sc)
 }
 
 /*
- * report_prefix_error raises the error of a command sent before the
+ * RemoteReportPrefixError raises the error of a command sent before the
  * statement (which the shard then skipped), once the connection is idle.
  */
-static void
-report_prefix_error(ShardConn *sc)
+void
+RemoteReportPrefixError(ShardConn *sc)
 {
 	PGresult   *error = sc->cmd.error;
 	char	   *sql = sc->cmd.error_sql ? pstrdup(sc->cmd.error_sql) : NULL;
 
 	sc->cmd.error = NULL;
-	finish_command(sc);
-	end_command(sc);
+	RemoteFinishCommand(sc);
+	RemoteEndCommand(sc);
 	RemoteReport(sc, error, sql);
 }
 
 /*
- * send_statement sends the queued commands, a PREPARE if wanted, and the
+ * RemoteSendStatement sends the queued commands, a PREPARE if wanted, and the
  * statement, in one pipeline when there is more than the statement, without
- * waiting for any of them; read_prefix and the readers below take the
+ * waiting for any of them; RemoteReadPrefix and the readers below take the
  * results.
  */
-static void
-send_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
+void
+RemoteSendStatement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 			   const Oid *types, const char *const *values, bool prepare,
 			   bool single_row)
 {
@@ -470,6 +446,7 @@ send_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 	cmd->nprefix = list_length(sc->pending) + (need_prepare ? 1 : 0);
 	cmd->single_row = single_row;
 	cmd->preparing = need_prepare ? ps : NULL;
+	cmd->executing = ps;
 	cmd->shown = shown ? pstrdup(shown) : NULL;
 	sc->in_pipeline = (cmd->nprefix > 0);
 	if (sc->in_pipeline)
@@ -493,7 +470,7 @@ send_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 	}
 	MemoryContextSwitchTo(old);
 	foreach(lc, sc->pending)
-		free_queued(lfirst(lc));
+		RemoteFreeQueued(lfirst(lc));
 	list_free(sc->pending);
 	sc->pending = NIL;
 
@@ -522,15 +499,15 @@ collect(ShardConn *sc, bool raise)
 	PGresult   *next;
 	char	   *shown;
 
-	(void) read_prefix(sc, true);
+	(void) RemoteReadPrefix(sc, true);
 	if (sc->cmd.error != NULL)
 	{
 		if (raise)
-			report_prefix_error(sc);
+			RemoteReportPrefixError(sc);
 		res = sc->cmd.error;
 		sc->cmd.error = NULL;
-		finish_command(sc);
-		end_command(sc);
+		RemoteFinishCommand(sc);
+		RemoteEndCommand(sc);
 		return res;
 	}
 	res = RemoteGetResult(sc);
@@ -547,9 +524,9 @@ collect(ShardConn *sc, bool raise)
 		}
 	}
 	if (sc->in_pipeline)
-		finish_command(sc);
+		RemoteFinishCommand(sc);
 	shown = sc->cmd.shown ? pstrdup(sc->cmd.shown) : NULL;
-	end_command(sc);
+	RemoteEndCommand(sc);
 	if (raise && PQresultStatus(res) != PGRES_COMMAND_OK &&
 		PQresultStatus(res) != PGRES_TUPLES_OK)
 		RemoteReport(sc, res, shown);
@@ -560,8 +537,36 @@ static PGresult *
 exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
 			   const Oid *types, const char *const *values)
 {
-	send_statement(sc, sql, shown, nparams, types, values, false, false);
+	RemoteSendStatement(sc, sql, shown, nparams, types, values, false, false);
 	return collect(sc, true);
+}
+
+/*
+ * RemoteForgetStale forgets the prepared statement whose execution gave
+ * res, if the shard says its plan is stale for good (a column's type
+ * changed under it: "cached plan must not change result type"), so that
+ * the next execution prepares it again instead of failing the same way
+ * until the connection closes.  The DEALLOCATE goes with the next command.
+ */
+void
+RemoteForgetStale(ShardConn *sc, PGresult *res)
+{
+	PreparedStmt *ps = sc->cmd.executing;
+	char	   *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	char	   *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char		sql[64];
+
+	if (ps == NULL || sc->prepared == NULL || sqlstate == NULL || message == NULL ||
+		strcmp(sqlstate, "0A000") != 0 ||
+		strcmp(message, "cached plan must not change result type") != 0)
+		return;
+	snprintf(sql, sizeof(sql), "DEALLOCATE %s", ps->name);
+	ShardConnQueue(sc, sql);
+	pfree(ps->sql);
+	if (ps->types)
+		pfree(ps->types);
+	(void) hash_search(sc->prepared, &ps->key, HASH_REMOVE, NULL);
+	sc->cmd.executing = NULL;
 }
 
 /*
@@ -597,14 +602,14 @@ void
 ShardConnSend(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 			  const char *const *values)
 {
-	send_statement(sc, sql, sql, nparams, types, values, false, false);
+	RemoteSendStatement(sc, sql, sql, nparams, types, values, false, false);
 }
 
 /* ShardConnResultReady tells whether ShardConnResult would not wait. */
 bool
 ShardConnResultReady(ShardConn *sc)
 {
-	if (!read_prefix(sc, false))
+	if (!RemoteReadPrefix(sc, false))
 		return false;
 	if (sc->cmd.error != NULL)
 		return true;
@@ -662,579 +667,4 @@ ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **res
 				PQclear(results[i]);
 		RemoteReport(scs[failed], error, sqls[failed]);
 	}
-}
-
-/*
- * wait_writeable waits until the connection's socket takes more data,
- * honouring interrupts.
- */
-static void
-wait_writeable(ShardConn *sc)
-{
-	int			rc = WaitLatchOrSocket(MyLatch,
-									   WL_LATCH_SET | WL_SOCKET_WRITEABLE | WL_EXIT_ON_PM_DEATH,
-									   PQsocket(sc->conn), -1, PG_WAIT_EXTENSION);
-
-	if (rc & WL_LATCH_SET)
-	{
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/*
- * ShardCopyStart starts COPY ... FROM STDIN on the shard, the queued
- * commands (BEGIN, SAVEPOINT) sent before it in the same simple-protocol
- * message (a pipeline cannot carry COPY), and waits until the shard takes
- * data.  Until ShardCopyEnd the connection is in COPY; it sends without
- * blocking, so that a full socket waits on the latch, interruptibly.
- */
-void
-ShardCopyStart(ShardConn *sc, const char *sql)
-{
-	StringInfoData text;
-	ListCell   *lc;
-	PGresult   *res;
-
-	ShardConnRelease(sc);
-	Assert(!sc->cmd.active);
-	initStringInfo(&text);
-	foreach(lc, sc->pending)
-	{
-		QueuedCommand *qc = lfirst(lc);
-
-		if (qc->nparams > 0)
-			elog(ERROR, "tenant_router: a queued command with parameters cannot precede COPY");
-		appendStringInfo(&text, "%s; ", qc->sql);
-	}
-	appendStringInfoString(&text, sql);
-	foreach(lc, sc->pending)
-		free_queued(lfirst(lc));
-	list_free(sc->pending);
-	sc->pending = NIL;
-
-	if (!PQsendQuery(sc->conn, text.data))
-		ShardConnLost(sc);
-	for (;;)
-	{
-		res = RemoteGetResult(sc);
-		if (res == NULL)
-			ShardConnLost(sc);
-		if (PQresultStatus(res) == PGRES_COPY_IN)
-			break;
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		{
-			/* the statement failed: read to its end, then report */
-			PGresult   *next;
-
-			while ((next = RemoteGetResult(sc)) != NULL)
-				PQclear(next);
-			RemoteReport(sc, res, sql);
-		}
-		PQclear(res);
-	}
-	PQclear(res);
-	if (PQsetnonblocking(sc->conn, 1) != 0)
-		ShardConnLost(sc);
-	sc->copying = true;
-}
-
-/* ShardCopyPut sends COPY data, waiting (interruptibly) while the socket is full. */
-void
-ShardCopyPut(ShardConn *sc, const char *data, int len)
-{
-	for (;;)
-	{
-		int			rc = PQputCopyData(sc->conn, data, len);
-
-		if (rc == 1)
-			return;
-		if (rc < 0)
-			ShardConnLost(sc);
-		wait_writeable(sc);
-	}
-}
-
-/*
- * ShardCopyEnd ends the COPY and returns the rows the shard copied; the
- * shard's error, if the COPY failed, is raised.
- */
-uint64
-ShardCopyEnd(ShardConn *sc, const char *sql)
-{
-	PGresult   *res;
-	PGresult   *next;
-	int			rc;
-	uint64		rows;
-
-	sc->copying = false;
-	while ((rc = PQputCopyEnd(sc->conn, NULL)) == 0)
-		wait_writeable(sc);
-	if (rc < 0)
-		ShardConnLost(sc);
-	while ((rc = PQflush(sc->conn)) == 1)
-		wait_writeable(sc);
-	if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0)
-		ShardConnLost(sc);
-	res = RemoteGetResult(sc);
-	if (res == NULL)
-		ShardConnLost(sc);
-	while ((next = RemoteGetResult(sc)) != NULL)
-		PQclear(next);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		RemoteReport(sc, res, sql);
-	rows = strtou64(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-	return rows;
-}
-
-/*
- * The cancel request.  libpq's PQcancel (PostgreSQL 15 has no other) blocks
- * until the shard's postmaster has handled the request, without a timeout:
- * a stopped shard would hold the backend forever.  It runs in a thread of
- * its own, with every signal blocked, touching nothing but its PGcancel; the
- * backend waits for it with a deadline and goes on without it when the
- * deadline passes.  Whichever of the two finishes last frees the request.
- */
-typedef struct CancelRequest
-{
-	PGcancel   *cancel;
-	pg_atomic_uint32 refs;		/* the thread and the waiter */
-	pg_atomic_uint32 done;
-} CancelRequest;
-
-static void
-cancel_request_unref(CancelRequest *req)
-{
-	if (pg_atomic_sub_fetch_u32(&req->refs, 1) == 0)
-	{
-		PQfreeCancel(req->cancel);
-		free(req);
-	}
-}
-
-static void *
-cancel_thread(void *arg)
-{
-	CancelRequest *req = (CancelRequest *) arg;
-	char		errbuf[256];
-
-	(void) PQcancel(req->cancel, errbuf, sizeof(errbuf));
-	pg_atomic_write_u32(&req->done, 1);
-	cancel_request_unref(req);
-	return NULL;
-}
-
-/* abandon_wait tells whether a bounded wait should give up at once */
-static bool
-abandon_wait(TimestampTz deadline)
-{
-	return QueryCancelPending || ProcDiePending ||
-		GetCurrentTimestamp() >= deadline;
-}
-
-/*
- * send_cancel asks the shard to cancel the command in flight and waits
- * until the request was handled or the deadline; false if it was not
- * handled in time (the connection should then be given up).
- */
-static bool
-send_cancel(ShardConn *sc, TimestampTz deadline)
-{
-	CancelRequest *req;
-	pthread_t	thread;
-	pthread_attr_t attr;
-	sigset_t	all;
-	sigset_t	saved;
-	bool		started;
-	bool		done;
-
-	req = malloc(sizeof(CancelRequest));
-	if (req == NULL)
-		return false;
-	req->cancel = PQgetCancel(sc->conn);
-	if (req->cancel == NULL)
-	{
-		free(req);
-		return false;
-	}
-	pg_atomic_init_u32(&req->refs, 2);
-	pg_atomic_init_u32(&req->done, 0);
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &saved);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	started = pthread_create(&thread, &attr, cancel_thread, req) == 0;
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &saved, NULL);
-	if (!started)
-	{
-		PQfreeCancel(req->cancel);
-		free(req);
-		return false;
-	}
-
-	while (!(done = pg_atomic_read_u32(&req->done) != 0) && !abandon_wait(deadline))
-	{
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 CANCEL_POLL_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-	cancel_request_unref(req);
-	return done;
-}
-
-/*
- * wait_idle waits until the command in flight has finished, discarding its
- * results, without raising errors; false if the connection must be given up
- * (broken, or the deadline passed).  *failed tells whether a result was an
- * error.
- */
-static bool
-wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
-{
-	*failed = false;
-	for (;;)
-	{
-		PGresult   *res;
-
-		while (PQisBusy(sc->conn))
-		{
-			long		timeout;
-			int			rc;
-
-			if (abandon_wait(deadline))
-				return false;
-			timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-			rc = WaitLatchOrSocket(MyLatch,
-								   WL_LATCH_SET | WL_SOCKET_READABLE |
-								   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								   PQsocket(sc->conn), Max(timeout, 1), PG_WAIT_EXTENSION);
-			if (rc & WL_LATCH_SET)
-				ResetLatch(MyLatch);
-			if ((rc & WL_SOCKET_READABLE) && !PQconsumeInput(sc->conn))
-				return false;
-		}
-		res = PQgetResult(sc->conn);
-		if (res == NULL)
-		{
-			if (sc->in_pipeline)
-				continue;
-			return PQstatus(sc->conn) == CONNECTION_OK;
-		}
-		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
-		{
-			PQclear(res);
-			sc->in_pipeline = false;
-			return PQexitPipelineMode(sc->conn) == 1;
-		}
-		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
-			*failed = true;
-		PQclear(res);
-	}
-}
-
-/*
- * RemoteCleanup stops whatever the connection is doing after an error: a
- * command in flight is cancelled and its results discarded, waiting at most
- * timeout_ms in all.  It never raises an error; false means the connection
- * must be given up.
- */
-bool
-RemoteCleanup(ShardConn *sc, int timeout_ms)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-
-	if (sc->claim != NULL)
-	{
-		ShardConnClaim *claim = sc->claim;
-
-		sc->claim = NULL;
-		claim->abandon(claim);
-	}
-	if (sc->copying)
-	{
-		bool		failed;
-		int			rc;
-
-		/* a COPY in progress: end it as failed, the shard rolls it back */
-		sc->copying = false;
-		while ((rc = PQputCopyEnd(sc->conn, "cancelled by the coordinator")) == 0 ||
-			   (rc > 0 && PQflush(sc->conn) == 1))
-		{
-			if (abandon_wait(deadline))
-				return false;
-			(void) WaitLatchOrSocket(MyLatch, WL_LATCH_SET | WL_SOCKET_WRITEABLE |
-									 WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-									 PQsocket(sc->conn), CANCEL_POLL_MS, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-		if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0 ||
-			!wait_idle(sc, deadline, &failed))
-			return false;
-	}
-	else if (PQtransactionStatus(sc->conn) == PQTRANS_ACTIVE || sc->in_pipeline)
-	{
-		bool		failed;
-
-		if (!send_cancel(sc, deadline) || !wait_idle(sc, deadline, &failed))
-			return false;
-	}
-	end_command(sc);
-	return PQstatus(sc->conn) == CONNECTION_OK;
-}
-
-/*
- * RemoteCleanupExec sends a command after an error and waits for it at most
- * timeout_ms, without raising errors; false means the connection must be
- * given up.
- */
-bool
-RemoteCleanupExec(ShardConn *sc, const char *sql, int timeout_ms)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	bool		failed;
-
-	if (!PQsendQuery(sc->conn, sql))
-		return false;
-	return wait_idle(sc, deadline, &failed) && PQtransactionStatus(sc->conn) != PQTRANS_INERROR;
-}
-
-/*
- * RemoteExecAllBounded runs one command on each of n connections at once,
- * outside a transaction's normal flow (the second phase of a commit):
- * waiting at most timeout_ms in all and never raising an error.  ok[i]
- * tells whether the command succeeded; a connection that failed to answer
- * in time is left busy (the caller gives it up).
- */
-void
-RemoteExecAllBounded(int n, ShardConn **scs, const char *const *sqls, int timeout_ms,
-					 bool *ok)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	int			i;
-
-	for (i = 0; i < n; i++)
-		ok[i] = scs[i]->conn != NULL && !scs[i]->cmd.active &&
-			PQsendQuery(scs[i]->conn, sqls[i]);
-	for (i = 0; i < n; i++)
-	{
-		bool		failed;
-
-		if (ok[i])
-			ok[i] = wait_idle(scs[i], deadline, &failed) && !failed;
-	}
-}
-
-static void
-stream_cleanup(void *arg)
-{
-	ShardStream *stream = (ShardStream *) arg;
-	ListCell   *lc;
-
-	foreach(lc, stream->buffered)
-		PQclear(lfirst(lc));
-	stream->buffered = NIL;
-	PQclear(stream->current);
-	stream->current = NULL;
-	if (stream->sc != NULL)
-		ShardConnClaimDone(stream->sc, &stream->claim);	/* the transaction end
-														 * cleans the conn */
-}
-
-/*
- * ShardStreamOpen sends a statement whose rows are read one at a time with
- * ShardStreamNext.  With prepare, the statement is prepared on the shard
- * the first time and executed by name after that.  The stream belongs to
- * the current memory context.
- */
-ShardStream *
-ShardStreamOpen(ShardConn *sc, const char *sql, int nparams, const Oid *types,
-				const char *const *values, bool prepare)
-{
-	ShardStream *stream = palloc0(sizeof(ShardStream));
-
-	stream->claim.release = stream_release;
-	stream->claim.abandon = stream_abandon;
-	stream->sql = pstrdup(sql);
-	stream->mcxt = CurrentMemoryContext;
-	stream->cleanup.func = stream_cleanup;
-	stream->cleanup.arg = stream;
-	MemoryContextRegisterResetCallback(CurrentMemoryContext, &stream->cleanup);
-
-	send_statement(sc, sql, sql, nparams, types, values, prepare, true);
-	stream->sc = sc;
-	strlcpy(stream->label, sc->label, sizeof(stream->label));
-	ShardConnClaimSet(sc, &stream->claim);
-	return stream;
-}
-
-/* stream_finished marks the stream's statement finished and frees its connection */
-static void
-stream_finished(ShardStream *stream)
-{
-	stream->done = true;
-	ShardConnClaimDone(stream->sc, &stream->claim);
-	finish_command(stream->sc);
-	end_command(stream->sc);
-}
-
-/*
- * stream_read reads the next result of the stream from its connection;
- * it returns a row, or NULL once the statement is complete.
- */
-static PGresult *
-stream_read(ShardStream *stream)
-{
-	ShardConn  *sc = stream->sc;
-	PGresult   *res;
-
-	if (sc == NULL || sc->claim != &stream->claim)
-		elog(ERROR, "tenant_router: stream read without its connection");
-	(void) read_prefix(sc, true);
-	if (sc->cmd.error != NULL)
-	{
-		stream->done = true;
-		ShardConnClaimDone(sc, &stream->claim);
-		report_prefix_error(sc);
-	}
-	res = RemoteGetResult(sc);
-
-	if (res == NULL)
-		ShardConnLost(sc);
-	switch (PQresultStatus(res))
-	{
-		case PGRES_SINGLE_TUPLE:
-			return res;
-		case PGRES_TUPLES_OK:
-		case PGRES_COMMAND_OK:
-			{
-				char	   *tuples = PQcmdTuples(res);
-
-				stream->affected = tuples[0] ? strtou64(tuples, NULL, 10) : 0;
-				PQclear(res);
-				stream_finished(stream);
-				return NULL;
-			}
-		default:
-			stream_finished(stream);
-			RemoteReport(sc, res, stream->sql);
-	}
-	return NULL;				/* not reached */
-}
-
-/*
- * ShardStreamNext returns the next row (a one-row PGresult, valid until the
- * next call), or NULL when there are no more.
- */
-PGresult *
-ShardStreamNext(ShardStream *stream)
-{
-	PQclear(stream->current);
-	stream->current = NULL;
-
-	if (stream->buffered != NIL)
-	{
-		stream->current = linitial(stream->buffered);
-		stream->buffered = list_delete_first(stream->buffered);
-		return stream->current;
-	}
-	if (stream->aborted)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_CURSOR_STATE),
-				 errmsg("the remote query on shard \"%s\" was cancelled by a rollback",
-						stream->label),
-				 errdetail("The query started inside a savepoint that was rolled back since."),
-				 errhint("Open the cursor again.")));
-	if (stream->done)
-		return NULL;
-	stream->current = stream_read(stream);
-	return stream->current;
-}
-
-/* ShardStreamRowsAffected returns the row count of the finished statement. */
-uint64
-ShardStreamRowsAffected(ShardStream *stream)
-{
-	return stream->affected;
-}
-
-/*
- * stream_abandon: the stream's query was cancelled or its connection
- * closed; it can never read the rest of its rows.
- */
-static void
-stream_abandon(ShardConnClaim *claim)
-{
-	ShardStream *stream = (ShardStream *) claim;
-
-	stream->aborted = true;
-	stream->done = true;
-	stream->sc = NULL;
-}
-
-/*
- * stream_release frees the connection from the stream, by reading the
- * stream's remaining rows into memory.
- */
-static void
-stream_release(ShardConnClaim *claim)
-{
-	ShardStream *stream = (ShardStream *) claim;
-	MemoryContext old = MemoryContextSwitchTo(stream->mcxt);
-
-	while (!stream->done)
-	{
-		PGresult   *res = stream_read(stream);
-
-		if (res != NULL)
-			stream->buffered = lappend(stream->buffered, res);
-	}
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * ShardStreamClose ends a stream.  Rows not read are discarded; outside a
- * remote transaction the statement is cancelled rather than read to its end.
- */
-void
-ShardStreamClose(ShardStream *stream)
-{
-	ShardConn  *sc = stream->sc;
-
-	if (!stream->done && sc != NULL && sc->claim == &stream->claim)
-	{
-		if (sc->xact_depth == 0)
-		{
-			TimestampTz deadline =
-				TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-											TenantRouterConnectTimeout * 1000);
-
-			/* a shard that does not handle the cancel in time is given up */
-			if (!send_cancel(sc, deadline))
-			{
-				CHECK_FOR_INTERRUPTS();
-				ShardConnLost(sc);
-			}
-			/* the cancel error, if it arrives, is expected: drop it */
-			while (!stream->done)
-			{
-				PGresult   *res = RemoteGetResult(sc);
-
-				if (res == NULL)
-					ShardConnLost(sc);
-				if (PQresultStatus(res) != PGRES_SINGLE_TUPLE)
-					stream_finished(stream);
-				PQclear(res);
-			}
-		}
-		else
-		{
-			while (!stream->done)
-				PQclear(stream_read(stream));
-		}
-	}
-	stream_cleanup(stream);
-	stream->done = true;
 }

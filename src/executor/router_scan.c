@@ -9,9 +9,11 @@
  * joins the shard's remote transaction (whose BEGIN travels with it).
  * Statements repeated with parameters are prepared on the shard.
  *
- * A tenant that no shard owns has no rows: a read or an UPDATE/DELETE then
- * runs on the first shard, where it finds none (so count(*) is 0), while an
- * INSERT is refused with SQLSTATE 23514, naming the tenant.
+ * A statement for a tenant that no shard owns is an error naming the tenant
+ * (RouteTenantOrError): SQLSTATE 23514 for an INSERT, 55000 for a statement
+ * that reads the tenant's rows.  A NULL tenant matches no row: such a
+ * statement runs on the first shard of the catalog, which computes its
+ * result (count(*) is 0).
  *
  *-------------------------------------------------------------------------
  */
@@ -53,7 +55,6 @@ typedef struct RouterScanState
 	bool		tenant_known;
 } RouterScanState;
 
-static bool contain_extern_param(Node *expr);
 static void begin_router_scan(CustomScanState *node, EState *estate, int eflags);
 static TupleTableSlot *exec_router_scan(CustomScanState *node);
 static void end_router_scan(CustomScanState *node);
@@ -124,8 +125,7 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 
 	/* EXPLAIN shows the shard when the tenant is known without running anything */
 	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && !(state->flags & ROUTER_INSERT) &&
-		(estate->es_param_list_info != NULL ||
-		 !contain_extern_param(linitial(cscan->custom_exprs))))
+		(estate->es_param_list_info != NULL || !(state->flags & ROUTER_TENANT_PARAMS)))
 	{
 		bool		isnull;
 		Datum		value = ExecEvalExpr(state->tenant_state, node->ss.ps.ps_ExprContext,
@@ -141,23 +141,6 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 			state->shard_id = route ? pstrdup(route->shard_id) : NULL;
 		}
 	}
-}
-
-static bool
-extern_param_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Param) && ((Param *) node)->paramkind == PARAM_EXTERN)
-		return true;
-	return expression_tree_walker(node, extern_param_walker, context);
-}
-
-/* contain_extern_param tells whether expr needs the statement's parameters */
-static bool
-contain_extern_param(Node *expr)
-{
-	return extern_param_walker(expr, NULL);
 }
 
 /* start evaluates the tenant and the parameters and sends the statement */
@@ -193,53 +176,42 @@ start(RouterScanState *state)
 	else
 		tenant_value = ExecEvalExpr(state->tenant_state, econtext, &tenant_null);
 
+	if (tenant_null && (state->flags & ROUTER_INSERT))
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("tenant column of logical table \"%s\" is null", state->table_name),
+				 errdetail("Every row of a logical table belongs to a tenant.")));
+	RemoteParamsFill(&state->params, values, nulls);
 	if (tenant_null)
 	{
-		if (state->flags & ROUTER_INSERT)
-			ereport(ERROR,
-					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("tenant column of logical table \"%s\" is null", state->table_name),
-					 errdetail("Every row of a logical table belongs to a tenant.")));
-		/* tenant_column = NULL matches nothing: no shard needed */
-		state->started = true;
-		MemoryContextSwitchTo(old);
-		return;
-	}
-	state->tenant = TenantDatumToInt64(tenant_value, state->tenant_type);
-	state->tenant_known = true;
-
-	route = RouteTenant(state->tenant);
-	if (route == NULL && (state->flags & ROUTER_INSERT))
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("no shard owns tenant " INT64_FORMAT, state->tenant),
-				 errdetail("The row was to be inserted into logical table \"%s\".", state->table_name),
-				 errhint("Add a shard whose range includes the tenant with shard_add().")));
-
-	RemoteParamsFill(&state->params, values, nulls);
-	if (route != NULL)
-	{
-		state->shard_id = pstrdup(route->shard_id);
-		sc = ShardConnGet(route->shard_id, route->dsn);
-	}
-	else
-	{
 		/*
-		 * No shard owns the tenant, so it has no rows: any shard says so (the
-		 * first one, read alone: the catalog may hold thousands).
+		 * tenant_column = NULL matches no row on any shard, but the statement
+		 * still has a result (count(*) is 0): the first shard of the catalog
+		 * computes it, read alone (the catalog may hold thousands).  It
+		 * changes no row there, so it counts as a read.
 		 */
 		List	   *shards = CatalogShardChunk(PG_INT64_MIN, 1);
 		ShardRow   *any;
 
 		if (shards == NIL)
 			ereport(ERROR,
-					(errcode(ERRCODE_CHECK_VIOLATION),
-					 errmsg("no shard owns tenant " INT64_FORMAT, state->tenant),
-					 errdetail("There are no shards."),
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("there is no shard to run the statement on"),
+					 errdetail("The statement's tenant is NULL: it matches no row of logical table \"%s\", but a shard computes its result.",
+							   state->table_name),
 					 errhint("Add shards with shard_add().")));
 		any = linitial(shards);
 		state->shard_id = pstrdup(any->shard_id);
 		sc = ShardConnGet(any->shard_id, any->dsn);
+	}
+	else
+	{
+		state->tenant = TenantDatumToInt64(tenant_value, state->tenant_type);
+		state->tenant_known = true;
+		route = RouteTenantOrError(state->tenant, state->table_name,
+								   (state->flags & ROUTER_INSERT) != 0);
+		state->shard_id = pstrdup(route->shard_id);
+		sc = ShardConnGet(route->shard_id, route->dsn);
 	}
 
 	if (ShardConnCanAutocommit())
@@ -250,7 +222,7 @@ start(RouterScanState *state)
 		ShardConnBegin(sc, SHARD_AUTOCOMMIT);
 	}
 	else
-		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && route != NULL ?
+		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && !tenant_null ?
 					   SHARD_WRITE : SHARD_READ);
 
 	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,

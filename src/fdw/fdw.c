@@ -17,14 +17,8 @@
  *	   a LIMIT sent to each shard when nothing between the scan and the
  *	   query's LIMIT can remove rows (each shard then returns at most
  *	   offset + count rows);
- *	 - for an aggregate over one logical table: when it groups by the tenant
- *	   column, a scan of the grouped rows, computed whole on the shards
- *	   (a tenant's rows never span shards); otherwise, when every aggregate
- *	   has a partial state the shards can compute (partial_agg.c), the
- *	   planner's own Finalize Aggregate over a scan of each shard's partial
- *	   states (partially grouped), so that the combine and final functions
- *	   of PostgreSQL make the answer.  HAVING is applied on the combined
- *	   values.
+ *	 - aggregates and DISTINCT computed on the shards (fdw_upper.c plans
+ *	   them; the scan of their rows is planned here).
  *
  * Inserts, updates and deletes are fdw_modify.c's; the SQL text is
  * deparse.c's.
@@ -57,8 +51,10 @@
 #include "utils/rel.h"
 #include "utils/selfuncs.h"
 
+#include "fdw_internal.h"
 #include "tenant_router/deparse.h"
 #include "tenant_router/fdw.h"
+#include "tenant_router/import.h"
 #include "tenant_router/partial_agg.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
@@ -67,35 +63,10 @@
 PG_FUNCTION_INFO_V1(tenant_router_fdw_handler);
 PG_FUNCTION_INFO_V1(tenant_router_fdw_validator);
 
-/* what a relation planned here is */
-typedef enum TrRelKind
-{
-	TR_SCAN,					/* a logical table */
-	TR_GROUPED,					/* its aggregate, whole on each shard */
-	TR_PARTIAL					/* its aggregate's partial states */
-} TrRelKind;
-
-/* planner state of a logical table scan, or of an aggregate over one */
-typedef struct TrRelInfo
-{
-	TrRelKind	kind;
-	LogicalTable *table;
-	Oid			relid;			/* the foreign table */
-	Index		varno;			/* its range table index */
-	RelOptInfo *scanrel;		/* the scan's RelOptInfo */
-	List	   *remote_conds;	/* RestrictInfos shipped to the shards */
-	List	   *local_conds;	/* RestrictInfos checked on the coordinator */
-	List	   *having;			/* TR_GROUPED: HAVING conditions, shipped */
-} TrRelInfo;
-
 /* row count assumed for a logical table, which has no local statistics */
 #define DEFAULT_TABLE_ROWS 100000.0
-/* cost of a round trip to a shard, in sequential page units */
-#define ROUND_TRIP_COST 100.0
 /* what sorting on the shards adds to a scan's cost */
 #define REMOTE_SORT_MULTIPLIER 1.05
-/* shards assumed to return rows for a group, for costs */
-#define SHARDS_PER_GROUP 2.0
 
 /*
  * GetLogicalTableOrError returns the logical table of rel, or raises an
@@ -115,9 +86,12 @@ GetLogicalTableOrError(Relation rel)
 	return table;
 }
 
-/* shippable tells whether expr can be sent as is (no parameter) for relation varno */
-static bool
-shippable(Node *expr, Index varno, bool aggregates)
+/*
+ * TrShippable tells whether expr can be sent as is (no parameter) for
+ * relation varno, aggregates included when aggregates.
+ */
+bool
+TrShippable(Node *expr, Index varno, bool aggregates)
 {
 	ShipContext ctx;
 
@@ -433,7 +407,10 @@ plan_grouped(PlannerInfo *root, RelOptInfo *upperrel, TrRelInfo *info,
 		Index		ref = target->sortgrouprefs ? target->sortgrouprefs[i] : 0;
 
 		i++;
-		if (ref != 0 && get_sortgroupref_clause_noerr(ref, root->parse->groupClause) != NULL)
+		if (ref != 0 &&
+			(get_sortgroupref_clause_noerr(ref, root->parse->groupClause) != NULL ||
+			 (root->parse->groupClause == NIL &&
+			  get_sortgroupref_clause_noerr(ref, root->parse->distinctClause) != NULL)))
 			positions = lappend_int(positions, i);
 		if (info->kind == TR_PARTIAL && IsA(expr, Aggref))
 		{
@@ -492,210 +469,6 @@ trGetForeignPlan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 }
 
 /*
- * grouping_exprs returns the grouping expressions of the grouped target,
- * or NIL with *ok false if one cannot be shipped.
- */
-static List *
-grouping_exprs(PlannerInfo *root, PathTarget *target, Index varno, bool *ok)
-{
-	List	   *exprs = NIL;
-	ListCell   *lc;
-	int			i = 0;
-
-	*ok = true;
-	foreach(lc, target->exprs)
-	{
-		Index		ref = target->sortgrouprefs ? target->sortgrouprefs[i] : 0;
-
-		i++;
-		if (ref == 0 || get_sortgroupref_clause_noerr(ref, root->parse->groupClause) == NULL)
-			continue;
-		if (!shippable(lfirst(lc), varno, false))
-			*ok = false;
-		exprs = lappend(exprs, lfirst(lc));
-	}
-	return exprs;
-}
-
-/*
- * groups_by_tenant tells whether one of the grouping expressions is the
- * tenant column: then no group spans shards.
- */
-static bool
-groups_by_tenant(List *group_exprs, TrRelInfo *scan)
-{
-	ListCell   *lc;
-
-	foreach(lc, group_exprs)
-	{
-		Var		   *var = lfirst(lc);
-
-		while (IsA(var, RelabelType))
-			var = (Var *) ((RelabelType *) var)->arg;
-		if (IsA(var, Var) && var->varno == scan->varno && var->varlevelsup == 0 &&
-			var->varattno == scan->table->tenant_attno)
-			return true;
-	}
-	return false;
-}
-
-/*
- * partial_target returns the target of the partially grouped scan: the
- * grouping expressions and every aggregate of the target and HAVING, marked
- * partial; NULL if an aggregate has no partial state the shards can compute,
- * or a column is used outside the grouping expressions and aggregates.
- */
-static PathTarget *
-partial_target(PlannerInfo *root, PathTarget *grouped, List *group_exprs, Node *having,
-			   Index varno)
-{
-	PathTarget *target = create_empty_pathtarget();
-	List	   *found;
-	ListCell   *lc;
-	int			i = 0;
-
-	foreach(lc, grouped->exprs)
-	{
-		Index		ref = grouped->sortgrouprefs ? grouped->sortgrouprefs[i] : 0;
-
-		i++;
-		if (list_member_ptr(group_exprs, lfirst(lc)))
-			add_column_to_pathtarget(target, lfirst(lc), ref);
-	}
-	found = pull_var_clause(having, PVC_INCLUDE_AGGREGATES | PVC_RECURSE_WINDOWFUNCS |
-							PVC_INCLUDE_PLACEHOLDERS);
-	foreach(lc, grouped->exprs)
-		if (!list_member_ptr(group_exprs, lfirst(lc)))
-			found = list_concat(found,
-								pull_var_clause(lfirst(lc), PVC_INCLUDE_AGGREGATES |
-												PVC_RECURSE_WINDOWFUNCS |
-												PVC_INCLUDE_PLACEHOLDERS));
-	foreach(lc, found)
-	{
-		Node	   *node = lfirst(lc);
-		Aggref	   *partial;
-
-		if (!IsA(node, Aggref))
-		{
-			if (!list_member(group_exprs, node))
-				return NULL;	/* e.g. a column functionally dependent on a key */
-			continue;
-		}
-		if (PartialAggKindOf((Aggref *) node) == PARTIAL_NONE ||
-			!shippable(node, varno, true))
-			return NULL;
-		partial = copyObject((Aggref *) node);
-		mark_partial_aggref(partial, AGGSPLIT_INITIAL_SERIAL);
-		add_new_column_to_pathtarget(target, (Expr *) partial);
-	}
-	return set_pathtarget_cost_width(root, target);
-}
-
-/* add_grouping_paths offers the aggregate computed on the shards */
-static void
-add_grouping_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped_rel,
-				   GroupPathExtraData *extra)
-{
-	Query	   *parse = root->parse;
-	TrRelInfo  *scan = input_rel->fdw_private;
-	TrRelInfo  *info;
-	List	   *group_exprs;
-	bool		ok;
-	double		groups;
-	ListCell   *lc;
-
-	if (input_rel->reloptkind != RELOPT_BASEREL || scan == NULL || scan->kind != TR_SCAN ||
-		scan->local_conds != NIL || parse->groupingSets != NIL ||
-		grouped_rel->fdw_private != NULL)
-		return;
-	group_exprs = grouping_exprs(root, grouped_rel->reltarget, scan->varno, &ok);
-	if (!ok)
-		return;
-	groups = parse->groupClause == NIL ? 1 :
-		estimate_num_groups(root, group_exprs, input_rel->rows, NULL, NULL);
-
-	info = palloc0(sizeof(TrRelInfo));
-	info->scanrel = input_rel;
-	grouped_rel->fdw_private = info;
-
-	/* grouped by tenant: the shards compute every group whole */
-	if (groups_by_tenant(group_exprs, scan))
-	{
-		bool		whole = true;
-
-		foreach(lc, grouped_rel->reltarget->exprs)
-			whole = whole && shippable(lfirst(lc), scan->varno, true);
-		foreach(lc, extra->havingQual ? make_ands_implicit((Expr *) extra->havingQual) : NIL)
-		{
-			whole = whole && shippable(lfirst(lc), scan->varno, true);
-			info->having = lappend(info->having,
-								   make_simple_restrictinfo(root, lfirst(lc)));
-		}
-		if (whole)
-		{
-			info->kind = TR_GROUPED;
-			add_path(grouped_rel, (Path *)
-					 create_foreign_upper_path(root, grouped_rel, grouped_rel->reltarget,
-											   groups, ROUND_TRIP_COST,
-											   ROUND_TRIP_COST + groups * cpu_tuple_cost,
-											   NIL, NULL, NIL));
-			return;
-		}
-		info->having = NIL;
-	}
-
-	/* otherwise partial states from the shards, finalized here */
-	if ((extra->flags & GROUPING_CAN_PARTIAL_AGG) != 0 && !root->hasNonPartialAggs &&
-		!root->hasNonSerialAggs)
-	{
-		PathTarget *target = partial_target(root, grouped_rel->reltarget, group_exprs,
-											extra->havingQual, scan->varno);
-		RelOptInfo *partial_rel;
-		Path	   *partial;
-		AggClauseCosts costs;
-		double		partial_rows = groups * SHARDS_PER_GROUP;
-
-		if (target == NULL)
-			return;
-		partial_rel = fetch_upper_rel(root, UPPERREL_PARTIAL_GROUP_AGG, input_rel->relids);
-		partial_rel->reltarget = target;
-		partial_rel->serverid = input_rel->serverid;
-		partial_rel->userid = input_rel->userid;
-		partial_rel->useridiscurrent = input_rel->useridiscurrent;
-		partial_rel->fdwroutine = input_rel->fdwroutine;
-		info->kind = TR_PARTIAL;
-		partial_rel->fdw_private = info;
-
-		partial = (Path *) create_foreign_upper_path(root, partial_rel, target, partial_rows,
-													 ROUND_TRIP_COST,
-													 ROUND_TRIP_COST + partial_rows * cpu_tuple_cost,
-													 NIL, NULL, NIL);
-		MemSet(&costs, 0, sizeof(AggClauseCosts));
-		get_agg_clause_costs(root, AGGSPLIT_FINAL_DESERIAL, &costs);
-		if (parse->groupClause == NIL)
-			add_path(grouped_rel, (Path *)
-					 create_agg_path(root, grouped_rel, partial, grouped_rel->reltarget,
-									 AGG_PLAIN, AGGSPLIT_FINAL_DESERIAL, NIL,
-									 (List *) extra->havingQual, &costs, 1));
-		else if (grouping_is_hashable(parse->groupClause))
-			add_path(grouped_rel, (Path *)
-					 create_agg_path(root, grouped_rel, partial, grouped_rel->reltarget,
-									 AGG_HASHED, AGGSPLIT_FINAL_DESERIAL,
-									 parse->groupClause, (List *) extra->havingQual,
-									 &costs, groups));
-		else if (grouping_is_sortable(parse->groupClause))
-			add_path(grouped_rel, (Path *)
-					 create_agg_path(root, grouped_rel,
-									 (Path *) create_sort_path(root, partial_rel, partial,
-															   root->group_pathkeys, -1.0),
-									 grouped_rel->reltarget,
-									 AGG_SORTED, AGGSPLIT_FINAL_DESERIAL,
-									 parse->groupClause, (List *) extra->havingQual,
-									 &costs, groups));
-	}
-}
-
-/*
  * TrScanIsRemote tells whether a relation planned here is a logical table
  * scan whose every condition is checked on the shards.
  */
@@ -720,14 +493,6 @@ TrScanRemoteConds(RelOptInfo *baserel)
 	return conds;
 }
 
-static void
-trGetForeignUpperPaths(PlannerInfo *root, UpperRelationKind stage,
-					   RelOptInfo *input_rel, RelOptInfo *output_rel, void *extra)
-{
-	if (stage == UPPERREL_GROUP_AGG)
-		add_grouping_paths(root, input_rel, output_rel, (GroupPathExtraData *) extra);
-}
-
 Datum
 tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 {
@@ -736,7 +501,7 @@ tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 	routine->GetForeignRelSize = trGetForeignRelSize;
 	routine->GetForeignPaths = trGetForeignPaths;
 	routine->GetForeignPlan = trGetForeignPlan;
-	routine->GetForeignUpperPaths = trGetForeignUpperPaths;
+	routine->GetForeignUpperPaths = TrGetForeignUpperPaths;
 	routine->BeginForeignScan = TrBeginForeignScan;
 	routine->IterateForeignScan = TrIterateForeignScan;
 	routine->ReScanForeignScan = TrReScanForeignScan;
@@ -757,6 +522,7 @@ tenant_router_fdw_handler(PG_FUNCTION_ARGS)
 	routine->IsForeignRelUpdatable = TrIsForeignRelUpdatable;
 	routine->ExplainForeignModify = TrExplainForeignModify;
 	routine->ExecForeignTruncate = TrExecForeignTruncate;
+	routine->ImportForeignSchema = TrImportForeignSchema;
 
 	routine->PlanDirectModify = TrPlanDirectModify;
 	routine->BeginDirectModify = TrBeginDirectModify;

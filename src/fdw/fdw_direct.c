@@ -432,16 +432,7 @@ TrExplainDirectModify(ForeignScanState *node, ExplainState *es)
 	DirectState *state = node->fdw_state;
 
 	if (state != NULL && state->done_sending)
-	{
-		StringInfoData buf;
-		ListCell   *lc;
-
-		initStringInfo(&buf);
-		foreach(lc, state->chosen)
-			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
-							 ((ShardRow *) lfirst(lc))->shard_id);
-		ExplainPropertyText("Shards", buf.len ? buf.data : "none", es);
-	}
+		TrExplainShards(state->chosen, es);
 	else
 		ExplainPropertyText("Shards",
 							list_length(list_nth(fsplan->fdw_private, FdwDirectTenantStrategies)) > 0 ?

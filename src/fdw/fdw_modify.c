@@ -206,26 +206,14 @@ TrBeginForeignModify(ModifyTableState *mtstate, ResultRelInfo *rinfo,
 	rinfo->ri_FdwState = state;
 }
 
-static void
-no_shard(TrModifyState *state, int64 tenant)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_CHECK_VIOLATION),
-			 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
-			 errdetail("Logical table \"%s\" routes rows by column %s.",
-					   RelationGetRelationName(state->rel), state->table->tenant_column),
-			 errhint("Add a shard whose range includes the tenant with shard_add().")));
-}
-
 /* shard_of returns the connection of the shard owning tenant, ready to write */
 static ShardConn *
 shard_of(TrModifyState *state, int64 tenant)
 {
-	ShardRoute *route = RouteTenant(tenant);
+	ShardRoute *route = RouteTenantOrError(tenant, RelationGetRelationName(state->rel),
+										   state->operation == CMD_INSERT);
 	ShardConn  *sc;
 
-	if (route == NULL)
-		no_shard(state, tenant);
 	sc = ShardConnGet(route->shard_id, route->dsn);
 	ShardConnBegin(sc, SHARD_WRITE);
 	return sc;
@@ -322,10 +310,8 @@ TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 	if (state->copy != NULL)
 	{
 		int64		tenant = tenant_of_slot(state, slot);
-		ShardRoute *route = RouteTenant(tenant);
+		ShardRoute *route = RouteTenantOrError(tenant, RelationGetRelationName(state->rel), true);
 
-		if (route == NULL)
-			no_shard(state, tenant);
 		TrCopyRow(state->copy, ShardConnGet(route->shard_id, route->dsn), slot);
 		return slot;
 	}
@@ -491,9 +477,7 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 		ShardRoute *route;
 		int64		tenant = tenant_of_slot(state, slots[i]);
 
-		route = RouteTenant(tenant);
-		if (route == NULL)
-			no_shard(state, tenant);
+		route = RouteTenantOrError(tenant, RelationGetRelationName(state->rel), true);
 		shard_of_row[i] = pstrdup(route->shard_id);
 	}
 	for (i = 0; i < n; i++)

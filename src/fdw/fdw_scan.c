@@ -52,6 +52,7 @@
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
+#include "tenant_router/shippable.h"
 
 #define FETCH_SIZE 1000
 
@@ -118,16 +119,6 @@ typedef struct TrScanState
 static unsigned int cursor_number = 0;
 
 static void start_scan(ForeignScanState *node, TrScanState *state, bool explain_only);
-
-static bool
-contain_param_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Param))
-		return true;
-	return expression_tree_walker(node, contain_param_walker, context);
-}
 
 /* heap_compare orders the shards of a merge by their next rows (binaryheap: max first) */
 static int
@@ -245,8 +236,8 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	}
 
 	/* EXPLAIN names the shards when the tenant conditions are constants */
-	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) && state->ntenant > 0 &&
-		!contain_param_walker((Node *) list_copy_tail(exprs, state->nparams), NULL))
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) &&
+		!ContainsParam((Node *) list_copy_tail(exprs, state->nparams)))
 		start_scan(node, state, true);
 }
 
@@ -718,6 +709,38 @@ TrEndForeignScan(ForeignScanState *node)
 	close_all(state);
 }
 
+/* shards named in EXPLAIN at most */
+#define EXPLAIN_SHARDS 20
+
+/*
+ * TrExplainShards shows the shards a statement goes to: their names, and
+ * with VERBOSE the range each reads (the remote SQL's last two parameters).
+ */
+void
+TrExplainShards(List *shards, ExplainState *es)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	foreach(lc, shards)
+	{
+		ShardRow   *shard = lfirst(lc);
+
+		if (++n > EXPLAIN_SHARDS)
+		{
+			appendStringInfo(&buf, ", and %d more", list_length(shards) - EXPLAIN_SHARDS);
+			break;
+		}
+		appendStringInfo(&buf, "%s%s", n > 1 ? ", " : "", shard->shard_id);
+		if (es->verbose)
+			appendStringInfo(&buf, " (" INT64_FORMAT ".." INT64_FORMAT ")",
+							 shard->range_start, shard->range_end);
+	}
+	ExplainPropertyText("Shards", n > 0 ? buf.data : "none", es);
+}
+
 void
 TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 {
@@ -725,20 +748,9 @@ TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	TrScanState *state = node->fdw_state;
 
 	if (state != NULL && state->started)
-	{
-		StringInfoData buf;
-		ListCell   *lc;
-
-		initStringInfo(&buf);
-		foreach(lc, state->chosen)
-			appendStringInfo(&buf, "%s%s", buf.len ? ", " : "",
-							 ((ShardRow *) lfirst(lc))->shard_id);
-		ExplainPropertyText("Shards", buf.len ? buf.data : "none", es);
-	}
+		TrExplainShards(state->chosen, es);
 	else
-		ExplainPropertyText("Shards",
-							list_length(list_nth(fsplan->fdw_private, FdwScanTenantStrategies)) > 0 ?
-							"chosen at execution by tenant" : "all", es);
+		ExplainPropertyText("Shards", "chosen at execution by tenant", es);
 	if (es->verbose)
 		ExplainPropertyText("Remote SQL", strVal(list_nth(fsplan->fdw_private, FdwScanSql)), es);
 }

@@ -24,6 +24,9 @@
  *						sum, serializes it with its own serial function,
  *						and sets the count (the first field of that
  *						serialization) to the shard's count.
+ *	 PARTIAL_TENANT_COUNT	tenant_router.count_distinct_tenant (what
+ *						count(DISTINCT tenant column) becomes): the shard's
+ *						count(DISTINCT), a count no other shard shares.
  *
  * Any other aggregate (string_agg, array_agg, ordered or DISTINCT ones) is
  * not pushed down this way, and the statement runs with the rows pulled.
@@ -52,6 +55,7 @@
 #include "utils/syscache.h"
 
 #include "tenant_router/partial_agg.h"
+#include "tenant_router/tenant_count.h"
 
 /* what pg_aggregate says of an aggregate */
 typedef struct AggInfoRow
@@ -152,9 +156,10 @@ PartialAggKindOf(Aggref *aggref)
 
 	if (aggref->aggorder != NIL || aggref->aggdistinct != NIL ||
 		aggref->aggkind != AGGKIND_NORMAL || aggref->agglevelsup != 0 ||
-		list_length(aggref->args) > 1 || aggref->aggvariadic ||
-		aggref->aggfnoid >= FirstGenbkiObjectId)
+		list_length(aggref->args) > 1 || aggref->aggvariadic)
 		return PARTIAL_NONE;
+	if (aggref->aggfnoid >= FirstGenbkiObjectId)
+		return aggref->aggfnoid == TenantCountAggOid() ? PARTIAL_TENANT_COUNT : PARTIAL_NONE;
 	if (!agg_info(aggref->aggfnoid, &info) || !OidIsValid(info.combinefn))
 		return PARTIAL_NONE;
 	switch (info.transfn)
@@ -228,6 +233,9 @@ PartialAggDeparse(StringInfo buf, Aggref *aggref, PartialKind kind, List *dpcont
 		case PARTIAL_SUM_STATE:
 			appendStringInfo(buf, "pg_catalog.sum(%s)%s, pg_catalog.count(%s)%s",
 							 arg, filter ? filter : "", arg, filter ? filter : "");
+			break;
+		case PARTIAL_TENANT_COUNT:
+			appendStringInfo(buf, "pg_catalog.count(DISTINCT %s)%s", arg, filter ? filter : "");
 			break;
 		default:
 			elog(ERROR, "tenant_router: aggregate cannot be computed in parts");
@@ -378,6 +386,9 @@ PartialAggState(Aggref *aggref, PartialKind kind, char **texts, Oid state_type,
 		case PARTIAL_SUM_STATE:
 			return sum_state(aggref->aggfnoid, texts[0],
 							 texts[1] ? pg_strtoint64(texts[1]) : 0, isnull);
+		case PARTIAL_TENANT_COUNT:
+			*isnull = false;
+			return TenantCountSerialized(texts[0] ? pg_strtoint64(texts[0]) : 0);
 		default:
 			elog(ERROR, "tenant_router: aggregate cannot be computed in parts");
 	}

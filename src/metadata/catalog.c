@@ -61,6 +61,7 @@ static Oid	pin_relid = InvalidOid;
 static Oid	pin_pkey_relid = InvalidOid;
 static Oid	pin_shard_relid = InvalidOid;
 static Oid	server_oid = InvalidOid;
+static bool oids_stale = false; /* look them up again at the next use */
 
 static Oid
 lookup_relid(const char *relname, bool missing_ok)
@@ -78,11 +79,18 @@ lookup_relid(const char *relname, bool missing_ok)
 	return relid;
 }
 
+static void lookup_pin_oids(void);
+
 static void
 lookup_oids(bool missing_ok)
 {
-	if (OidIsValid(shard_relid))
+	if (OidIsValid(shard_relid) && !oids_stale)
+	{
+		lookup_pin_oids();
 		return;
+	}
+	oids_stale = false;
+	pin_relid = InvalidOid;
 	shard_relid = lookup_relid("shard", missing_ok);
 	if (!OidIsValid(shard_relid))
 		return;
@@ -90,9 +98,37 @@ lookup_oids(bool missing_ok)
 	shard_range_start_relid = lookup_relid("shard_range_start_key", false);
 	logical_table_relid = lookup_relid("logical_table", false);
 	logical_table_pkey_relid = lookup_relid("logical_table_pkey", false);
-	pin_relid = lookup_relid("pin", false);
-	pin_pkey_relid = lookup_relid("pin_pkey", false);
-	pin_shard_relid = lookup_relid("pin_shard_id_idx", false);
+	lookup_pin_oids();
+}
+
+/*
+ * lookup_pin_oids looks the pin table up: a catalog still at 0.1 (ALTER
+ * EXTENSION UPDATE not run yet) has none, and is looked at again each time,
+ * so that the update is seen at once.
+ */
+static void
+lookup_pin_oids(void)
+{
+	if (OidIsValid(pin_relid))
+		return;
+	pin_relid = lookup_relid("pin", true);
+	if (OidIsValid(pin_relid))
+	{
+		pin_pkey_relid = lookup_relid("pin_pkey", false);
+		pin_shard_relid = lookup_relid("pin_shard_id_idx", false);
+	}
+}
+
+/*
+ * CatalogHasOperations tells whether the catalog has what this version's
+ * topology operations need (pins, modulo, operations): false while a
+ * catalog of version 0.1 awaits ALTER EXTENSION tenant_router UPDATE.
+ */
+bool
+CatalogHasOperations(void)
+{
+	lookup_oids(false);
+	return OidIsValid(pin_relid);
 }
 
 /* CatalogShardRelid returns the OID of tenant_router.shard. */
@@ -139,18 +175,16 @@ CatalogIsCatalogRelation(Oid relid)
 		(relid == shard_relid || relid == logical_table_relid || relid == pin_relid);
 }
 
-/* CatalogForgetOids drops the remembered OIDs; the next use looks them up. */
+/*
+ * CatalogForgetOids makes the next use look the OIDs up again (ALTER
+ * EXTENSION UPDATE may have made new relations).  They stay as they are
+ * until then: an invalidation processed in the middle of a catalog read
+ * does not change the relations that read uses.
+ */
 void
 CatalogForgetOids(void)
 {
-	shard_relid = InvalidOid;
-	shard_pkey_relid = InvalidOid;
-	shard_range_start_relid = InvalidOid;
-	logical_table_relid = InvalidOid;
-	logical_table_pkey_relid = InvalidOid;
-	pin_relid = InvalidOid;
-	pin_pkey_relid = InvalidOid;
-	pin_shard_relid = InvalidOid;
+	oids_stale = true;
 	server_oid = InvalidOid;
 }
 
@@ -162,8 +196,15 @@ shard_row_from_tuple(HeapTuple tuple, TupleDesc tupdesc)
 	ShardRow   *row = palloc0(sizeof(ShardRow));
 	int			i;
 
+	/* columns a catalog still at 0.1 does not have: their defaults */
 	for (i = 0; i < Natts_shard_min; i++)
-		values[i] = heap_getattr(tuple, i + 1, tupdesc, &isnull[i]);
+		values[i] = i < tupdesc->natts ? heap_getattr(tuple, i + 1, tupdesc, &isnull[i]) :
+			(isnull[i] = true, (Datum) 0);
+	if (isnull[Anum_shard_modulus - 1])
+	{
+		values[Anum_shard_modulus - 1] = Int32GetDatum(1);
+		values[Anum_shard_remainder - 1] = Int32GetDatum(0);
+	}
 
 	row->shard_id = TextDatumGetCString(values[Anum_shard_shard_id - 1]);
 	row->has_range = !isnull[Anum_shard_range_start - 1];
@@ -280,6 +321,8 @@ CatalogShardsOverlapping(int64 lo, int64 hi)
 			rows = lappend(rows, lfirst(lc));
 
 	lookup_oids(false);
+	if (!OidIsValid(pin_relid))
+		return rows;
 	rel = table_open(pin_relid, AccessShareLock);
 	ScanKeyInit(&keys[0], Anum_pin_tenant_id, BTGreaterEqualStrategyNumber, F_INT8GE,
 				Int64GetDatum(lo));
@@ -427,6 +470,8 @@ CatalogPins(void)
 	List	   *pins = NIL;
 
 	lookup_oids(false);
+	if (!OidIsValid(pin_relid))
+		return NIL;
 	rel = table_open(pin_relid, AccessShareLock);
 	scan = systable_beginscan(rel, pin_pkey_relid, true, NULL, 0, NULL);
 	while (HeapTupleIsValid(tuple = systable_getnext(scan)))
@@ -456,6 +501,8 @@ CatalogPinnedShard(int64 tenant)
 	char	   *shard_id = NULL;
 
 	lookup_oids(false);
+	if (!OidIsValid(pin_relid))
+		return NULL;
 	rel = table_open(pin_relid, AccessShareLock);
 	ScanKeyInit(&key, Anum_pin_tenant_id, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(tenant));
 	scan = systable_beginscan(rel, pin_pkey_relid, true, NULL, 1, &key);
@@ -547,6 +594,8 @@ CatalogLoadPins(ShardRow *shard, const char *also_shard_id)
 	shard->pinned_away = NIL;
 	shard->pins_known = true;
 	lookup_oids(false);
+	if (!OidIsValid(pin_relid))
+		return;
 	rel = table_open(pin_relid, AccessShareLock);
 
 	/* pinned to it (or to also_shard_id): index (shard_id, tenant_id) */

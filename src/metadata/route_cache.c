@@ -141,8 +141,8 @@ relcache_callback(Datum arg, Oid relid)
 			hash_destroy(table_hash);
 			table_hash = NULL;
 		}
-		if (relid == InvalidOid)
-			CatalogForgetOids();
+		/* the relations may be new ones (ALTER EXTENSION UPDATE) */
+		CatalogForgetOids();
 	}
 	else if (table_hash != NULL)
 		hash_search(table_hash, &relid, HASH_REMOVE, NULL);
@@ -422,7 +422,13 @@ load_pins(void)
 	hash_destroy(routes);
 }
 
-/* route_in returns the shard of range entry i that owns tenant, or raises an error */
+/*
+ * why_none: when RouteTenant last returned NULL for a tenant of a range
+ * shared by modulo, why (for RouteTenantOrError's message), else NULL
+ */
+static char *why_none = NULL;
+
+/* route_in returns the shard of range entry i that owns tenant, or NULL */
 static ShardRoute *
 route_in(int i, int64 tenant)
 {
@@ -433,21 +439,18 @@ route_in(int i, int64 tenant)
 		return &range_routes[i];
 	route = group->by_remainder[TenantRemainder(tenant, group->modulus)];
 	if (route == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
-				 errdetail("The shards of range " INT64_FORMAT ".." INT64_FORMAT
-						   " share it by the tenant's remainder by %d, and no shard has remainder %d.",
-						   range_keys[i].start, range_keys[i].end, group->modulus,
-						   TenantRemainder(tenant, group->modulus)),
-				 errhint("Add a shard for that remainder with shard_add(..., modulus, remainder).")));
+		why_none = MemoryContextStrdup(RouteCacheContext,
+									   psprintf("The shards of range " INT64_FORMAT ".." INT64_FORMAT
+												" share it by the tenant's remainder by %d, and no shard has remainder %d.",
+												range_keys[i].start, range_keys[i].end, group->modulus,
+												TenantRemainder(tenant, group->modulus)));
 	return route;
 }
 
 /*
- * RouteTenant returns the shard that owns tenant, or NULL if no shard does;
- * a tenant of a range shared by modulo whose remainder has no shard is an
- * error.  The result is valid until the next call.
+ * RouteTenant returns the shard that owns tenant, or NULL if no shard does
+ * (a tenant of a range shared by modulo whose remainder has no shard
+ * included).  The result is valid until the next call.
  */
 ShardRoute *
 RouteTenant(int64 tenant)
@@ -456,6 +459,7 @@ RouteTenant(int64 tenant)
 	List	   *rows;
 	bool		full_load;
 
+	why_none = NULL;
 	if (route_cache_stale)
 		route_cache_reset();
 	if (!pins_loaded)
@@ -608,4 +612,35 @@ TenantDatumToInt64(Datum value, Oid typid)
 			elog(ERROR, "tenant_router: tenant value of unexpected type %u", typid);
 	}
 	return 0;					/* not reached */
+}
+
+/*
+ * RouteTenantOrError returns the shard that owns tenant, or raises the error
+ * of a statement on logical table table_name (NULL: none to name) for a
+ * tenant that no shard owns.  Its SQLSTATE is 23514 (check_violation) for a
+ * row to insert, which fits no shard's range as a row can fit no partition,
+ * and 55000 (object_not_in_prerequisite_state) for a statement that reads the
+ * tenant's rows (SELECT, UPDATE, DELETE): the topology does not cover the
+ * tenant yet, which retrying will not change until a shard is added.
+ */
+ShardRoute *
+RouteTenantOrError(int64 tenant, const char *table_name, bool inserting)
+{
+	ShardRoute *route = RouteTenant(tenant);
+
+	if (route == NULL)
+		ereport(ERROR,
+				(errcode(inserting ? ERRCODE_CHECK_VIOLATION :
+						 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no shard owns tenant " INT64_FORMAT, tenant),
+				 why_none != NULL ? errdetail_internal("%s", why_none) :
+				 table_name == NULL ? 0 :
+				 inserting ?
+				 errdetail("The row was to be inserted into logical table \"%s\".", table_name) :
+				 errdetail("The statement is for this tenant's rows of logical table \"%s\".",
+						   table_name),
+				 why_none != NULL ?
+				 errhint("Add a shard for that remainder with shard_add(..., modulus, remainder).") :
+				 errhint("Add a shard whose range includes the tenant with shard_add(), or widen a shard's range with shard_update_range().")));
+	return route;
 }

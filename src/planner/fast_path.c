@@ -12,8 +12,10 @@
  * filter every table they mention; a LEFT JOIN's ON condition only its
  * right side.  Every logical table scanned anywhere in the statement
  * (subqueries, CTEs, sublinks, views) must be pinned, to the same value.
- * A single-row INSERT is pinned by the value of its tenant column; its
- * values, defaults included, are computed on the coordinator.
+ * An INSERT ... VALUES is pinned by the value of its tenant column, the
+ * same in every row; its values, defaults included, are computed on the
+ * coordinator, row by row.  When the fast path does not take a statement,
+ * it says why at DEBUG1.
  *
  * The plan is a CustomScan holding the statement's text for the shard,
  * produced by PostgreSQL's own deparser under search_path = pg_catalog, and
@@ -34,15 +36,20 @@
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
+#include "tcop/utility.h"
 #include "utils/lsyscache.h"
 #include "utils/ruleutils.h"
 
 #include "tenant_router/remote_session.h"
+#include "tenant_router/aggregate_rewrite.h"
 #include "tenant_router/fast_path.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/router_scan.h"
 #include "tenant_router/shippable.h"
+
+/* the most parameters one statement can carry (libpq's limit) */
+#define MAX_STATEMENT_PARAMS 65535
 
 static planner_hook_type prev_planner = NULL;
 
@@ -67,6 +74,7 @@ typedef struct Analysis
 	List	   *relids;
 	bool		writes;
 	LogicalTable *target;		/* the table an INSERT/UPDATE/DELETE writes */
+	LogicalTable *first_read;	/* the first logical table scanned */
 } Analysis;
 
 /* a condition and the range table entries whose rows it filters */
@@ -79,7 +87,8 @@ typedef struct Cond
 static void analyze_level(Query *query, Level *parent, List *seeds, Analysis *a,
 						  bool top);
 
-static bool
+/* fail records that the fast path cannot take the statement, and the first reason why */
+static void
 fail(Analysis *a, const char *reason)
 {
 	if (a->ok)
@@ -87,7 +96,6 @@ fail(Analysis *a, const char *reason)
 		a->ok = false;
 		a->reason = reason;
 	}
-	return false;
 }
 
 static Node *
@@ -96,29 +104,6 @@ strip_relabel(Node *node)
 	while (node && IsA(node, RelabelType))
 		node = (Node *) ((RelabelType *) node)->arg;
 	return node;
-}
-
-/* standalone_walker finds what keeps an expression from being computed alone */
-static bool
-standalone_walker(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
-		IsA(node, GroupingFunc) || IsA(node, SubLink) || IsA(node, Query) ||
-		IsA(node, CaseTestExpr) || IsA(node, SetToDefault) || IsA(node, CurrentOfExpr) ||
-		IsA(node, PlaceHolderVar))
-		return true;
-	return expression_tree_walker(node, standalone_walker, context);
-}
-
-/* is_value tells whether expr can be computed on the coordinator on its own */
-static bool
-is_value(Node *expr, bool allow_volatile)
-{
-	return !standalone_walker(expr, NULL) &&
-		(allow_volatile || !contain_volatile_functions(expr)) &&
-		!expression_returns_set(expr);
 }
 
 static Bitmapset *
@@ -238,10 +223,6 @@ is_tenant_equality(Expr *clause)
 }
 
 /*
- * find_pins sets lv->pin for the logical tables of this level from its
- * conditions, following equalities between tenant columns.
- */
-/*
  * subquery_column returns the range table index of a subquery at this level
  * whose output column node is, or 0.
  */
@@ -285,8 +266,13 @@ seed(Level *lv, Index rti, AttrNumber attno, Node *value)
 	lv->seeds[rti] = lappend(lv->seeds[rti], list_make2(makeInteger(attno), value));
 }
 
+/*
+ * find_pins sets lv->pin for the logical tables of this level from its
+ * conditions, following equalities between tenant columns, and seeds the
+ * subqueries whose output these conditions filter.
+ */
 static void
-find_pins(Level *lv, int nrtes)
+find_pins(Level *lv)
 {
 	List	   *conds = NIL;
 	List	   *edges = NIL;	/* pairs (from, to): to gets from's pin */
@@ -317,7 +303,8 @@ find_pins(Level *lv, int nrtes)
 			Index		sub = subquery_column(side == 0 ? l : r, lv, &attno);
 			Node	   *other = side == 0 ? r : l;
 
-			if (sub != 0 && bms_is_member(sub, cond->filters) && is_value(other, false))
+			if (sub != 0 && bms_is_member(sub, cond->filters) &&
+				IsStandaloneValue(other, false))
 				seed(lv, sub, attno, other);
 		}
 		for (side = 0; side < 2; side++)
@@ -331,7 +318,7 @@ find_pins(Level *lv, int nrtes)
 			/* only a table of this level gets a pin here */
 			if (xi == 0 || xl != lv || !bms_is_member(xi, cond->filters))
 				continue;
-			if (yi == 0 && is_value(other, false))
+			if (yi == 0 && IsStandaloneValue(other, false))
 			{
 				if (lv->pin[xi] == NULL)
 					lv->pin[xi] = other;
@@ -382,7 +369,6 @@ find_pins(Level *lv, int nrtes)
 				seed(lv, sub, attno, yl->pin[yi]);
 		}
 	}
-	(void) nrtes;
 }
 
 /*
@@ -455,17 +441,17 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		return;
 	if (query->commandType == CMD_MERGE || query->utilityStmt != NULL)
 	{
-		fail(a, "statement kind");
+		fail(a, query->commandType == CMD_MERGE ? "MERGE" : "a utility statement");
 		return;
 	}
 	if (query->withCheckOptions != NIL)
 	{
-		fail(a, "WITH CHECK OPTION");
+		fail(a, "a WITH CHECK OPTION of a view or a row level security policy");
 		return;
 	}
 	if (!top && query->commandType == CMD_INSERT)
 	{
-		fail(a, "INSERT in a WITH clause");
+		fail(a, "an INSERT in a WITH clause");
 		return;
 	}
 	if (query->rowMarks != NIL || query->commandType != CMD_SELECT)
@@ -487,7 +473,7 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		rti++;
 		if (rte->rtekind == RTE_NAMEDTUPLESTORE)
 		{
-			fail(a, "transition table");
+			fail(a, "a trigger's transition table");
 			return;
 		}
 		if (rte->rtekind != RTE_RELATION)
@@ -500,37 +486,45 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		table = rte->relkind == RELKIND_FOREIGN_TABLE ? LookupLogicalTable(rte->relid) : NULL;
 		if (table == NULL)
 		{
-			fail(a, "a table that is not a logical table");
+			fail(a, psprintf("table \"%s\" is not a logical table", get_rel_name(rte->relid)));
 			return;
 		}
 		if (rte->securityQuals != NIL || rte->tablesample != NULL)
 		{
-			fail(a, "row level security or TABLESAMPLE");
+			fail(a, psprintf("%s on logical table \"%s\"",
+							 rte->tablesample ? "TABLESAMPLE" : "row level security",
+							 get_rel_name(rte->relid)));
 			return;
 		}
 		if (rti == query->resultRelation)
 		{
 			if (table->has_triggers || table->has_generated)
 			{
-				fail(a, "triggers or generated columns");
+				fail(a, psprintf("logical table \"%s\" has triggers or generated columns",
+								 get_rel_name(rte->relid)));
 				return;
 			}
 			if (top)
 				a->target = table;
 		}
 		if (is_scanned)
+		{
 			lv.tenant[rti] = table->tenant_attno;
+			if (a->first_read == NULL)
+				a->first_read = table;
+		}
 	}
 
 	apply_seeds(&lv, seeds);
-	find_pins(&lv, nrtes);
+	find_pins(&lv);
 	for (rti = 1; rti <= nrtes; rti++)
 	{
 		if (lv.tenant[rti] == 0)
 			continue;
 		if (lv.pin[rti] == NULL)
 		{
-			fail(a, "a logical table not pinned to one tenant");
+			fail(a, psprintf("logical table \"%s\" is not pinned to one tenant",
+							 get_rel_name(rt_fetch(rti, query->rtable)->relid)));
 			return;
 		}
 		a->pins = lappend(a->pins, lv.pin[rti]);
@@ -570,33 +564,120 @@ same_pin(Node *x, Node *y)
 }
 
 /*
- * insert_values turns the single row of an INSERT into parameters computed
- * on the coordinator; it returns the number of the tenant's parameter, or 0.
+ * insert_values turns the rows of an INSERT into parameters computed on the
+ * coordinator, row after row and column after column as the executor would
+ * compute them, defaults included.  values_rti is the VALUES list of a
+ * multi-row INSERT (copy's then holds parameters only), or 0 for a single
+ * row (its target list then does).  Every row must be for one tenant: the
+ * same constant, parameter or stable expression.  It returns the number of
+ * the tenant's parameter, or 0 if the tenant column is not given.
  */
 static int
-insert_values(Query *copy, LogicalTable *table, ShipContext *ctx, Analysis *a)
+insert_values(Query *copy, Index values_rti, LogicalTable *table, ShipContext *ctx,
+			  Analysis *a)
 {
-	ListCell   *lc;
+	RangeTblEntry *values = values_rti ? rt_fetch(values_rti, copy->rtable) : NULL;
+	List	   *rows = values ? values->values_lists : list_make1(NIL);
+	List	   *param_rows = NIL;
+	Node	   *tenant = NULL;
 	int			tenant_param = 0;
+	ListCell   *row;
+	ListCell   *lc;
 
-	foreach(lc, copy->targetList)
+	foreach(row, rows)
 	{
-		TargetEntry *tle = lfirst(lc);
-		Node	   *param;
+		List	   *params = NIL;
 
-		if (tle->resjunk)
-			continue;
-		if (!is_value((Node *) tle->expr, true))
+		foreach(lc, copy->targetList)
 		{
-			fail(a, "INSERT value that needs a subquery");
-			return 0;
+			TargetEntry *tle = lfirst(lc);
+			Node	   *expr = (Node *) tle->expr;
+			Node	   *param;
+
+			if (tle->resjunk)
+				continue;
+			/* a column of the VALUES list: this row's item */
+			if (values && IsA(expr, Var) && ((Var *) expr)->varno == values_rti &&
+				((Var *) expr)->varlevelsup == 0)
+				expr = list_nth(lfirst(row), ((Var *) expr)->varattno - 1);
+			if (!IsStandaloneValue(expr, true))
+			{
+				fail(a, "an INSERT value that needs a subquery or another row");
+				return 0;
+			}
+			if (tle->resno == table->tenant_attno)
+			{
+				if (values && contain_volatile_functions(expr))
+				{
+					fail(a, "a multi-row INSERT whose tenant is computed by a volatile function");
+					return 0;
+				}
+				if (tenant != NULL && !same_pin(tenant, expr))
+				{
+					fail(a, "a multi-row INSERT for more than one tenant");
+					return 0;
+				}
+				tenant = expr;
+			}
+			param = ShipParam(expr, ctx);
+			if (tle->resno == table->tenant_attno)
+				tenant_param = ((Param *) strip_relabel(param))->paramid;
+			if (values)
+				params = lappend(params, param);
+			else
+				tle->expr = (Expr *) param;
 		}
-		param = ShipParam((Node *) tle->expr, ctx);
-		if (tle->resno == table->tenant_attno)
-			tenant_param = ((Param *) strip_relabel(param))->paramid;
-		tle->expr = (Expr *) param;
+		param_rows = lappend(param_rows, params);
+	}
+
+	if (values)
+	{
+		/* the VALUES list, now of parameters, holds every target column */
+		AttrNumber	attno = 0;
+
+		values->values_lists = param_rows;
+		values->coltypes = values->coltypmods = values->colcollations = NIL;
+		values->eref->colnames = NIL;
+		foreach(lc, copy->targetList)
+		{
+			TargetEntry *tle = lfirst(lc);
+			Node	   *param;
+
+			if (tle->resjunk)
+				continue;
+			param = list_nth(linitial(param_rows), attno++);
+			values->coltypes = lappend_oid(values->coltypes, exprType(param));
+			values->coltypmods = lappend_int(values->coltypmods, exprTypmod(param));
+			values->colcollations = lappend_oid(values->colcollations,
+												exprCollation(param));
+			values->eref->colnames = lappend(values->eref->colnames,
+											 makeString(psprintf("column%d", attno)));
+			tle->expr = (Expr *) makeVar(values_rti, attno, exprType(param),
+										 exprTypmod(param), exprCollation(param), 0);
+		}
 	}
 	return tenant_param;
+}
+
+/*
+ * insert_values_rte returns the range table index of the VALUES list of a
+ * multi-row INSERT, 0 for a single row, or -1 if the rows come from
+ * elsewhere (INSERT ... SELECT, a WITH clause).
+ */
+static int
+insert_values_rte(Query *parse)
+{
+	List	   *from = parse->jointree->fromlist;
+	Index		rti;
+
+	if (parse->cteList != NIL)
+		return -1;
+	if (from == NIL)
+		return 0;
+	if (list_length(from) != 1 || !IsA(linitial(from), RangeTblRef))
+		return -1;
+	rti = ((RangeTblRef *) linitial(from))->rtindex;
+	return rt_fetch(rti, parse->rtable)->rtekind == RTE_VALUES ? rti : -1;
 }
 
 static TargetEntry *
@@ -652,7 +733,8 @@ make_plan(Query *parse, Analysis *a, char *sql, Node *tenant_expr, int tenant_pa
 	foreach(lc, param_exprs)
 		exprs = lappend(exprs, expression_planner(lfirst(lc)));
 
-	label = a->target ? get_rel_name(a->target->relid) : "";
+	/* the table that messages name: the one written, or the first one read */
+	label = get_rel_name(a->target ? a->target->relid : a->first_read->relid);
 
 	cscan->scan.plan.startup_cost = 0;
 	cscan->scan.plan.total_cost = 1;
@@ -683,18 +765,28 @@ make_plan(Query *parse, Analysis *a, char *sql, Node *tenant_expr, int tenant_pa
 	return stmt;
 }
 
+static PlannedStmt *
+not_taken(const char **reason, const char *why)
+{
+	Assert(why != NULL);
+	*reason = why;
+	return NULL;
+}
+
 /*
  * try_fast_path returns the plan that sends parse whole to one shard, or
- * NULL if the statement is not pinned to one tenant or cannot be shipped.
+ * NULL with the reason why it cannot (Citus's deferred error: the caller
+ * falls back to the FDW, and says why at DEBUG1).
  */
 static PlannedStmt *
-try_fast_path(Query *parse)
+try_fast_path(Query *parse, int cursorOptions, const char **reason)
 {
 	Analysis	a;
 	ShipContext ctx;
 	Query	   *copy;
 	Node	   *tenant_expr = NULL;
 	int			tenant_param = -1;
+	int			values_rti = 0;
 	int			flags = 0;
 	char	   *sql;
 	int			nestlevel;
@@ -703,15 +795,17 @@ try_fast_path(Query *parse)
 	memset(&a, 0, sizeof(a));
 	a.ok = true;
 
+	if (cursorOptions & CURSOR_OPT_SCROLL)
+		return not_taken(reason, "a scrollable cursor");
 	if (parse->commandType == CMD_INSERT)
 	{
-		/* one row of VALUES: nothing in the FROM list */
-		if (parse->jointree->fromlist != NIL || parse->cteList != NIL)
-			return NULL;
+		values_rti = insert_values_rte(parse);
+		if (values_rti < 0)
+			return not_taken(reason, "an INSERT ... SELECT or an INSERT with a WITH clause");
 	}
 	analyze_level(parse, NULL, NIL, &a, true);
 	if (!a.ok)
-		return NULL;
+		return not_taken(reason, a.reason);
 
 	ShipContextInit(&ctx, 0, true);
 	if (parse->commandType == CMD_INSERT)
@@ -721,12 +815,13 @@ try_fast_path(Query *parse)
 		 * may live on another shard than the inserted row's tenant: only
 		 * the FDW path reads it from the right one.
 		 */
-		if (a.target == NULL || a.pins != NIL)
-			return NULL;
+		if (a.pins != NIL)
+			return not_taken(reason, "a subquery of the INSERT reads a logical table");
+		Assert(a.target != NULL);
 		copy = copyObject(parse);
-		tenant_param = insert_values(copy, a.target, &ctx, &a);
+		tenant_param = insert_values(copy, values_rti, a.target, &ctx, &a);
 		if (!a.ok)
-			return NULL;
+			return not_taken(reason, a.reason);
 		if (tenant_param == 0)
 			tenant_param = -1;	/* no tenant given: NULL, refused at run time */
 		copy->returningList = (List *) ShipExpr((Node *) copy->returningList, &ctx);
@@ -736,15 +831,27 @@ try_fast_path(Query *parse)
 	else
 	{
 		if (a.pins == NIL)
-			return NULL;
+			return not_taken(reason, "it reads no logical table");
 		foreach(lc, a.pins)
 			if (!same_pin(linitial(a.pins), lfirst(lc)))
-				return NULL;
+				return not_taken(reason, "its logical tables are pinned to tenants that may differ");
 		tenant_expr = linitial(a.pins);
 		copy = (Query *) ShipExpr((Node *) parse, &ctx);
+
+		/*
+		 * An UPDATE or DELETE through an auto-updatable view has its target
+		 * taken from the view's FROM list, marked as being in FROM: the
+		 * deparser would name it again after FROM ("table name specified
+		 * more than once" on the shard).  A target is never in FROM.
+		 */
+		if (ctx.ok && copy->resultRelation > 0)
+			rt_fetch(copy->resultRelation, copy->rtable)->inFromCl = false;
 	}
 	if (!ctx.ok)
-		return NULL;
+		return not_taken(reason, ctx.reason);
+	if (list_length(ctx.param_exprs) > MAX_STATEMENT_PARAMS)
+		return not_taken(reason, psprintf("it needs more than %d parameters",
+										  MAX_STATEMENT_PARAMS));
 
 	nestlevel = EnterRemoteSqlSettings();
 	sql = pg_get_querydef(copy, false);
@@ -754,6 +861,8 @@ try_fast_path(Query *parse)
 
 	if (a.writes)
 		flags |= ROUTER_WRITE;
+	if (tenant_expr != NULL && ContainsParam(tenant_expr))
+		flags |= ROUTER_TENANT_PARAMS;
 	if (parse->commandType != CMD_SELECT)
 		flags |= ROUTER_COUNT_ROWS;
 	if (ctx.param_exprs != NIL)
@@ -779,18 +888,29 @@ has_logical_table_walker(Node *node, void *context)
 	return expression_tree_walker(node, has_logical_table_walker, context);
 }
 
+/*
+ * tr_planner plans a statement that reads or writes a logical table through
+ * the fast path if it can, else through the standard planner (the FDW),
+ * saying at DEBUG1 why not.
+ */
 static PlannedStmt *
 tr_planner(Query *parse, const char *query_string, int cursorOptions,
 		   ParamListInfo boundParams)
 {
-	if (TenantRouterEnableFastPath && parse->commandType != CMD_UTILITY &&
-		(cursorOptions & CURSOR_OPT_SCROLL) == 0 &&
-		has_logical_table_walker((Node *) parse, NULL))
+	if (parse->commandType != CMD_UTILITY && has_logical_table_walker((Node *) parse, NULL))
 	{
-		PlannedStmt *stmt = try_fast_path(parse);
+		PlannedStmt *stmt = NULL;
+		const char *reason = "tenant_router.enable_fast_path is off";
 
+		if (TenantRouterEnableFastPath)
+			stmt = try_fast_path(parse, cursorOptions, &reason);
 		if (stmt != NULL)
 			return stmt;
+		ereport(DEBUG1,
+				(errmsg("tenant_router fast path not taken for %s: %s",
+						GetCommandTagName(CreateCommandTag((Node *) parse)), reason)));
+		/* over several shards: count(DISTINCT tenant) computed in parts */
+		parse = RewriteTenantCounts(parse);
 	}
 	if (prev_planner)
 		return prev_planner(parse, query_string, cursorOptions, boundParams);

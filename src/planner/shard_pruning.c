@@ -26,6 +26,7 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
+#include "tenant_router/shippable.h"
 
 static bool
 is_tenant_var(Node *node, Index varno, AttrNumber attno)
@@ -34,14 +35,6 @@ is_tenant_var(Node *node, Index varno, AttrNumber attno)
 		node = (Node *) ((RelabelType *) node)->arg;
 	return IsA(node, Var) && ((Var *) node)->varno == varno &&
 		((Var *) node)->varattno == attno && ((Var *) node)->varlevelsup == 0;
-}
-
-static bool
-is_value_here(Node *node)
-{
-	return !contain_var_clause(node) && !contain_volatile_functions(node) &&
-		!contain_subplans(node) && !contain_agg_clause(node) &&
-		!contain_window_function(node);
 }
 
 /*
@@ -62,7 +55,7 @@ ExtractTenantCond(Expr *clause, Index varno, AttrNumber attno, int *strategy,
 
 		if (s == 0)
 			return false;
-		if (is_tenant_var(right, varno, attno) && is_value_here(left))
+		if (is_tenant_var(right, varno, attno) && IsStandaloneValue(left, false))
 		{
 			Node	   *tmp = left;
 
@@ -70,7 +63,7 @@ ExtractTenantCond(Expr *clause, Index varno, AttrNumber attno, int *strategy,
 			right = tmp;
 			s = BTCommuteStrategyNumber(s);
 		}
-		if (!is_tenant_var(left, varno, attno) || !is_value_here(right))
+		if (!is_tenant_var(left, varno, attno) || !IsStandaloneValue(right, false))
 			return false;
 		*strategy = s;
 		*value = (Expr *) right;
@@ -83,7 +76,7 @@ ExtractTenantCond(Expr *clause, Index varno, AttrNumber attno, int *strategy,
 		if (!op->useOr ||
 			get_op_opfamily_strategy(op->opno, INTEGER_BTREE_FAM_OID) != BTEqualStrategyNumber ||
 			!is_tenant_var(linitial(op->args), varno, attno) ||
-			!is_value_here(lsecond(op->args)))
+			!IsStandaloneValue(lsecond(op->args), false))
 			return false;
 		*strategy = TENANT_COND_ANY;
 		*value = (Expr *) lsecond(op->args);

@@ -13,6 +13,11 @@
  * functions are never shipped (the FDW then evaluates them locally, and the
  * fast path leaves the statement to the FDW).
  *
+ * It also holds the two tests of an expression that the planner, the fast
+ * path and the FDW share: IsStandaloneValue (can the coordinator compute it
+ * on its own when the statement runs) and ContainsParam (does it need the
+ * statement's parameters).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -22,7 +27,9 @@
 #include "catalog/pg_type.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 
 #include "tenant_router/remote_io.h"
 #include "tenant_router/shippable.h"
@@ -36,52 +43,84 @@ ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query)
 	ctx->ok = true;
 }
 
-/* IsBuiltinObject tells whether oid belongs to an object made by initdb. */
-bool
-IsBuiltinObject(Oid oid)
+/* is_builtin tells whether oid belongs to an object made by initdb */
+static bool
+is_builtin(Oid oid)
 {
 	return oid < FirstGenbkiObjectId;
 }
 
+/*
+ * not_builtin_immutable tells whether funcid is not a built-in immutable
+ * function; if so it stores it in *context (an Oid), when given.
+ */
 static bool
 not_builtin_immutable(Oid funcid, void *context)
 {
-	return !IsBuiltinObject(funcid) || func_volatile(funcid) != PROVOLATILE_IMMUTABLE;
-}
-
-static bool
-is_volatile_func(Oid funcid, void *context)
-{
-	return func_volatile(funcid) == PROVOLATILE_VOLATILE;
+	if (is_builtin(funcid) && func_volatile(funcid) == PROVOLATILE_IMMUTABLE)
+		return false;
+	if (context != NULL)
+		*(Oid *) context = funcid;
+	return true;
 }
 
 /*
- * needs_row_walker finds what makes an expression depend on the row or the
- * query around it, so that it cannot be computed on its own.
+ * row_walker finds what ties an expression to a row or to the query around
+ * it: a column, an aggregate or window function, a subquery, the row of a
+ * sublink (PARAM_SUBLINK) or of a multiple-column assignment, the value a
+ * CASE or an assignment works on, DEFAULT, CURRENT OF.
  */
 static bool
-needs_row_walker(Node *node, void *context)
+row_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	if (IsA(node, Var) || IsA(node, Aggref) || IsA(node, WindowFunc) ||
-		IsA(node, GroupingFunc) || IsA(node, SubLink) || IsA(node, PlaceHolderVar) ||
-		IsA(node, CurrentOfExpr) || IsA(node, CaseTestExpr) ||
-		IsA(node, SetToDefault) || IsA(node, NextValueExpr) || IsA(node, Query))
+	if (IsA(node, Var) || IsA(node, PlaceHolderVar) || IsA(node, Aggref) ||
+		IsA(node, WindowFunc) || IsA(node, GroupingFunc) || IsA(node, SubLink) ||
+		IsA(node, SubPlan) || IsA(node, AlternativeSubPlan) || IsA(node, Query) ||
+		IsA(node, CaseTestExpr) || IsA(node, SetToDefault) || IsA(node, CurrentOfExpr))
 		return true;
-	return expression_tree_walker(node, needs_row_walker, context);
+	if (IsA(node, Param) && (((Param *) node)->paramkind == PARAM_SUBLINK ||
+							 ((Param *) node)->paramkind == PARAM_MULTIEXPR))
+		return true;
+	return expression_tree_walker(node, row_walker, context);
+}
+
+/*
+ * IsStandaloneValue tells whether expr is a value the coordinator can
+ * compute on its own when the statement runs: one value (not a set), from
+ * constants, parameters (the statement's, or another plan node's), and
+ * functions, tied to no row (see row_walker); volatile functions (nextval()
+ * included) only if allow_volatile.  Such an expression can pin a tenant,
+ * prune shards, or be sent to a shard as a parameter.
+ */
+bool
+IsStandaloneValue(Node *expr, bool allow_volatile)
+{
+	return !row_walker(expr, NULL) && !expression_returns_set(expr) &&
+		(allow_volatile || !contain_volatile_functions(expr));
 }
 
 static bool
-volatile_walker(Node *node, void *context)
+param_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	if (check_functions_in_node(node, is_volatile_func, NULL))
+	if (IsA(node, Param))
 		return true;
-	if (IsA(node, NextValueExpr))
-		return true;
-	return expression_tree_walker(node, volatile_walker, context);
+	return expression_tree_walker(node, param_walker, context);
+}
+
+/*
+ * ContainsParam tells whether expr refers to a parameter of any kind (the
+ * statement's $n, or a value another plan node sets), so that it cannot be
+ * computed before the statement runs with its parameters: EXPLAIN without
+ * them then cannot name a shard.
+ */
+bool
+ContainsParam(Node *expr)
+{
+	return param_walker(expr, NULL);
 }
 
 static bool
@@ -242,13 +281,15 @@ not_shippable(Node *node, ShipContext *ctx, const char *reason)
 static Node *
 ship_mutator(Node *node, ShipContext *ctx)
 {
+	Oid			funcid = InvalidOid;
+
 	if (node == NULL || !ctx->ok)
 		return node;
 
 	if (IsA(node, Query))
 	{
 		if (!ctx->whole_query)
-			return not_shippable(node, ctx, "subquery");
+			return not_shippable(node, ctx, "a subquery");
 		return (Node *) query_tree_mutator((Query *) node, ship_mutator, ctx, 0);
 	}
 	if (IsA(node, Var))
@@ -257,33 +298,49 @@ ship_mutator(Node *node, ShipContext *ctx)
 
 		if (ctx->scan_varno != 0 &&
 			(var->varno != ctx->scan_varno || var->varlevelsup != 0 || var->varattno <= 0))
-			return not_shippable(node, ctx, "column of another relation or system column");
+			return not_shippable(node, ctx, "a column of another relation or a system column");
 		return copyObject(node);
 	}
 	if (IsA(node, Const))
 		return copyObject(node);
 	if (IsA(node, Param))
 	{
-		if (((Param *) node)->paramkind == PARAM_MULTIEXPR)
-			return not_shippable(node, ctx, "multiple-column assignment");
+		Param	   *param = (Param *) node;
+
+		if (param->paramkind == PARAM_MULTIEXPR)
+			return not_shippable(node, ctx, "a multiple-column assignment");
+		/*
+		 * In a parse tree, a PARAM_SUBLINK stands in the test expression of
+		 * an IN, NOT IN, = ANY or ALL sublink for a column of the sublink's
+		 * own subquery, row by row: it is part of the sublink shipped with
+		 * it (the deparser prints the sublink as "x IN (subquery)"), not a
+		 * value the coordinator could compute.
+		 */
+		if (param->paramkind == PARAM_SUBLINK)
+		{
+			if (!ctx->whole_query)
+				return not_shippable(node, ctx, "a sublink");
+			return copyObject(node);
+		}
 		return ShipParam(node, ctx);
 	}
 
 	/* an expression on its own: ship it, or compute it here */
-	if (is_value_expression(node) && !expression_returns_set(node) &&
-		!needs_row_walker(node, NULL))
+	if (is_value_expression(node) && IsStandaloneValue(node, true))
 	{
-		if (volatile_walker(node, NULL))
-			return not_shippable(node, ctx, "volatile function");
+		if (contain_volatile_functions(node))
+			return not_shippable(node, ctx, "a volatile function");
 		if (all_builtin_immutable_walker(node, NULL))
 			return ShipParam(node, ctx);
 		return copyObject(node);
 	}
 
 	if (!node_type_shippable(node, ctx))
-		return not_shippable(node, ctx, "expression kind");
-	if (check_functions_in_node(node, not_builtin_immutable, NULL))
-		return not_shippable(node, ctx, "function that is not a built-in immutable one");
+		return not_shippable(node, ctx, "an expression of a kind that is not sent to shards");
+	if (check_functions_in_node(node, not_builtin_immutable, &funcid))
+		return not_shippable(node, ctx,
+							 psprintf("function %s would run on the shard, and it is not a built-in immutable function",
+									  format_procedure(funcid)));
 	return expression_tree_mutator(node, ship_mutator, ctx);
 }
 

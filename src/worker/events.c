@@ -1,28 +1,44 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  Applies one topology event received from Redis, and records it.
+ *	  Applies the topology events received from Redis, and records them.
  *
  * An event is a JSON object in seed 000's format:
  *	 {"op": "ADD_SHARD", "payload": {"shard_id": ..., "range_start": ...,
  *	  "range_end": ..., "dsn": ...}}, REMOVE_SHARD (shard_id) or
  *	 UPDATE_SHARD_RANGE (shard_id, range_start, range_end);
+ * SHARD_SPLIT_COMPLETED, SHARD_MOVE_COMPLETED and SHARD_MERGE_COMPLETED
+ * (seed 001's notification of a completed operation) are recorded and
+ * ignored, with the reason "notification";
  * extra fields are allowed, and "origin" and "version" (added by the
  * coordinators that publish) make an event from this coordinator an echo to
  * ignore, and one from another coordinator with a version not above the last
  * applied from it stale.  It is parsed by PostgreSQL's jsonb input and
  * applied by the same code as the SQL functions, in a subtransaction: a
- * rejected event changes nothing.  Every event is recorded in
- * tenant_router.event_log, with its DSN redacted; the log keeps the last
- * tenant_router.event_log_size events.  A stream entry's id is stored in
- * the same transaction as its effect, so a restart neither skips nor
- * repeats it.  An event whose transaction fails after the subtransaction
- * (a shard's COMMIT, a constraint checked at commit) is rolled back and
- * recorded as rejected in a transaction of its own, its stream entry
- * passed: the worker goes on instead of replaying it forever.
+ * rejected event changes nothing.
  *
- * What the parse finds, and the reasons, live in a memory context of the
- * event's own, not in SPI's, which SPI_finish frees: they are logged after.
+ * Events are applied in order, several in one transaction (group commit:
+ * one WAL flush for up to EVENT_BATCH events or EVENT_BATCH_MS), each in a
+ * subtransaction of its own with a fresh snapshot, so that each sees the
+ * ones before it and a rejected one does not touch the others.  An applied
+ * event that may have changed a shard's tables (ADD_SHARD or
+ * UPDATE_SHARD_RANGE while there are logical tables) ends its batch, so
+ * that a transaction of the worker never commits on more than one shard.
+ * The batch's stream position and counters are stored in the same
+ * transaction as its effects, so a restart neither skips nor repeats an
+ * entry.  When a batch's transaction fails (a shard's COMMIT, a constraint
+ * checked at commit), it is rolled back and its events are applied again,
+ * one per transaction; an event whose own transaction fails is recorded as
+ * rejected in a transaction of its own, its stream entry passed: the worker
+ * goes on instead of replaying it forever.
+ *
+ * Every event is recorded in tenant_router.event_log with the time the
+ * worker read it, twice redacted: its DSN's password for superusers, and
+ * every string but those that name the change for everyone else (the view
+ * tenant_router.events shows each the right one); the log keeps the last
+ * tenant_router.event_log_size events, trimmed once per batch.  The
+ * statements run for every event are prepared once per worker.  Outcomes
+ * go to the server log once their transaction has committed.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,24 +46,33 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/jsonfuncs.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
+#include "tenant_router/catalog.h"
 #include "tenant_router/dsn.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/redis.h"
 #include "tenant_router/topology.h"
+#include "tenant_router/worker.h"
 
 /* events larger than this are rejected unread */
 #define MAX_EVENT_BYTES 65536
 /* what of an event the log keeps */
 #define LOGGED_EVENT_BYTES 2000
+/* a batch's transaction takes at most this many events, or this long */
+#define EVENT_BATCH 100
+#define EVENT_BATCH_MS 50
 
 /* what the parse of an event found, for the log */
 typedef struct EventInfo
@@ -57,9 +82,59 @@ typedef struct EventInfo
 	char	   *origin;
 	int64		version;
 	bool		has_version;
-	char	   *redacted;		/* the event as logged */
-	MemoryContext cxt;			/* where all of the above live */
+	char	   *redacted;		/* the event as superusers see it */
+	char	   *redacted_public;	/* and as everyone else does */
+	List	   *inexact;		/* fields whose number has a fraction or exponent */
 } EventInfo;
+
+/*
+ * An object or array open while the raw text of an event is checked
+ * (check_syntax): where it is ("" for the event, "payload", ...), and for an
+ * object the fields seen so far and the one whose value comes next.
+ */
+typedef struct SyntaxFrame
+{
+	bool		is_object;
+	char	   *path;
+	List	   *fields;
+	char	   *field;
+} SyntaxFrame;
+
+typedef struct SyntaxCheck
+{
+	List	   *frames;			/* innermost first */
+	EventInfo  *info;
+} SyntaxCheck;
+
+/* what became of an event, for the server log */
+typedef struct EventOutcome
+{
+	char	   *op;
+	char	   *shard_id;
+	const char *status;
+	char	   *reason;
+} EventOutcome;
+
+/* what a batch adds to tenant_router.worker_state */
+typedef struct BatchTotals
+{
+	int64		applied;
+	int64		rejected;
+	int64		ignored;
+	const char *stream_id;		/* the last stream entry, or NULL */
+	TimestampTz last_event_at;
+	int64		last_log_id;	/* the last event_log row */
+} BatchTotals;
+
+/* the statements run for every event or batch, prepared once */
+static SPIPlanPtr insert_log_plan = NULL;
+static SPIPlanPtr trim_log_plan = NULL;
+static SPIPlanPtr worker_state_plan = NULL;
+static SPIPlanPtr origin_get_plan = NULL;
+static SPIPlanPtr origin_set_plan = NULL;
+
+/* event_log rows up to this id are trimmed already */
+static int64 log_trimmed_upto = 0;
 
 static void
 reject(const char *fmt, const char *arg)
@@ -67,6 +142,26 @@ reject(const char *fmt, const char *arg)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg_internal(fmt, arg)));
+}
+
+/*
+ * prepared returns the statement's saved plan, preparing it the first time;
+ * the plan cache replans it after a change of the tables it uses.
+ */
+static SPIPlanPtr
+prepared(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "tenant_router: could not prepare \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
 }
 
 /* field returns a payload's field, or NULL if absent or JSON null */
@@ -92,22 +187,27 @@ string_field(JsonbContainer *object, const char *key)
 	return pnstrdup(value->val.string.val, value->val.string.len);
 }
 
+/*
+ * integer_field returns the field key of the object at path ("" for the
+ * event, "payload") as an integer: a JSON number written without fraction
+ * or exponent (50001, not 50001.0, 5.0001e4 or 61e3), within bigint.
+ */
 static int64
-integer_field(JsonbContainer *object, const char *key)
+integer_field(EventInfo *info, JsonbContainer *object, const char *path, const char *key)
 {
 	JsonbValue *value = field(object, key);
 	Numeric		num;
-	Datum		truncated;
+	char	   *where = path[0] ? psprintf("%s.%s", path, key) : pstrdup(key);
+	ListCell   *lc;
 
 	if (value == NULL)
 		reject("field \"%s\" is missing or null", key);
 	if (value->type != jbvNumeric)
 		reject("field \"%s\" must be an integer", key);
+	foreach(lc, info->inexact)
+		if (strcmp(lfirst(lc), where) == 0)
+			reject("field \"%s\" must be an integer", key);
 	num = value->val.numeric;
-	truncated = DirectFunctionCall2(numeric_trunc, NumericGetDatum(num), Int32GetDatum(0));
-	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(num), truncated)) ||
-		numeric_is_nan(num) || numeric_is_inf(num))
-		reject("field \"%s\" must be an integer", key);
 	if (DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(num),
 										 DirectFunctionCall1(int8_numeric, Int64GetDatum(PG_INT64_MAX)))) ||
 		DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(num),
@@ -117,59 +217,220 @@ integer_field(JsonbContainer *object, const char *key)
 }
 
 /*
- * redact returns the event text with its payload's DSN redacted, in the
- * current memory context (not SPI's)
+ * The raw text of an event is checked with PostgreSQL's JSON parser
+ * (pg_parse_json) before jsonb_in reads it: jsonb keeps the last of two
+ * fields with the same name, and turns 5.0001e4 into 50001.
  */
-static char *
-redact(Jsonb *event, JsonbContainer *payload)
+static void
+syntax_open(SyntaxCheck *check, bool is_object)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	JsonbValue *dsn = payload ? field(payload, "dsn") : NULL;
-	char	   *event_text = JsonbToCString(NULL, &event->root, VARSIZE(event));
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
+	SyntaxFrame *parent = check->frames ? linitial(check->frames) : NULL;
+	SyntaxFrame *frame = palloc0(sizeof(SyntaxFrame));
 
-	if (dsn == NULL || dsn->type != jbvString)
-		return event_text;
-	values[0] = CStringGetTextDatum(event_text);
-	values[1] = CStringGetTextDatum(DsnRedact(pnstrdup(dsn->val.string.val, dsn->val.string.len)));
-	if (SPI_execute_with_args("SELECT pg_catalog.jsonb_set($1::pg_catalog.jsonb, '{payload,dsn}', "
-							  "pg_catalog.to_jsonb($2::text))::text",
-							  2, types, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "tenant_router: could not redact an event");
-	MemoryContextSwitchTo(cxt);
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	frame->is_object = is_object;
+	if (parent == NULL)
+		frame->path = "";
+	else
+	{
+		const char *name = parent->is_object ? parent->field : "[]";
+
+		frame->path = parent->path[0] ? psprintf("%s.%s", parent->path, name) : pstrdup(name);
+	}
+	check->frames = lcons(frame, check->frames);
+}
+
+static void
+syntax_object_start(void *state)
+{
+	syntax_open(state, true);
+}
+
+static void
+syntax_array_start(void *state)
+{
+	syntax_open(state, false);
+}
+
+static void
+syntax_close(void *state)
+{
+	SyntaxCheck *check = state;
+
+	check->frames = list_delete_first(check->frames);
+}
+
+/* syntax_field refuses a field that its object already has */
+static void
+syntax_field(void *state, char *fname, bool isnull)
+{
+	SyntaxCheck *check = state;
+	SyntaxFrame *frame = linitial(check->frames);
+	ListCell   *lc;
+
+	foreach(lc, frame->fields)
+		if (strcmp(lfirst(lc), fname) == 0)
+			reject("duplicate field \"%s\"",
+				   pnstrdup(fname, pg_mbcliplen(fname, strlen(fname), 64)));
+	frame->fields = lappend(frame->fields, fname);
+	frame->field = fname;
+}
+
+/* syntax_scalar notes where a number has a fraction or an exponent */
+static void
+syntax_scalar(void *state, char *token, JsonTokenType type)
+{
+	SyntaxCheck *check = state;
+	SyntaxFrame *frame = check->frames ? linitial(check->frames) : NULL;
+
+	if (type == JSON_TOKEN_NUMBER && frame != NULL && frame->is_object &&
+		strpbrk(token, ".eE") != NULL)
+		check->info->inexact = lappend(check->info->inexact,
+									   frame->path[0] ? psprintf("%s.%s", frame->path, frame->field) :
+									   pstrdup(frame->field));
+}
+
+/*
+ * check_syntax checks the bytes of an event: valid in the database encoding
+ * (UTF-8), without a NUL byte, JSON, no object with two fields of the same
+ * name; it notes in info the numbers written with a fraction or exponent.
+ */
+static void
+check_syntax(RedisEvent *e, EventInfo *info)
+{
+	SyntaxCheck check = {NIL, info};
+	JsonSemAction sem;
+	JsonLexContext *lex;
+
+	pg_verifymbstr(e->event, e->len, false);
+	memset(&sem, 0, sizeof(sem));
+	sem.semstate = &check;
+	sem.object_start = syntax_object_start;
+	sem.object_end = syntax_close;
+	sem.array_start = syntax_array_start;
+	sem.array_end = syntax_close;
+	sem.object_field_start = syntax_field;
+	sem.scalar = syntax_scalar;
+	lex = makeJsonLexContextCstringLen(e->event, e->len, GetDatabaseEncoding(), true);
+	pg_parse_json_or_ereport(lex, &sem);
+}
+
+/*
+ * What of an event the log shows.  Superusers see it as received, but for
+ * its DSN: a "dsn" (or "new_dsn") string with its password masked, any other
+ * value there masked whole (a DSN given as an object, say).  Everyone else
+ * sees only what names the change: the strings of "op", "shard_id",
+ * "origin", "new_shard_id" and "into_shard_id", the DSN as superusers see
+ * it, and numbers, booleans and nulls; every other string, at any depth (an
+ * extra "password", a token in a nested object) is masked.
+ */
+typedef enum RedactFor
+{
+	REDACT_FOR_SUPERUSER,
+	REDACT_FOR_PUBLIC
+} RedactFor;
+
+#define MASK "********"
+
+static bool
+key_is(JsonbValue *key, const char *const *names)
+{
+	for (; *names; names++)
+		if (key->val.string.len == strlen(*names) &&
+			memcmp(key->val.string.val, *names, key->val.string.len) == 0)
+			return true;
+	return false;
+}
+
+static const char *const dsn_keys[] = {"dsn", "new_dsn", NULL};
+static const char *const public_keys[] = {"op", "shard_id", "origin", "new_shard_id",
+"into_shard_id", NULL};
+
+static void
+set_string(JsonbValue *v, char *str)
+{
+	v->type = jbvString;
+	v->val.string.val = str;
+	v->val.string.len = strlen(str);
+}
+
+/*
+ * redact_into pushes onto *state a copy of container with what who may not
+ * see masked; it returns what the last push returned (the whole value once
+ * the outermost container is closed).
+ */
+static JsonbValue *
+redact_into(JsonbContainer *container, RedactFor who, JsonbParseState **state)
+{
+	JsonbIterator *it = JsonbIteratorInit(container);
+	JsonbIteratorToken token;
+	JsonbValue	v;
+	JsonbValue	key = {0};
+	JsonbValue *result = NULL;
+
+	while ((token = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (token == WJB_KEY)
+			key = v;
+		else if (token == WJB_VALUE && key_is(&key, dsn_keys))
+			set_string(&v, v.type == jbvString ?
+					   DsnRedact(pnstrdup(v.val.string.val, v.val.string.len)) : MASK);
+		else if ((token == WJB_VALUE || token == WJB_ELEM) && v.type == jbvBinary)
+		{
+			redact_into(v.val.binary.data, who, state);
+			continue;
+		}
+		else if ((token == WJB_VALUE || token == WJB_ELEM) && v.type == jbvString &&
+				 who == REDACT_FOR_PUBLIC && (token == WJB_ELEM || !key_is(&key, public_keys)))
+			set_string(&v, MASK);
+		result = pushJsonbValue(state, token,
+								token == WJB_BEGIN_OBJECT || token == WJB_END_OBJECT ||
+								token == WJB_END_ARRAY ? NULL : &v);
+	}
+	return result;
+}
+
+/* redact returns the text of the event as who may see it */
+static char *
+redact(Jsonb *event, RedactFor who)
+{
+	JsonbParseState *state = NULL;
+	Jsonb	   *redacted = JsonbValueToJsonb(redact_into(&event->root, who, &state));
+
+	return JsonbToCString(NULL, &redacted->root, VARSIZE(redacted));
 }
 
 /*
  * parse_and_apply parses an event and applies it; it raises an error for an
- * event to reject and returns a reason for one to ignore, or NULL.  It runs
- * in info->cxt, and returns to it after each SPI call (which leaves SPI's
- * memory current).
+ * event to reject and returns a reason for one to ignore, or NULL.  What it
+ * finds goes into info, in the current memory context (it returns to it
+ * after each SPI call, which leaves SPI's memory current).
  */
 static const char *
-parse_and_apply(const char *text, EventInfo *info)
+parse_and_apply(RedisEvent *e, EventInfo *info)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *event;
 	JsonbValue *v;
 	JsonbContainer *payload = NULL;
 	char	   *me;
 
-	if (text == NULL)
+	if (e->event == NULL)
 		reject("%s", "the stream entry has no \"event\" field");
-	if (strlen(text) > MAX_EVENT_BYTES)
+	if (e->len > MAX_EVENT_BYTES)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("event of %zu bytes exceeds the limit of %d bytes", strlen(text),
+				 errmsg("event of %d bytes exceeds the limit of %d bytes", e->len,
 						MAX_EVENT_BYTES)));
-	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	check_syntax(e, info);
+	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(e->event)));
 	if (!JB_ROOT_IS_OBJECT(event) || JB_ROOT_IS_SCALAR(event))
 		reject("%s", "the event is not a JSON object");
 
 	v = field(&event->root, "payload");
 	if (v != NULL && v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data))
 		payload = v->val.binary.data;
-	info->redacted = redact(event, payload);
+	info->redacted = redact(event, REDACT_FOR_SUPERUSER);
+	info->redacted_public = redact(event, REDACT_FOR_PUBLIC);
 
 	v = field(&event->root, "origin");
 	if (v != NULL)
@@ -180,10 +441,17 @@ parse_and_apply(const char *text, EventInfo *info)
 	}
 	if (field(&event->root, "version") != NULL)
 	{
-		info->version = integer_field(&event->root, "version");
+		info->version = integer_field(info, &event->root, "", "version");
 		info->has_version = true;
 	}
 	info->op = string_field(&event->root, "op");
+
+	/* a completed split, move or merge, told to every coordinator */
+	if (strcmp(info->op, "SHARD_SPLIT_COMPLETED") == 0 ||
+		strcmp(info->op, "SHARD_MOVE_COMPLETED") == 0 ||
+		strcmp(info->op, "SHARD_MERGE_COMPLETED") == 0)
+		return "notification";
+
 	if (payload == NULL)
 		reject("%s", "field \"payload\" must be a JSON object");
 	if (field(payload, "shard_id") != NULL && field(payload, "shard_id")->type == jbvString)
@@ -201,10 +469,12 @@ parse_and_apply(const char *text, EventInfo *info)
 		Datum		values[1] = {CStringGetTextDatum(info->origin)};
 		bool		isnull;
 
-		if (SPI_execute_with_args("SELECT version FROM tenant_router.origin_progress "
-								  "WHERE origin = $1", 1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(prepared(&origin_get_plan,
+									  "SELECT version FROM tenant_router.origin_progress WHERE origin = $1",
+									  1, types),
+							 values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "tenant_router: could not read origin_progress");
-		MemoryContextSwitchTo(info->cxt);
+		MemoryContextSwitchTo(cxt);
 		if (SPI_processed > 0)
 		{
 			int64		last = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -222,222 +492,372 @@ parse_and_apply(const char *text, EventInfo *info)
 		bool		ranged = field(payload, "range_start") || field(payload, "range_end");
 
 		TopologyAddShard(string_field(payload, "shard_id"), ranged,
-						 ranged ? integer_field(payload, "range_start") : 0,
-						 ranged ? integer_field(payload, "range_end") : 0,
+						 ranged ? integer_field(info, payload, "payload", "range_start") : 0,
+						 ranged ? integer_field(info, payload, "payload", "range_end") : 0,
 						 string_field(payload, "dsn"),
-						 field(payload, "modulus") ? integer_field(payload, "modulus") : 1,
-						 field(payload, "remainder") ? integer_field(payload, "remainder") : 0,
+						 field(payload, "modulus") ? integer_field(info, payload, "payload", "modulus") : 1,
+						 field(payload, "remainder") ? integer_field(info, payload, "payload", "remainder") : 0,
 						 TOPOLOGY_FROM_EVENT);
 	}
 	else if (strcmp(info->op, "REMOVE_SHARD") == 0)
 		TopologyRemoveShard(string_field(payload, "shard_id"), TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "UPDATE_SHARD_RANGE") == 0)
 		TopologyUpdateRange(string_field(payload, "shard_id"),
-							integer_field(payload, "range_start"),
-							integer_field(payload, "range_end"),
-							field(payload, "modulus") ? integer_field(payload, "modulus") : -1,
-							field(payload, "remainder") ? integer_field(payload, "remainder") : -1,
+							integer_field(info, payload, "payload", "range_start"),
+							integer_field(info, payload, "payload", "range_end"),
+							field(payload, "modulus") ? integer_field(info, payload, "payload", "modulus") : -1,
+							field(payload, "remainder") ? integer_field(info, payload, "payload", "remainder") : -1,
 							TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "PIN_TENANT") == 0)
-		TopologyPinTenant(integer_field(payload, "tenant_id"), string_field(payload, "shard_id"),
-						  TOPOLOGY_FROM_EVENT);
+		TopologyPinTenant(integer_field(info, payload, "payload", "tenant_id"),
+						  string_field(payload, "shard_id"), TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "UNPIN_TENANT") == 0)
-		TopologyUnpinTenant(integer_field(payload, "tenant_id"), TOPOLOGY_FROM_EVENT);
+		TopologyUnpinTenant(integer_field(info, payload, "payload", "tenant_id"), TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "UPDATE_SHARD_DSN") == 0)
 		TopologyMoveShard(string_field(payload, "shard_id"), string_field(payload, "dsn"),
 						  TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "MERGE_SHARD") == 0)
 		TopologyMergeShard(string_field(payload, "shard_id"), string_field(payload, "into_shard_id"),
 						   TOPOLOGY_FROM_EVENT);
-	else if (strcmp(info->op, "SHARD_SPLIT_COMPLETED") == 0 ||
-			 strcmp(info->op, "SHARD_MOVE_COMPLETED") == 0 ||
-			 strcmp(info->op, "SHARD_MERGE_COMPLETED") == 0)
-		return "the notification of a completed operation: recorded only";
 	else
 		reject("unknown op \"%s\"", info->op);
+	MemoryContextSwitchTo(cxt);
 
 	if (info->origin != NULL && info->has_version)
 	{
 		Oid			types[2] = {TEXTOID, INT8OID};
 		Datum		values[2] = {CStringGetTextDatum(info->origin), Int64GetDatum(info->version)};
 
-		if (SPI_execute_with_args("INSERT INTO tenant_router.origin_progress (origin, version) "
-								  "VALUES ($1, $2) ON CONFLICT (origin) DO UPDATE "
-								  "SET version = excluded.version", 2, types, values, NULL,
-								  false, 0) != SPI_OK_INSERT)
+		if (SPI_execute_plan(prepared(&origin_set_plan,
+									  "INSERT INTO tenant_router.origin_progress (origin, version) "
+									  "VALUES ($1, $2) ON CONFLICT (origin) DO UPDATE "
+									  "SET version = excluded.version", 2, types),
+							 values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "tenant_router: could not record origin_progress");
-		MemoryContextSwitchTo(info->cxt);
+		MemoryContextSwitchTo(cxt);
 	}
 	return NULL;
 }
 
-static void
-record(EventSource source, const char *stream_id, EventInfo *info, const char *status,
-	   const char *reason, const char *text)
-{
-	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
-	TEXTOID, INT4OID};
-	Datum		values[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	const char *logged = info->redacted;
-	char	   *sql;
-
-	/* an event that could not be parsed is logged only by its size */
-	if (logged == NULL)
-		logged = psprintf("(%zu bytes, not logged)", text ? strlen(text) : 0);
-	else if (strlen(logged) > LOGGED_EVENT_BYTES)
-		logged = psprintf("%.*s...", LOGGED_EVENT_BYTES, logged);
-
-	values[0] = CStringGetTextDatum(source == EVENT_FROM_STREAM ? "stream" : "channel");
-	values[1] = info->op ? CStringGetTextDatum(info->op) : (nulls[1] = 'n', (Datum) 0);
-	values[2] = info->shard_id ? CStringGetTextDatum(info->shard_id) : (nulls[2] = 'n', (Datum) 0);
-	values[3] = info->origin ? CStringGetTextDatum(info->origin) : (nulls[3] = 'n', (Datum) 0);
-	values[4] = info->has_version ? Int64GetDatum(info->version) : (nulls[4] = 'n', (Datum) 0);
-	values[5] = CStringGetTextDatum(status);
-	values[6] = reason ? CStringGetTextDatum(reason) : (nulls[6] = 'n', (Datum) 0);
-	values[7] = CStringGetTextDatum(logged);
-	values[8] = Int32GetDatum(TenantRouterEventLogSize);
-
-	if (SPI_execute_with_args("INSERT INTO tenant_router.event_log "
-							  "(source, op, shard_id, origin, version, status, reason, event) "
-							  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-							  8, types, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "tenant_router: could not log a topology event");
-	if (SPI_execute_with_args("DELETE FROM tenant_router.event_log "
-							  "WHERE id <= (SELECT max(id) FROM tenant_router.event_log) - $1",
-							  1, types + 8, values + 8, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "tenant_router: could not trim the event log");
-
-	sql = psprintf("UPDATE tenant_router.worker_state SET %s = %s + 1, last_event_at = now()%s",
-				   status, status, stream_id ? ", stream_id = $1, stream_key = $2" : "");
-	if (stream_id)
-	{
-		Oid			st[2] = {TEXTOID, TEXTOID};
-		Datum		sv[2] = {CStringGetTextDatum(stream_id), CStringGetTextDatum(RedisStreamKey())};
-
-		if (SPI_execute_with_args(sql, 2, st, sv, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "tenant_router: could not update worker_state");
-	}
-	else if (SPI_execute(sql, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "tenant_router: could not update worker_state");
-}
-
 /*
- * apply_and_record applies and records one event in its own transaction and
- * returns its status.  The event's own errors are caught in a
- * subtransaction; an error it raises comes from the transaction itself
- * (its commit, with *committing set, or the record).
+ * apply_in_subtransaction applies one event in a subtransaction and returns
+ * its status, with *reason for one rejected or ignored.  It runs in and
+ * returns to cxt.
  */
 static const char *
-apply_and_record(const char *text, EventSource source, const char *stream_id,
-				 EventInfo *info, const char **reason, volatile bool *committing)
+apply_in_subtransaction(RedisEvent *e, EventInfo *info, char **reason, MemoryContext cxt)
 {
-	ResourceOwner owner;
+	ResourceOwner owner = CurrentResourceOwner;
 	const char *status;
 
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	owner = CurrentResourceOwner;
-
 	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(info->cxt);
+	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		*reason = parse_and_apply(text, info);
+		*reason = (char *) parse_and_apply(e, info);
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(info->cxt);
-		CurrentResourceOwner = owner;
 		status = *reason ? "ignored" : "applied";
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(info->cxt);
+		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(info->cxt);
-		CurrentResourceOwner = owner;
 		/* the primary message only: a parse error's detail quotes the input */
 		*reason = edata->message;
 		status = "rejected";
 	}
 	PG_END_TRY();
-
-	record(source, stream_id, info, status, *reason, text);
-	SPI_finish();
-	PopActiveSnapshot();
-	*committing = true;
-	CommitTransactionCommand();
-	*committing = false;
-	MemoryContextSwitchTo(info->cxt);
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
 	return status;
 }
 
-/* record_rejected records a rejected event in a transaction of its own */
-static void
-record_rejected(const char *text, EventSource source, const char *stream_id,
-				EventInfo *info, const char *reason)
+/* logged_text returns what the log keeps of an event's text */
+static char *
+logged_text(char *text)
 {
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	record(source, stream_id, info, "rejected", reason, text);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(info->cxt);
+	size_t		len = strlen(text);
+
+	if (len <= LOGGED_EVENT_BYTES)
+		return text;
+	return psprintf("%.*s...", pg_mbcliplen(text, len, LOGGED_EVENT_BYTES), text);
+}
+
+/* record_event inserts an event's row into the event log and returns its id */
+static int64
+record_event(RedisEvent *e, EventInfo *info, const char *status, const char *reason)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		values[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *unlogged = psprintf("(%d bytes, not logged)", e->event ? e->len : 0);
+	bool		isnull;
+	int64		id;
+
+	values[0] = CStringGetTextDatum(e->id != NULL ? "stream" : "channel");
+	values[1] = info->op ? CStringGetTextDatum(info->op) : (nulls[1] = 'n', (Datum) 0);
+	values[2] = info->shard_id ? CStringGetTextDatum(info->shard_id) : (nulls[2] = 'n', (Datum) 0);
+	values[3] = info->origin ? CStringGetTextDatum(info->origin) : (nulls[3] = 'n', (Datum) 0);
+	values[4] = info->has_version ? Int64GetDatum(info->version) : (nulls[4] = 'n', (Datum) 0);
+	values[5] = CStringGetTextDatum(status);
+	values[6] = reason ? CStringGetTextDatum(reason) : (nulls[6] = 'n', (Datum) 0);
+	/* an event that could not be parsed is logged only by its size */
+	values[7] = CStringGetTextDatum(info->redacted ? logged_text(info->redacted) : unlogged);
+	values[8] = CStringGetTextDatum(info->redacted ? logged_text(info->redacted_public) : unlogged);
+	values[9] = TimestampTzGetDatum(e->received_at);
+
+	if (SPI_execute_plan(prepared(&insert_log_plan,
+								  "INSERT INTO tenant_router.event_log (source, op, shard_id, origin, "
+								  "version, status, reason, event, event_public, received_at) "
+								  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+								  10, types),
+						 values, nulls, false, 1) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+		elog(ERROR, "tenant_router: could not log a topology event");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	MemoryContextSwitchTo(cxt);
+	return id;
 }
 
 /*
- * ApplyTopologyEvent applies and records one event in its own transaction;
- * it never raises an error for a bad event, nor for one whose transaction
- * fails to commit (that one is rolled back and recorded as rejected, its
- * stream entry passed).  It returns the status.
+ * finish_batch adds the batch's counts and stream position to worker_state
+ * and trims the event log past tenant_router.event_log_size.
  */
-EventStatus
-ApplyTopologyEvent(const char *text, EventSource source, const char *stream_id)
+static void
+finish_batch(BatchTotals *totals)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	EventInfo  *info;
-	const char *reason = NULL;
-	const char *status;
-	volatile bool committing = false;
-	EventStatus result;
+	Oid			types[6] = {INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64		trim_to = totals->last_log_id - TenantRouterEventLogSize;
 
-	info = MemoryContextAllocZero(caller, sizeof(EventInfo));
-	info->cxt = AllocSetContextCreate(caller, "tenant_router event", ALLOCSET_DEFAULT_SIZES);
-	MemoryContextSwitchTo(info->cxt);
+	values[0] = Int64GetDatum(totals->applied);
+	values[1] = Int64GetDatum(totals->rejected);
+	values[2] = Int64GetDatum(totals->ignored);
+	values[3] = TimestampTzGetDatum(totals->last_event_at);
+	if (totals->stream_id != NULL)
+	{
+		values[4] = CStringGetTextDatum(totals->stream_id);
+		values[5] = CStringGetTextDatum(RedisStreamKey());
+	}
+	else
+		nulls[4] = nulls[5] = 'n';
+	if (SPI_execute_plan(prepared(&worker_state_plan,
+								  "UPDATE tenant_router.worker_state SET applied = applied + $1, "
+								  "rejected = rejected + $2, ignored = ignored + $3, last_event_at = $4, "
+								  "stream_id = coalesce($5, stream_id), stream_key = coalesce($6, stream_key)",
+								  6, types),
+						 values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "tenant_router: could not update worker_state");
+
+	/* from the last bound trimmed: the index scan skips what is gone */
+	if (trim_to > log_trimmed_upto)
+	{
+		Oid			trim_types[2] = {INT8OID, INT8OID};
+		Datum		trim_values[2] = {Int64GetDatum(log_trimmed_upto), Int64GetDatum(trim_to)};
+
+		if (SPI_execute_plan(prepared(&trim_log_plan,
+									  "DELETE FROM tenant_router.event_log WHERE id > $1 AND id <= $2",
+									  2, trim_types),
+							 trim_values, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "tenant_router: could not trim the event log");
+	}
+}
+
+/*
+ * ends_batch tells whether an event must be the last of its transaction:
+ * an applied one that may have changed a shard's tables, whose shard
+ * commits with the local transaction.
+ */
+static bool
+ends_batch(EventInfo *info, const char *status)
+{
+	if (strcmp(status, "applied") != 0 || strcmp(info->op, "REMOVE_SHARD") == 0)
+		return false;
+	if (strcmp(info->op, "ADD_SHARD") == 0 || strcmp(info->op, "UPDATE_SHARD_RANGE") == 0)
+		return CatalogLogicalTables() != NIL;
+	return true;
+}
+
+/*
+ * record_rejected records an event whose own transaction failed as
+ * rejected, in a transaction of its own.
+ */
+static void
+record_rejected(RedisEvent *e, EventInfo *info, const char *reason)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	BatchTotals totals = {0};
+
+	WorkerStartTransaction();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	MemoryContextSwitchTo(cxt);
+	totals.rejected = 1;
+	totals.stream_id = e->id;
+	totals.last_event_at = e->received_at;
+	totals.last_log_id = record_event(e, info, "rejected", reason);
+	finish_batch(&totals);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	log_trimmed_upto = Max(log_trimmed_upto, totals.last_log_id - TenantRouterEventLogSize);
+}
+
+static void
+log_outcome(EventOutcome *o)
+{
+	ereport(strcmp(o->status, "rejected") == 0 ? LOG : DEBUG1,
+			(errmsg("tenant_router: %s topology event %s%s%s%s%s",
+					o->status, o->op ? o->op : "(no op)",
+					o->shard_id ? " for shard " : "", o->shard_id ? o->shard_id : "",
+					o->reason ? ": " : "", o->reason ? o->reason : "")));
+}
+
+/*
+ * apply_batch applies and records events[first..], at most max of them, in
+ * one transaction, and returns how many it handled.  If the transaction
+ * fails, the events it held are applied again one per transaction; a single
+ * event whose transaction fails is recorded as rejected.
+ */
+static int
+apply_batch(RedisEvent **events, int nevents, int first, int max)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext event_cxt = AllocSetContextCreate(cxt, "tenant_router event",
+													ALLOCSET_DEFAULT_SIZES);
+	EventOutcome *outcomes = palloc0(sizeof(EventOutcome) * max);
+	EventInfo  *info = palloc0(sizeof(EventInfo));
+	BatchTotals totals = {0};
+	TimestampTz started = GetCurrentTimestamp();
+	volatile int handled = 0;
+	volatile bool committing = false;
+	ErrorData  *failure = NULL;
+	int			i;
+
 	PG_TRY();
 	{
-		status = apply_and_record(text, source, stream_id, info, &reason, &committing);
+		WorkerStartTransaction();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		while (handled < max && first + handled < nevents)
+		{
+			RedisEvent *e = events[first + handled];
+			EventOutcome *o = &outcomes[handled];
+			char	   *reason = NULL;
+			const char *status;
+
+			MemoryContextReset(event_cxt);
+			memset(info, 0, sizeof(EventInfo));
+			CommandCounterIncrement();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			status = apply_in_subtransaction(e, info, &reason, event_cxt);
+			totals.last_log_id = record_event(e, info, status, reason);
+			PopActiveSnapshot();
+
+			o->status = status;
+			o->op = info->op ? MemoryContextStrdup(cxt, info->op) : NULL;
+			o->shard_id = info->shard_id ? MemoryContextStrdup(cxt, info->shard_id) : NULL;
+			o->reason = reason ? MemoryContextStrdup(cxt, reason) : NULL;
+			totals.applied += strcmp(status, "applied") == 0;
+			totals.rejected += strcmp(status, "rejected") == 0;
+			totals.ignored += strcmp(status, "ignored") == 0;
+			if (e->id != NULL)
+				totals.stream_id = e->id;
+			totals.last_event_at = e->received_at;
+			handled++;
+			if (ends_batch(info, status) ||
+				TimestampDifferenceExceeds(started, GetCurrentTimestamp(), EVENT_BATCH_MS))
+				break;
+		}
+		finish_batch(&totals);
+		SPI_finish();
+		PopActiveSnapshot();
+		committing = true;
+		CommitTransactionCommand();
+		committing = false;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(info->cxt);
-		edata = CopyErrorData();
+		MemoryContextSwitchTo(cxt);
+		failure = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		MemoryContextSwitchTo(info->cxt);
-		reason = committing ? psprintf("commit failed: %s", edata->message) : edata->message;
-		status = "rejected";
-		record_rejected(text, source, stream_id, info, reason);
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
 
-	result = strcmp(status, "applied") == 0 ? EVENT_APPLIED :
-		strcmp(status, "ignored") == 0 ? EVENT_IGNORED : EVENT_REJECTED;
-	ereport(result == EVENT_REJECTED ? LOG : DEBUG1,
-			(errmsg("tenant_router: %s topology event %s%s%s%s%s",
-					status, info->op ? info->op : "(no op)",
-					info->shard_id ? " for shard " : "", info->shard_id ? info->shard_id : "",
-					reason ? ": " : "", reason ? reason : "")));
+	if (failure == NULL)
+	{
+		log_trimmed_upto = Max(log_trimmed_upto,
+							   totals.last_log_id - TenantRouterEventLogSize);
+		for (i = 0; i < handled; i++)
+			log_outcome(&outcomes[i]);
+	}
+	else if (max > 1)
+	{
+		/* the events of the batch, the failing one included, one by one */
+		int			attempted = Min(handled + (committing ? 0 : 1), nevents - first);
+
+		ereport(LOG,
+				(errmsg("tenant_router: a transaction of %d topology events failed%s: %s; applying them one by one",
+						attempted, committing ? " to commit" : "", failure->message)));
+		for (i = 0; i < attempted;)
+			i += apply_batch(events, nevents, first + i, 1);
+		handled = attempted;
+	}
+	else
+	{
+		EventOutcome o;
+
+		o.status = "rejected";
+		o.op = info->op;
+		o.shard_id = info->shard_id;
+		o.reason = committing ? psprintf("commit failed: %s", failure->message) : failure->message;
+		record_rejected(events[first], info, o.reason);
+		log_outcome(&o);
+		handled = 1;
+	}
+	MemoryContextDelete(event_cxt);
+	return handled;
+}
+
+/*
+ * ApplyTopologyEvents applies and records events (a list of RedisEvent), in
+ * order, several per transaction.  It never raises an error for a bad
+ * event, nor for one whose transaction fails to commit (that one is rolled
+ * back and recorded as rejected, its stream entry passed).
+ */
+void
+ApplyTopologyEvents(List *events)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext cxt;
+	int			n = list_length(events);
+	RedisEvent **array;
+	int			i = 0;
+	ListCell   *lc;
+
+	if (events == NIL)
+		return;
+	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
+	array = palloc(sizeof(RedisEvent *) * n);
+
+	foreach(lc, events)
+		array[i++] = lfirst(lc);
+	for (i = 0; i < n;)
+	{
+		MemoryContextSwitchTo(cxt);
+		i += apply_batch(array, n, i, EVENT_BATCH);
+		MemoryContextReset(cxt);
+	}
 	MemoryContextSwitchTo(caller);
-	MemoryContextDelete(info->cxt);
-	pfree(info);
-	return result;
+	MemoryContextDelete(cxt);
+	pfree(array);
 }

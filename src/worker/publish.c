@@ -16,6 +16,7 @@
 #include "tenant_router/guc.h"
 #include "tenant_router/publish.h"
 #include "tenant_router/redis.h"
+#include "tenant_router/worker.h"
 
 /*
  * OutboxPublish publishes the queued events, oldest first, on Redis (stream
@@ -36,7 +37,7 @@ OutboxPublish(char **errmsg)
 	char	  **events;
 	uint64		i;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	if (SPI_execute("SELECT id, event::text FROM tenant_router.outbox ORDER BY id LIMIT 100",

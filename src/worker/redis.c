@@ -16,6 +16,7 @@
 #include <hiredis/hiredis.h>
 
 #include "nodes/pg_list.h"
+#include "utils/timestamp.h"
 
 #include "tenant_router/guc.h"
 #include "tenant_router/redis.h"
@@ -72,6 +73,25 @@ open_context(char **errmsg)
 		freeReplyObject(reply);
 	}
 	return ctx;
+}
+
+/* redis_event returns an event read from Redis, its bytes kept as they are */
+static RedisEvent *
+redis_event(const char *id, int id_len, redisReply *value)
+{
+	RedisEvent *e = palloc0(sizeof(RedisEvent));
+
+	if (id != NULL)
+		e->id = pnstrdup(id, id_len);
+	if (value != NULL)
+	{
+		e->len = (int) value->len;
+		e->event = palloc(value->len + 1);
+		memcpy(e->event, value->str, value->len);
+		e->event[value->len] = '\0';
+	}
+	e->received_at = GetCurrentTimestamp();
+	return e;
 }
 
 /* command runs a command on the command connection; NULL on failure */
@@ -169,12 +189,12 @@ RedisSocket(void)
 }
 
 /*
- * RedisReadMessages appends to *payloads the channel messages that have
- * arrived; with read_socket it first reads the socket (which must be
- * readable).  False: the connection broke.
+ * RedisReadMessages appends to *messages (RedisEvent) the channel messages
+ * that have arrived; with read_socket it first reads the socket (which must
+ * be readable).  False: the connection broke.
  */
 bool
-RedisReadMessages(bool read_socket, List **payloads, char **errmsg)
+RedisReadMessages(bool read_socket, List **messages, char **errmsg)
 {
 	void	   *r;
 
@@ -204,14 +224,13 @@ RedisReadMessages(bool read_socket, List **payloads, char **errmsg)
 			reply->element[0]->type == REDIS_REPLY_STRING &&
 			strcmp(reply->element[0]->str, "message") == 0 &&
 			reply->element[2]->type == REDIS_REPLY_STRING)
-			*payloads = lappend(*payloads,
-								pnstrdup(reply->element[2]->str, reply->element[2]->len));
+			*messages = lappend(*messages, redis_event(NULL, 0, reply->element[2]));
 		freeReplyObject(reply);
 	}
 }
 
 /*
- * RedisStreamRead appends to *entries (RedisStreamEntry) up to count
+ * RedisStreamRead appends to *entries (RedisEvent) up to count
  * entries of the stream key after entry id after ("0-0": from the start).
  */
 bool
@@ -230,13 +249,11 @@ RedisStreamRead(const char *key, const char *after, int count, List **entries,
 	for (i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++)
 	{
 		redisReply *entry = reply->element[i];
-		RedisStreamEntry *e;
+		redisReply *event = NULL;
 		size_t		f;
 
 		if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2)
 			continue;
-		e = palloc0(sizeof(RedisStreamEntry));
-		e->id = pnstrdup(entry->element[0]->str, entry->element[0]->len);
 		for (f = 0; f + 1 < entry->element[1]->elements; f += 2)
 		{
 			redisReply *name = entry->element[1]->element[f];
@@ -244,12 +261,32 @@ RedisStreamRead(const char *key, const char *after, int count, List **entries,
 
 			if (name->type == REDIS_REPLY_STRING && strcmp(name->str, "event") == 0 &&
 				value->type == REDIS_REPLY_STRING)
-				e->event = pnstrdup(value->str, value->len);
+				event = value;
 		}
-		*entries = lappend(*entries, e);
+		*entries = lappend(*entries, redis_event(entry->element[0]->str,
+												 entry->element[0]->len, event));
 	}
 	freeReplyObject(reply);
 	return true;
+}
+
+/* RedisFreeEvents frees a list of RedisEvent */
+void
+RedisFreeEvents(List *events)
+{
+	ListCell   *lc;
+
+	foreach(lc, events)
+	{
+		RedisEvent *e = lfirst(lc);
+
+		if (e->id)
+			pfree(e->id);
+		if (e->event)
+			pfree(e->event);
+		pfree(e);
+	}
+	list_free(events);
 }
 
 /*

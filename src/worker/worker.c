@@ -6,15 +6,18 @@
  *
  * It subscribes to tenant_router.topology_channel and applies the events
  * published there (events.c); it reads the stream "<channel>:log" from the
- * last entry it applied, after every (re)connection, before each channel
- * message and every 5 s, so that events published while it was away, and
- * entries a publisher appended to the stream but never published, are not
- * lost; it publishes the events of this coordinator's SQL changes from the
- * outbox; and it finishes shard splits (shard_cleanup(), unless
- * tenant_router.auto_cleanup is off).  Its loop waits on its latch and the
- * Redis socket together, as pg_cron's does: interrupts, then a reload on
- * SIGHUP (reconnecting if the Redis settings changed), then the work, then
- * the wait, the loop's memory reset every pass.
+ * last entry it applied, after every (re)connection, before each batch of
+ * channel messages and every 5 s, so that events published while it was
+ * away, and entries a publisher appended to the stream but never published,
+ * are not lost; it publishes the events of this coordinator's SQL changes
+ * from the outbox; it finishes shard splits (shard_cleanup(), unless
+ * tenant_router.auto_cleanup is off); and it resolves prepared transactions
+ * left in doubt on the shards.  Its loop is pg_cron's: interrupts,
+ * invalidations, a reload on SIGHUP (reconnecting if the Redis settings
+ * changed), then named steps -- ensure_redis, drain_channel,
+ * catch_up_if_due, publish_outbox, cleanups_if_due, recover_if_due -- then
+ * a wait on its latch and the Redis socket together (exiting if the
+ * postmaster died), and the loop's memory reset every pass.
  *
  * Redis being down stops nothing but the worker's own work: routing goes on
  * from the catalog.  The worker retries with backoff (100 ms doubling to
@@ -39,6 +42,7 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -102,15 +106,27 @@ worker_exit(int code, Datum arg)
 	RedisDisconnect();
 }
 
-static uint64
-event_hash(const char *event)
+/*
+ * WorkerStartTransaction starts a transaction of the worker, with the
+ * current time as its statement's start: now() in it is the time it
+ * started, not the time the worker did.
+ */
+void
+WorkerStartTransaction(void)
 {
-	return hash_bytes_extended((const unsigned char *) event, strlen(event), 0);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+}
+
+static uint64
+event_hash(RedisEvent *e)
+{
+	return hash_bytes_extended((const unsigned char *) e->event, e->len, 0);
 }
 
 /* remember_stream_event queues an event applied from the stream */
 static void
-remember_stream_event(const char *event)
+remember_stream_event(RedisEvent *event)
 {
 	if (stream_queue_len == STREAM_QUEUE_SIZE)
 	{
@@ -127,7 +143,7 @@ remember_stream_event(const char *event)
  * ones, whose copies will not come.
  */
 static bool
-forget_stream_event(const char *event)
+forget_stream_event(RedisEvent *event)
 {
 	uint64		h = event_hash(event);
 	int			i;
@@ -157,7 +173,7 @@ extension_ready(void)
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		ready;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	ready = OidIsValid(get_namespace_oid("tenant_router", true)) &&
 		OidIsValid(get_relname_relid("worker_state", get_namespace_oid("tenant_router", true)));
 	CommitTransactionCommand();
@@ -171,7 +187,7 @@ stream_position(const char *key, MemoryContext cxt)
 {
 	char	   *id = "0-0";
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	if (SPI_execute("SELECT stream_key, stream_id FROM tenant_router.worker_state", true, 1) ==
@@ -229,52 +245,59 @@ catch_up(bool after_connect, char **why)
 
 		if (!RedisStreamRead(key, last, STREAM_BATCH, &entries, why))
 			return false;
+		ApplyTopologyEvents(entries);
 		foreach(lc, entries)
 		{
-			RedisStreamEntry *e = lfirst(lc);
+			RedisEvent *e = lfirst(lc);
 
-			MemoryContextSwitchTo(cxt);
-			ApplyTopologyEvent(e->event, EVENT_FROM_STREAM, e->id);
 			if (e->event != NULL)
-				remember_stream_event(e->event);
+				remember_stream_event(e);
 			last = e->id;
 		}
-		MemoryContextSwitchTo(cxt);
 		if (list_length(entries) < STREAM_BATCH)
 			return true;
+		last = pstrdup(last);
+		RedisFreeEvents(entries);
 	}
 }
 
 /*
- * handle_message applies a channel message, unless the stream, read first,
- * already had it.
+ * apply_messages applies channel messages, after reading the stream: those
+ * the stream already had are skipped.
  */
 static bool
-handle_message(const char *payload, char **why)
+apply_messages(List *messages, char **why)
 {
+	List	   *fresh = NIL;
+	ListCell   *lc;
+
+	if (messages == NIL)
+		return true;
 	if (!catch_up(false, why))
 		return false;
-	if (forget_stream_event(payload))
-		return true;
-	ApplyTopologyEvent(payload, EVENT_FROM_CHANNEL, NULL);
+	foreach(lc, messages)
+		if (!forget_stream_event(lfirst(lc)))
+			fresh = lappend(fresh, lfirst(lc));
+	ApplyTopologyEvents(fresh);
 	return true;
 }
 
 /*
- * recover_prepared resolves the prepared transactions left in doubt on the
- * shards (remote_xact.c), in a transaction of its own.
+ * try_in_transaction runs fn(arg) in a transaction of its own and tells
+ * whether it committed; an error is rolled back and logged as the failure
+ * of what, to be retried on a later pass.
  */
-static void
-recover_prepared(void)
+static bool
+try_in_transaction(void (*fn) (void *arg), void *arg, const char *what)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		ok = true;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	PG_TRY();
 	{
-		(void) RemoteXactRecover();
+		fn(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -287,11 +310,43 @@ recover_prepared(void)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ereport(LOG,
-				(errmsg("tenant_router: recovery of prepared transactions failed, will retry: %s",
-						edata->message)));
+				(errmsg("tenant_router: %s failed, will retry: %s", what, edata->message)));
+		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+static void
+recover_in_doubt(void *arg)
+{
+	(void) RemoteXactRecover();
+}
+
+/*
+ * recover_prepared resolves the prepared transactions left in doubt on the
+ * shards (remote_xact.c), in a transaction of its own.
+ */
+static void
+recover_prepared(void)
+{
+	(void) try_in_transaction(recover_in_doubt, NULL, "recovery of prepared transactions");
+}
+
+/* a shard to clean up after its split, and the rows deleted there */
+typedef struct Cleanup
+{
+	const char *shard_id;
+	int64		deleted;
+} Cleanup;
+
+static void
+cleanup_shard(void *arg)
+{
+	Cleanup    *cleanup = arg;
+
+	cleanup->deleted = TopologyCleanupShard(cleanup->shard_id);
 }
 
 /* run_cleanups finishes the shard splits waiting for their cleanup */
@@ -303,7 +358,7 @@ run_cleanups(void)
 	ListCell   *lc;
 	uint64		i;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	/* online operations whose worker is gone (a crash): roll them back */
@@ -326,34 +381,13 @@ run_cleanups(void)
 
 	foreach(lc, shards)
 	{
-		const char *shard_id = lfirst(lc);
+		Cleanup		cleanup = {lfirst(lc), 0};
 
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		PG_TRY();
-		{
-			int64		deleted = TopologyCleanupShard(shard_id);
-
-			PopActiveSnapshot();
-			CommitTransactionCommand();
+		if (try_in_transaction(cleanup_shard, &cleanup,
+							   psprintf("cleanup of shard \"%s\"", cleanup.shard_id)))
 			ereport(LOG,
 					(errmsg("tenant_router: cleaned up shard \"%s\" after its split: " INT64_FORMAT " rows deleted",
-							shard_id, deleted)));
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			ereport(LOG,
-					(errmsg("tenant_router: cleanup of shard \"%s\" failed, will retry: %s",
-							shard_id, edata->message)));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(cxt);
+							cleanup.shard_id, cleanup.deleted)));
 	}
 }
 
@@ -363,7 +397,7 @@ outbox_pending(void)
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		pending;
 
-	StartTransactionCommand();
+	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	pending = SPI_execute("SELECT 1 FROM tenant_router.outbox LIMIT 1", true, 1) == SPI_OK_SELECT &&
@@ -375,21 +409,230 @@ outbox_pending(void)
 	return pending;
 }
 
+/*
+ * The loop's state: what the steps below share from one pass to the next.
+ * Times are those of the pass (now); why is the last Redis failure, in the
+ * loop's memory.
+ */
+static struct
+{
+	TimestampTz now;
+	char	   *redis_settings;	/* host, port, db, password, channel */
+	bool		readable;		/* the Redis socket was readable */
+	bool		waiting_logged; /* said that the extension is missing */
+	bool		outage_logged;	/* said that Redis is unreachable */
+	TimestampTz outage_since;
+	int			attempts;		/* to connect, since the outage began */
+	int			backoff_ms;
+	TimestampTz next_attempt;
+	TimestampTz next_catch_up;
+	TimestampTz next_cleanup;
+	TimestampTz next_recover;
+	char	   *why;
+} loop;
+
+/* redis_settings returns what a change of needs a reconnection */
+static char *
+redis_settings(void)
+{
+	return psprintf("%s:%d/%d %s %s", TenantRouterRedisHost, TenantRouterRedisPort,
+					TenantRouterRedisDb, TenantRouterRedisPassword,
+					TenantRouterTopologyChannel);
+}
+
+/* reload_settings rereads the configuration; new Redis settings reconnect */
+static void
+reload_settings(void)
+{
+	char	   *settings;
+
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	settings = redis_settings();
+	if (strcmp(settings, loop.redis_settings) != 0)
+	{
+		RedisDisconnect();
+		pfree(loop.redis_settings);
+		loop.redis_settings = MemoryContextStrdup(TopMemoryContext, settings);
+		loop.readable = false;
+		loop.next_attempt = 0;
+		loop.backoff_ms = BACKOFF_MIN_MS;
+	}
+	pfree(settings);
+}
+
+/* extension_found tells whether there is work: the extension exists */
+static bool
+extension_found(void)
+{
+	bool		ready = extension_ready();
+
+	if (!ready && !loop.waiting_logged)
+		ereport(LOG,
+				(errmsg("tenant_router: waiting for CREATE EXTENSION tenant_router in database \"%s\"",
+						TenantRouterDatabase)));
+	else if (ready && loop.waiting_logged)
+		ereport(LOG, (errmsg("tenant_router: extension found in database \"%s\"",
+							 TenantRouterDatabase)));
+	loop.waiting_logged = !ready;
+	return ready;
+}
+
+/*
+ * ensure_redis tells whether the worker is connected to Redis, connecting
+ * (and catching up with the stream) when the backoff allows.
+ */
+static bool
+ensure_redis(void)
+{
+	if (TenantRouterRedisHost[0] == '\0')
+		return false;
+	if (RedisConnected() || loop.now < loop.next_attempt)
+		return RedisConnected();
+
+	loop.attempts++;
+	if (RedisConnect(&loop.why) && catch_up(true, &loop.why))
+	{
+		if (loop.outage_logged)
+			ereport(LOG,
+					(errmsg("tenant_router: connected to Redis at %s:%d again after %d attempts in %ld s",
+							TenantRouterRedisHost, TenantRouterRedisPort, loop.attempts,
+							(long) ((loop.now - loop.outage_since) / USECS_PER_SEC))));
+		else
+			ereport(LOG,
+					(errmsg("tenant_router: subscribed to channel \"%s\" on Redis at %s:%d",
+							TenantRouterTopologyChannel, TenantRouterRedisHost,
+							TenantRouterRedisPort)));
+		loop.outage_logged = false;
+		loop.attempts = 0;
+		loop.backoff_ms = BACKOFF_MIN_MS;
+		loop.readable = false;
+		loop.next_catch_up = TimestampTzPlusMilliseconds(loop.now, CATCH_UP_EVERY_MS);
+		return true;
+	}
+
+	RedisDisconnect();
+	if (!loop.outage_logged)
+	{
+		ereport(LOG,
+				(errmsg("tenant_router: Redis at %s:%d is unreachable (%s); retrying with backoff",
+						TenantRouterRedisHost, TenantRouterRedisPort, loop.why)));
+		loop.outage_since = loop.now;
+		loop.outage_logged = true;
+	}
+	loop.next_attempt = TimestampTzPlusMilliseconds(loop.now, loop.backoff_ms);
+	loop.backoff_ms = Min(loop.backoff_ms * 2, BACKOFF_MAX_MS);
+	return false;
+}
+
+/* redis_lost drops the connection that failed; ensure_redis reconnects */
+static void
+redis_lost(void)
+{
+	RedisDisconnect();
+	ereport(LOG,
+			(errmsg("tenant_router: lost Redis at %s:%d (%s); retrying with backoff",
+					TenantRouterRedisHost, TenantRouterRedisPort, loop.why)));
+	loop.outage_logged = true;
+	loop.outage_since = loop.now;
+	loop.attempts = 0;
+	loop.next_attempt = TimestampTzPlusMilliseconds(loop.now, BACKOFF_MIN_MS);
+	loop.backoff_ms = BACKOFF_MIN_MS * 2;
+}
+
+/* drain_channel applies the channel messages that have arrived */
+static bool
+drain_channel(void)
+{
+	List	   *messages = NIL;
+
+	return RedisReadMessages(loop.readable, &messages, &loop.why) &&
+		apply_messages(messages, &loop.why);
+}
+
+/*
+ * catch_up_if_due reads the stream every CATCH_UP_EVERY_MS: entries
+ * appended to it but never published
+ */
+static bool
+catch_up_if_due(void)
+{
+	if (loop.now < loop.next_catch_up)
+		return true;
+	loop.next_catch_up = TimestampTzPlusMilliseconds(loop.now, CATCH_UP_EVERY_MS);
+	return catch_up(false, &loop.why);
+}
+
+/* publish_outbox publishes this coordinator's committed SQL changes */
+static bool
+publish_outbox(void)
+{
+	return !outbox_pending() || OutboxPublish(&loop.why) >= 0;
+}
+
+/* cleanups_if_due finishes splits every CLEANUP_EVERY_MS */
+static void
+cleanups_if_due(void)
+{
+	if (!TenantRouterAutoCleanup || loop.now < loop.next_cleanup)
+		return;
+	run_cleanups();
+	loop.next_cleanup = TimestampTzPlusMilliseconds(loop.now, CLEANUP_EVERY_MS);
+}
+
+/* recover_if_due resolves prepared transactions in doubt every RECOVER_EVERY_MS */
+static void
+recover_if_due(void)
+{
+	if (loop.now < loop.next_recover)
+		return;
+	recover_prepared();
+	loop.next_recover = TimestampTzPlusMilliseconds(loop.now, RECOVER_EVERY_MS);
+}
+
+/*
+ * wait_for_work sleeps until the latch is set (a setting reloaded, the
+ * outbox filled), the Redis socket is readable, or the next step is due.
+ */
+static void
+wait_for_work(bool ready)
+{
+	int			events = WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH;
+	long		timeout = IDLE_WAIT_MS;
+	long		stats_ms;
+	int			rc;
+
+	/* the tables the worker writes get vacuumed only if it reports them */
+	stats_ms = pgstat_report_stat(false);
+	if (stats_ms > 0)
+		timeout = Min(timeout, stats_ms);
+
+	if (!ready)
+		timeout = Min(timeout, 1000);
+	else if (RedisConnected())
+	{
+		events |= WL_SOCKET_READABLE;
+		timeout = Min(timeout, TimestampDifferenceMilliseconds(loop.now, loop.next_catch_up));
+	}
+	else if (TenantRouterRedisHost[0] != '\0')
+		timeout = Min(timeout, TimestampDifferenceMilliseconds(loop.now, loop.next_attempt));
+
+	rc = WaitLatchOrSocket(MyLatch, events, RedisSocket(), Max(timeout, 1), PG_WAIT_EXTENSION);
+	if (rc & WL_POSTMASTER_DEATH)
+		proc_exit(1);
+	ResetLatch(MyLatch);
+	loop.readable = (rc & WL_SOCKET_READABLE) != 0;
+}
+
+/*
+ * TenantRouterWorkerMain is the worker: pg_cron's loop of interrupts,
+ * invalidations, reload, named steps, wait, and a reset of the loop's
+ * memory.
+ */
 void
 TenantRouterWorkerMain(Datum main_arg)
 {
 	MemoryContext loop_cxt;
-	char	   *redis_settings = NULL;
-	bool		readable = false;
-	bool		outage_logged = false;
-	bool		waiting_logged = false;
-	int			backoff_ms = BACKOFF_MIN_MS;
-	int			attempts = 0;
-	TimestampTz next_attempt = 0;
-	TimestampTz next_cleanup = 0;
-	TimestampTz next_recover = 0;
-	TimestampTz next_catch_up = 0;
-	TimestampTz outage_since = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -402,146 +645,31 @@ TenantRouterWorkerMain(Datum main_arg)
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "tenant_router worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
-	redis_settings = MemoryContextStrdup(TopMemoryContext, "");
+	loop.redis_settings = MemoryContextStrdup(TopMemoryContext, redis_settings());
+	loop.backoff_ms = BACKOFF_MIN_MS;
 
 	for (;;)
 	{
-		long		timeout = IDLE_WAIT_MS;
-		int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
-		char	   *why = NULL;
-		char	   *settings;
-		TimestampTz now;
-		int			rc;
+		bool		ready;
 
 		CHECK_FOR_INTERRUPTS();
+		AcceptInvalidationMessages();
 		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+			reload_settings();
 		MemoryContextSwitchTo(loop_cxt);
-		now = GetCurrentTimestamp();
+		loop.now = GetCurrentTimestamp();
 
-		/* new Redis settings: reconnect with them */
-		settings = psprintf("%s:%d/%d %s %s", TenantRouterRedisHost, TenantRouterRedisPort,
-							TenantRouterRedisDb, TenantRouterRedisPassword,
-							TenantRouterTopologyChannel);
-		if (strcmp(settings, redis_settings) != 0)
+		ready = extension_found();
+		if (ready)
 		{
-			RedisDisconnect();
-			pfree(redis_settings);
-			redis_settings = MemoryContextStrdup(TopMemoryContext, settings);
-			readable = false;
-			next_attempt = 0;
-			backoff_ms = BACKOFF_MIN_MS;
+			if (ensure_redis() &&
+				!(drain_channel() && catch_up_if_due() && publish_outbox()))
+				redis_lost();
+			cleanups_if_due();
+			recover_if_due();
 		}
 
-		if (!extension_ready())
-		{
-			if (!waiting_logged)
-				ereport(LOG,
-						(errmsg("tenant_router: waiting for CREATE EXTENSION tenant_router in database \"%s\"",
-								TenantRouterDatabase)));
-			waiting_logged = true;
-			timeout = 1000;
-			goto wait;
-		}
-		if (waiting_logged)
-			ereport(LOG, (errmsg("tenant_router: extension found in database \"%s\"",
-								 TenantRouterDatabase)));
-		waiting_logged = false;
-
-		if (TenantRouterRedisHost[0] != '\0')
-		{
-			if (!RedisConnected() && now >= next_attempt)
-			{
-				attempts++;
-				if (RedisConnect(&why) && catch_up(true, &why))
-				{
-					if (outage_logged)
-						ereport(LOG,
-								(errmsg("tenant_router: connected to Redis at %s:%d again after %d attempts in %ld s",
-										TenantRouterRedisHost, TenantRouterRedisPort, attempts,
-										(long) ((now - outage_since) / USECS_PER_SEC))));
-					else
-						ereport(LOG,
-								(errmsg("tenant_router: subscribed to channel \"%s\" on Redis at %s:%d",
-										TenantRouterTopologyChannel, TenantRouterRedisHost,
-										TenantRouterRedisPort)));
-					outage_logged = false;
-					attempts = 0;
-					backoff_ms = BACKOFF_MIN_MS;
-					readable = false;
-					next_catch_up = TimestampTzPlusMilliseconds(now, CATCH_UP_EVERY_MS);
-				}
-				else
-				{
-					RedisDisconnect();
-					if (!outage_logged)
-						ereport(LOG,
-								(errmsg("tenant_router: Redis at %s:%d is unreachable (%s); retrying with backoff",
-										TenantRouterRedisHost, TenantRouterRedisPort, why)));
-					if (!outage_logged)
-						outage_since = now;
-					outage_logged = true;
-					next_attempt = TimestampTzPlusMilliseconds(now, backoff_ms);
-					backoff_ms = Min(backoff_ms * 2, BACKOFF_MAX_MS);
-				}
-			}
-
-			if (RedisConnected())
-			{
-				List	   *payloads = NIL;
-				ListCell   *lc;
-				bool		ok = RedisReadMessages(readable, &payloads, &why);
-
-				foreach(lc, payloads)
-					ok = ok && handle_message(lfirst(lc), &why);
-				/* entries appended to the stream but never published */
-				if (ok && now >= next_catch_up)
-				{
-					ok = catch_up(false, &why);
-					next_catch_up = TimestampTzPlusMilliseconds(now, CATCH_UP_EVERY_MS);
-				}
-				if (ok && outbox_pending())
-					ok = OutboxPublish(&why) >= 0;
-				if (!ok)
-				{
-					RedisDisconnect();
-					ereport(LOG,
-							(errmsg("tenant_router: lost Redis at %s:%d (%s); retrying with backoff",
-									TenantRouterRedisHost, TenantRouterRedisPort, why)));
-					outage_logged = true;
-					outage_since = now;
-					attempts = 0;
-					next_attempt = TimestampTzPlusMilliseconds(now, BACKOFF_MIN_MS);
-					backoff_ms = BACKOFF_MIN_MS * 2;
-				}
-			}
-			if (!RedisConnected())
-				timeout = Max(1, TimestampDifferenceMilliseconds(now, next_attempt));
-			else
-				timeout = Max(1, Min(timeout, TimestampDifferenceMilliseconds(now, next_catch_up)));
-		}
-
-		if (TenantRouterAutoCleanup && now >= next_cleanup)
-		{
-			run_cleanups();
-			next_cleanup = TimestampTzPlusMilliseconds(now, CLEANUP_EVERY_MS);
-		}
-
-		if (now >= next_recover)
-		{
-			recover_prepared();
-			next_recover = TimestampTzPlusMilliseconds(now, RECOVER_EVERY_MS);
-		}
-
-wait:
-		if (RedisConnected())
-			events |= WL_SOCKET_READABLE;
-		rc = WaitLatchOrSocket(MyLatch, events, RedisSocket(), timeout, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		readable = (rc & WL_SOCKET_READABLE) != 0;
+		wait_for_work(ready);
 		MemoryContextReset(loop_cxt);
 	}
 }

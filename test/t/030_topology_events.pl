@@ -256,7 +256,9 @@ for my $node ($a, $b)
 # An event whose commit fails (here the shard's COMMIT: a deferred foreign
 # key, violated by an event trigger on the shard's DDL) is rejected with the
 # reason, the stream position moves past it, and the worker goes on; it is
-# not replayed forever.
+# not replayed forever.  It comes right after a REMOVE_SHARD that the worker
+# applies in the same transaction (several events share one): that one is
+# applied again on its own, once.
 #
 $shards[3]->safe_psql('postgres', q{
 	CREATE TABLE refuse_parent (id int PRIMARY KEY);
@@ -268,8 +270,18 @@ $shards[3]->safe_psql('postgres', q{
 	CREATE EVENT TRIGGER refuse_ddl ON ddl_command_end EXECUTE FUNCTION refuse_ddl();
 });
 my %pid = map { $_->name => worker_pid($_) } ($a, $b);
+# a database of its own: two shards in one database are refused
+$shards[1]->safe_psql('postgres', 'CREATE DATABASE tmp9');
+my $dsn_tmp9 = TenantRouter::Test->dsn($shards[1], 'tmp9');
+publish_logged(qq({"op": "ADD_SHARD", "payload": {"shard_id": "tmp9", "range_start": 60001, "range_end": 61000, "dsn": "$dsn_tmp9"}}));
+for my $node ($a, $b)
+{
+	wait_for($node, q{SELECT shard_for(60500) = 'tmp9'}, $node->name . ': shard tmp9 added, to be removed below');
+}
 my $refused = q({"op": "UPDATE_SHARD_RANGE", "payload": {"shard_id": "shard4", "range_start": 80001, "range_end": 98000}});
-publish_logged($refused);
+TenantRouter::Test->redis_cli($redis, 'EVAL',
+	"for i = 1, 2 do redis.call('XADD', KEYS[1], '*', 'event', ARGV[i]) redis.call('PUBLISH', KEYS[2], ARGV[i]) end return 2",
+	'2', $stream, $channel, '{"op": "REMOVE_SHARD", "payload": {"shard_id": "tmp9"}}', $refused);
 my $entry = (split /\n/, TenantRouter::Test->redis_cli($redis, 'XREVRANGE', $stream, '+', '-', 'COUNT', '1'))[0];
 for my $node ($a, $b)
 {
@@ -281,6 +293,13 @@ for my $node ($a, $b)
 	is($node->safe_psql('postgres', 'SELECT stream_id FROM tenant_router.event_stats'), $entry,
 		"$who: the stream position moved past it");
 	is($node->safe_psql('postgres', q{SELECT shard_for(97500) IS NULL}), 't', "$who: the catalog did not change");
+	is($node->safe_psql('postgres', q{SELECT shard_for(60500) IS NULL}), 't',
+		"$who: the REMOVE_SHARD published with it, in the same batch, was applied");
+	is($node->safe_psql('postgres',
+			q{SELECT string_agg(status, ' ') FROM tenant_router.events WHERE op = 'REMOVE_SHARD' AND shard_id = 'tmp9'}),
+		'applied', "$who: and recorded once");
+	like(slurp_file($node->logfile), qr/a transaction of 2 topology events failed to commit: .*; applying them one by one/,
+		"$who: after the transaction of both failed");
 }
 $shards[3]->safe_psql('postgres', q{
 	DROP EVENT TRIGGER refuse_ddl;

@@ -60,6 +60,7 @@ extern Oid	CatalogLogicalTableRelid(bool missing_ok);
 extern Oid	CatalogServerOid(void);
 extern bool CatalogIsCatalogRelation(Oid relid);
 extern void CatalogForgetOids(void);
+extern bool CatalogHasOperations(void);
 
 extern ShardRow *CatalogGetShard(const char *shard_id);
 extern List *CatalogShardsOverlapping(int64 lo, int64 hi);

@@ -8,21 +8,8 @@
 #ifndef TENANT_ROUTER_EVENTS_H
 #define TENANT_ROUTER_EVENTS_H
 
-/* where an event was read */
-typedef enum EventSource
-{
-	EVENT_FROM_CHANNEL,			/* published on the channel only */
-	EVENT_FROM_STREAM			/* read from the stream next to it */
-} EventSource;
+#include "nodes/pg_list.h"
 
-typedef enum EventStatus
-{
-	EVENT_APPLIED,
-	EVENT_REJECTED,
-	EVENT_IGNORED
-} EventStatus;
-
-extern EventStatus ApplyTopologyEvent(const char *text, EventSource source,
-									  const char *stream_id);
+extern void ApplyTopologyEvents(List *events);
 
 #endif

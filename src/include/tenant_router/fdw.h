@@ -41,6 +41,7 @@ extern TupleTableSlot *TrIterateForeignScan(ForeignScanState *node);
 extern void TrReScanForeignScan(ForeignScanState *node);
 extern void TrEndForeignScan(ForeignScanState *node);
 extern void TrExplainForeignScan(ForeignScanState *node, struct ExplainState *es);
+extern void TrExplainShards(List *shards, struct ExplainState *es);
 
 /* fdw_modify.c */
 extern void TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,

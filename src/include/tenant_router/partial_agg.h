@@ -18,7 +18,8 @@ typedef enum PartialKind
 	PARTIAL_SAME,				/* the shard's aggregate is the state */
 	PARTIAL_INT_AVG,			/* int8[] {count, sum} */
 	PARTIAL_FLOAT,				/* float8[] {N, Sx, Sxx} */
-	PARTIAL_SUM_STATE			/* internal state from the shard's sum and count */
+	PARTIAL_SUM_STATE,			/* internal state from the shard's sum and count */
+	PARTIAL_TENANT_COUNT		/* count_distinct_tenant: the shard's count */
 } PartialKind;
 
 extern PartialKind PartialAggKindOf(Aggref *aggref);

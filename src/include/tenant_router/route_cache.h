@@ -40,6 +40,8 @@ typedef struct LogicalTable
 
 extern void RouteCacheInit(void);
 extern ShardRoute *RouteTenant(int64 tenant);
+extern ShardRoute *RouteTenantOrError(int64 tenant, const char *table_name,
+									  bool inserting);
 extern LogicalTable *LookupLogicalTable(Oid relid);
 extern int64 TenantDatumToInt64(Datum value, Oid typid);
 

@@ -18,13 +18,16 @@ enum RouterScanPrivate
 	RouterScanFlags,			/* ROUTER_* (Integer) */
 	RouterScanTenantParam,		/* parameter holding the tenant, or -1:
 								 * custom_exprs[0] computes it (Integer) */
-	RouterScanTableName			/* the table written, for messages (String) */
+	RouterScanTableName			/* for messages: the table written, or the
+								 * first one read (String) */
 };
 
 #define ROUTER_WRITE		0x01	/* the statement writes or locks rows */
-#define ROUTER_INSERT		0x02	/* it inserts one row: the tenant must have a shard */
+#define ROUTER_INSERT		0x02	/* it inserts rows: their tenant must have a shard */
 #define ROUTER_COUNT_ROWS	0x04	/* es_processed counts the shard's rows */
 #define ROUTER_PREPARE		0x08	/* worth preparing on the shard */
+#define ROUTER_TENANT_PARAMS 0x10	/* the tenant is computed from the
+									 * statement's parameters */
 
 extern CustomScanMethods RouterScanMethods;
 extern void RegisterRouterScan(void);

@@ -22,12 +22,14 @@ typedef struct ShipContext
 	List	   *extern_ids;		/* for each of them, the paramid of an
 								 * external parameter it stands for, or 0 */
 	bool		ok;				/* false: something cannot be shipped */
-	const char *reason;			/* why not, for debugging */
+	const char *reason;			/* why not, for the fast path's DEBUG1
+								 * message */
 } ShipContext;
 
 extern void ShipContextInit(ShipContext *ctx, Index scan_varno, bool whole_query);
 extern Node *ShipExpr(Node *node, ShipContext *ctx);
 extern Node *ShipParam(Node *expr, ShipContext *ctx);
-extern bool IsBuiltinObject(Oid oid);
+extern bool IsStandaloneValue(Node *expr, bool allow_volatile);
+extern bool ContainsParam(Node *expr);
 
 #endif

@@ -53,5 +53,6 @@ extern char *TopologyShardPayload(const struct ShardRow *shard, bool with_dsn);
 extern void TopologyQueueAddShard(const struct ShardRow *shard);
 extern void TopologyQueueUpdateRange(const struct ShardRow *shard);
 extern void TopologyCopyShardId(char *dst, const char *shard_id, bool existing);
+extern void TopologyRequireUpdate(void) pg_attribute_noreturn();
 
 #endif

@@ -10,6 +10,7 @@
 #define TENANT_ROUTER_WORKER_H
 
 extern void WorkerInit(void);
+extern void WorkerStartTransaction(void);
 extern void TenantRouterWorkerMain(Datum main_arg) pg_attribute_noreturn();
 
 #endif

@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote_copy.c
+ *	  COPY ... FROM STDIN on a shard connection: started after the queued
+ *	  commands, fed without blocking (a full socket waits on the latch,
+ *	  interruptibly), ended with the shard's row count or error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+
+#include "connection_internal.h"
+
+/*
+ * wait_writeable waits until the connection's socket takes more data,
+ * honouring interrupts.
+ */
+static void
+wait_writeable(ShardConn *sc)
+{
+	int			rc = WaitLatchOrSocket(MyLatch,
+									   WL_LATCH_SET | WL_SOCKET_WRITEABLE | WL_EXIT_ON_PM_DEATH,
+									   PQsocket(sc->conn), -1, PG_WAIT_EXTENSION);
+
+	if (rc & WL_LATCH_SET)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * ShardCopyStart starts COPY ... FROM STDIN on the shard, the queued
+ * commands (BEGIN, SAVEPOINT) sent before it in the same simple-protocol
+ * message (a pipeline cannot carry COPY), and waits until the shard takes
+ * data.  Until ShardCopyEnd the connection is in COPY; it sends without
+ * blocking, so that a full socket waits on the latch, interruptibly.
+ */
+void
+ShardCopyStart(ShardConn *sc, const char *sql)
+{
+	StringInfoData text;
+	ListCell   *lc;
+	PGresult   *res;
+
+	ShardConnRelease(sc);
+	Assert(!sc->cmd.active);
+	initStringInfo(&text);
+	foreach(lc, sc->pending)
+	{
+		QueuedCommand *qc = lfirst(lc);
+
+		if (qc->nparams > 0)
+			elog(ERROR, "tenant_router: a queued command with parameters cannot precede COPY");
+		appendStringInfo(&text, "%s; ", qc->sql);
+	}
+	appendStringInfoString(&text, sql);
+	foreach(lc, sc->pending)
+		RemoteFreeQueued(lfirst(lc));
+	list_free(sc->pending);
+	sc->pending = NIL;
+
+	if (!PQsendQuery(sc->conn, text.data))
+		ShardConnLost(sc);
+	for (;;)
+	{
+		res = RemoteGetResult(sc);
+		if (res == NULL)
+			ShardConnLost(sc);
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+			break;
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			/* the statement failed: read to its end, then report */
+			PGresult   *next;
+
+			while ((next = RemoteGetResult(sc)) != NULL)
+				PQclear(next);
+			RemoteReport(sc, res, sql);
+		}
+		PQclear(res);
+	}
+	PQclear(res);
+	if (PQsetnonblocking(sc->conn, 1) != 0)
+		ShardConnLost(sc);
+	sc->copying = true;
+}
+
+/* ShardCopyPut sends COPY data, waiting (interruptibly) while the socket is full. */
+void
+ShardCopyPut(ShardConn *sc, const char *data, int len)
+{
+	for (;;)
+	{
+		int			rc = PQputCopyData(sc->conn, data, len);
+
+		if (rc == 1)
+			return;
+		if (rc < 0)
+			ShardConnLost(sc);
+		wait_writeable(sc);
+	}
+}
+
+/*
+ * ShardCopyEnd ends the COPY and returns the rows the shard copied; the
+ * shard's error, if the COPY failed, is raised.
+ */
+uint64
+ShardCopyEnd(ShardConn *sc, const char *sql)
+{
+	PGresult   *res;
+	PGresult   *next;
+	int			rc;
+	uint64		rows;
+
+	sc->copying = false;
+	while ((rc = PQputCopyEnd(sc->conn, NULL)) == 0)
+		wait_writeable(sc);
+	if (rc < 0)
+		ShardConnLost(sc);
+	while ((rc = PQflush(sc->conn)) == 1)
+		wait_writeable(sc);
+	if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0)
+		ShardConnLost(sc);
+	res = RemoteGetResult(sc);
+	if (res == NULL)
+		ShardConnLost(sc);
+	while ((next = RemoteGetResult(sc)) != NULL)
+		PQclear(next);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		RemoteReport(sc, res, sql);
+	rows = strtou64(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return rows;
+}

@@ -1,0 +1,111 @@
+# A shard whose processes are stopped (SIGSTOP) must never hold a
+# coordinator backend: statement_timeout, pg_cancel_backend and
+# pg_terminate_backend work while a statement waits on it and while the
+# transaction's abort cleans up after it, and a new connection to it gives
+# up after tenant_router.connect_timeout.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use TenantRouter::Test;
+
+my $shard1 = TenantRouter::Test->new_shard('shard1');
+my $shard2 = TenantRouter::Test->new_shard('shard2');
+my $coord = TenantRouter::Test->new_coordinator('coord',
+	conf => ["tenant_router.connect_timeout = 2"]);
+my ($dsn1, $dsn2) = map { TenantRouter::Test->dsn($_) } ($shard1, $shard2);
+$coord->safe_psql('postgres', qq{
+	SELECT shard_add('shard1', 1, 10000, '$dsn1');
+	SELECT shard_add('shard2', 10001, 20000, '$dsn2');
+	CREATE TABLE t (tenant_id bigint NOT NULL, v int);
+	SELECT logical_table_add('t');
+	INSERT INTO t VALUES (5, 1), (15000, 2);
+});
+
+# the postmaster of a node and its children
+sub processes
+{
+	my ($node) = @_;
+	my ($pid) = split /\n/, slurp_file($node->data_dir . '/postmaster.pid');
+	my @children = split /\s+/, `ps -o pid= --ppid $pid`;
+	return grep { /^\d+$/ } ($pid, @children);
+}
+
+my $stopped;
+sub stop_shard { $stopped = $_[0]; kill 'STOP', processes($_[0]); }
+sub cont_shard { kill 'CONT', processes($_[0]); $stopped = undef; }
+
+# a stopped shard is resumed whatever happens, so that it can be shut down
+END { kill 'CONT', processes($stopped) if $stopped; }
+
+# A session with a cached connection to shard1, and one that has none.
+my $cached = $coord->background_psql('postgres', on_error_stop => 0);
+is($cached->query_safe('SELECT v FROM t WHERE tenant_id = 5'), '1', 'connection to shard1 cached');
+my $cached_pid = $cached->query_safe('SELECT pg_backend_pid()');
+
+stop_shard($shard1);
+
+# statement_timeout: the statement fails, and the abort does not hang
+my $t0 = time;
+$cached->query("SET statement_timeout = '2s'");
+$cached->{stderr} = '';
+$cached->query('SELECT v FROM t WHERE tenant_id = 5');
+my $elapsed = time - $t0;
+like($cached->{stderr}, qr/statement timeout/, 'the statement times out');
+cmp_ok($elapsed, '<', 15, "and the backend is free again after the abort ($elapsed s)");
+$cached->{stderr} = '';
+$cached->query("RESET statement_timeout");
+is($cached->query_safe('SELECT v FROM t WHERE tenant_id = 15000'), '2',
+	'the session goes on with the other shard');
+
+# pg_cancel_backend while waiting on the stopped shard
+my $waiting = $coord->background_psql('postgres', on_error_stop => 0);
+my $waiting_pid = $waiting->query_safe('SELECT pg_backend_pid()');
+is($waiting->query_safe('SELECT v FROM t WHERE tenant_id = 15000'), '2', 'second session ready');
+$waiting->{stderr} = '';
+$waiting->query_until(qr/sent/, "\\echo sent\nBEGIN; SELECT count(*) FROM t;\n");
+usleep(500_000);
+$t0 = time;
+$coord->safe_psql('postgres', "SELECT pg_cancel_backend($waiting_pid)");
+ok($coord->poll_query_until('postgres',
+		"SELECT state <> 'active' FROM pg_stat_activity WHERE pid = $waiting_pid"),
+	'pg_cancel_backend frees a backend waiting on a stopped shard');
+$elapsed = time - $t0;
+cmp_ok($elapsed, '<', 15, "within seconds ($elapsed s)");
+$waiting->{stderr} = '';
+$waiting->query('ROLLBACK');
+$waiting->quit;
+
+# pg_terminate_backend too, for a session in the same wait
+$waiting = $coord->background_psql('postgres', on_error_stop => 0);
+$waiting_pid = $waiting->query_safe('SELECT pg_backend_pid()');
+$waiting->query_safe('SELECT v FROM t WHERE tenant_id = 15000');
+$waiting->query_until(qr/sent/, "\\echo sent\nSELECT count(*) FROM t;\n");
+usleep(500_000);
+$t0 = time;
+$coord->safe_psql('postgres', "SELECT pg_terminate_backend($waiting_pid)");
+ok($coord->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $waiting_pid"),
+	'pg_terminate_backend ends a backend waiting on a stopped shard');
+$elapsed = time - $t0;
+cmp_ok($elapsed, '<', 15, "within seconds ($elapsed s)");
+eval { $waiting->quit; };
+
+# a new connection to the stopped shard gives up after connect_timeout
+my ($rc, $out, $err);
+$t0 = time;
+($rc, $out, $err) = $coord->psql('postgres', 'SELECT v FROM t WHERE tenant_id = 5');
+$elapsed = time - $t0;
+like($err, qr/could not connect to shard "shard1".*timeout expired/s,
+	'a new connection to the stopped shard fails naming the shard and the timeout');
+cmp_ok($elapsed, '<', 10, "after tenant_router.connect_timeout ($elapsed s)");
+
+cont_shard($shard1);
+$cached->quit;
+is($coord->safe_psql('postgres', 'SELECT v FROM t WHERE tenant_id = 5'), '1',
+	'the shard serves again once resumed');
+
+done_testing();
