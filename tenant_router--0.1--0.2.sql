@@ -232,6 +232,10 @@ ALTER TABLE tenant_router.shard
         WHERE (modulus = 1 AND range_start IS NOT NULL),
     ADD CONSTRAINT shard_range_start_key UNIQUE (range_start, modulus, remainder);
 
+-- the shards of one database, read by every shard added (a flood of
+-- ADD_SHARD events too: an index scan skips the dead rows it leaves)
+CREATE INDEX shard_db_identity_idx ON tenant_router.shard (db_identity, shard_id);
+
 /* pin: tenants owned by a shard whatever the ranges say (tenant_pin) */
 CREATE TABLE tenant_router.pin (
     tenant_id  bigint PRIMARY KEY,

@@ -21,8 +21,10 @@
 #include "lib/stringinfo.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
@@ -197,12 +199,21 @@ shard_row_values(const ShardRow *shard, Datum *values, char *nulls)
 	values[8] = Int32GetDatum(shard->remainder);
 }
 
-/* the query that tells whether a server runs the session {pid, database, start} */
-#define SEES_SESSION "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity " \
-	"WHERE pid = $1::pg_catalog.int4 AND datname = $2 AND datname = pg_catalog.current_database() " \
-	"AND (backend_start IS NULL OR backend_start = $3::pg_catalog.timestamptz))"
+/*
+ * The query that tells whether a server runs the session {pid, database,
+ * start}: pg_stat_get_activity of that pid alone, not pg_stat_activity,
+ * which builds a row for every backend.
+ */
+#define SEES_SESSION "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity($1::pg_catalog.int4) a " \
+	"JOIN pg_catalog.pg_database d ON d.oid = a.datid " \
+	"WHERE d.datname = $2 AND d.datname = pg_catalog.current_database() " \
+	"AND (a.backend_start IS NULL OR a.backend_start = $3::pg_catalog.timestamptz))"
 
-/* session_here tells whether this server runs the session, in this database */
+/*
+ * session_here tells whether this server runs the session, in this
+ * database; a pid that is no backend here (the shard is elsewhere, the
+ * common case) answers without a query.
+ */
 static bool
 session_here(const char *const *session)
 {
@@ -212,6 +223,8 @@ session_here(const char *const *session)
 	bool		isnull;
 	bool		here;
 
+	if (BackendPidGetProc(atoi(session[0])) == NULL)
+		return false;
 	for (int i = 0; i < 3; i++)
 		values[i] = CStringGetTextDatum(session[i]);
 	TopologySpiExec(SEES_SESSION, 3, types, values, NULL, SPI_OK_SELECT);
@@ -329,6 +342,17 @@ TopologySetShardState(const char *shard_id, const char *state)
 					2, types, values, NULL, SPI_OK_UPDATE);
 }
 
+/* what a shard session said of itself: identity, pid, database, start */
+typedef struct KnownSession
+{
+	char	   *dsn;
+	int			pid;			/* ShardConnBackendPid: the same session */
+	char	   *identity;
+	const char *session[3];
+} KnownSession;
+
+static List *known_sessions = NIL;	/* in TopMemoryContext */
+
 /*
  * TopologyCheckDsn connects to dsn as shard shard_id and refuses it if it
  * reaches the coordinator's own database, or the database of a shard (the
@@ -345,21 +369,45 @@ TopologyCheckDsn(const char *shard_id, const char *dsn)
 	PGresult   *res;
 	char	   *identity;
 	const char *session[3];
-	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
-	MemoryContext cxt = CurrentMemoryContext;
-	List	   *others = NIL;
+	List	   *others;
 	ListCell   *lc;
 
-	res = ShardConnExec(sc, "SELECT s.system_identifier::pg_catalog.text OPERATOR(pg_catalog.||) '/' "
-						"OPERATOR(pg_catalog.||) pg_catalog.current_database(), a.pid::pg_catalog.text, "
-						"a.datname::pg_catalog.text, a.backend_start::pg_catalog.text "
-						"FROM pg_catalog.pg_control_system() s, pg_catalog.pg_stat_activity a "
-						"WHERE a.pid = pg_catalog.pg_backend_pid()", 0, NULL, NULL);
-	identity = pstrdup(PQgetvalue(res, 0, 0));
+	/* the session's identity, asked once per session (floods of events add many shards) */
+	for (lc = list_head(known_sessions); lc != NULL; lc = lnext(known_sessions, lc))
+	{
+		KnownSession *known = lfirst(lc);
+
+		if (strcmp(known->dsn, dsn) == 0 && known->pid == ShardConnBackendPid(sc))
+			break;
+	}
+	if (lc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		KnownSession *known = palloc0(sizeof(KnownSession));
+
+		res = ShardConnExec(sc, "SELECT s.system_identifier::pg_catalog.text OPERATOR(pg_catalog.||) '/' "
+							"OPERATOR(pg_catalog.||) pg_catalog.current_database(), "
+							"pg_catalog.pg_backend_pid()::pg_catalog.text, pg_catalog.current_database(), "
+							"a.backend_start::pg_catalog.text "
+							"FROM pg_catalog.pg_control_system() s, "
+							"pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a", 0, NULL, NULL);
+		known->dsn = pstrdup(dsn);
+		known->pid = ShardConnBackendPid(sc);
+		known->identity = pstrdup(PQgetvalue(res, 0, 0));
+		for (int i = 0; i < 3; i++)
+			known->session[i] = pstrdup(PQgetvalue(res, 0, i + 1));
+		PQclear(res);
+		/* one per DSN: the entry of an older session goes */
+		foreach(lc, known_sessions)
+			if (strcmp(((KnownSession *) lfirst(lc))->dsn, dsn) == 0)
+				known_sessions = foreach_delete_current(known_sessions, lc);
+		known_sessions = lappend(known_sessions, known);
+		MemoryContextSwitchTo(old);
+		lc = list_tail(known_sessions);
+	}
+	identity = ((KnownSession *) lfirst(lc))->identity;
 	for (int i = 0; i < 3; i++)
-		session[i] = pstrdup(PQgetvalue(res, 0, i + 1));
-	PQclear(res);
+		session[i] = ((KnownSession *) lfirst(lc))->session[i];
 
 	/* this very server, in this database, runs that session */
 	if (session_here(session))
@@ -370,21 +418,12 @@ TopologyCheckDsn(const char *shard_id, const char *dsn)
 						   session[1]),
 				 errhint("A shard is another database, on this server or another one.")));
 
-	/* another shard's database */
-	values[0] = CStringGetTextDatum(identity);
-	TopologySpiExec(CatalogHasOperations() ?
-					"SELECT shard_id, dsn FROM tenant_router.shard "
-					"WHERE db_identity = $1 OR db_identity IS NULL ORDER BY shard_id" :
-					"SELECT shard_id, dsn FROM tenant_router.shard WHERE $1 IS NOT NULL ORDER BY shard_id",
-					1, types, values, NULL, SPI_OK_SELECT);
-	MemoryContextSwitchTo(cxt);
-	for (uint64 i = 0; i < SPI_processed; i++)
-		others = lappend(others, list_make2(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
-											SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+	/* another shard's database: one with that identity, seeing that session */
+	others = CatalogShardsWithIdentity(identity);
 	foreach(lc, others)
 	{
-		char	   *other = linitial(lfirst(lc));
-		char	   *other_dsn = lsecond(lfirst(lc));
+		char	   *other = ((ShardRow *) lfirst(lc))->shard_id;
+		char	   *other_dsn = ((ShardRow *) lfirst(lc))->dsn;
 
 		if (strcmp(other_dsn, dsn) != 0 && !sees_session(other, other_dsn, session))
 			continue;
@@ -431,25 +470,18 @@ gcd(int32 a, int32 b)
 void
 TopologyCheckPlacement(const ShardRow *shard, const char *except, const char *also_except)
 {
-	Oid			types[4] = {INT8OID, INT8OID, TEXTOID, TEXTOID};
-	Datum		values[4] = {Int64GetDatum(shard->range_start), Int64GetDatum(shard->range_end),
-		CStringGetTextDatum(except ? except : ""),
-	CStringGetTextDatum(also_except ? also_except : "")};
-	MemoryContext cxt = CurrentMemoryContext;
+	ListCell   *lc;
 
 	if (!shard->has_range)
 		return;
-	TopologySpiExec("SELECT * FROM tenant_router.shard "
-					"WHERE range_start IS NOT NULL "
-					"AND numrange(range_start, range_end, '[]') && numrange($1, $2, '[]') "
-					"AND shard_id <> $3 AND shard_id <> $4 ORDER BY range_start, shard_id",
-					4, types, values, NULL, SPI_OK_SELECT);
-	MemoryContextSwitchTo(cxt);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	foreach(lc, CatalogShardRanges(shard->range_start, shard->range_end))
 	{
-		ShardRow   *other = shard_row_from_spi(i);
+		ShardRow   *other = lfirst(lc);
 		int32		g = gcd(shard->modulus, other->modulus);
 
+		if ((except != NULL && strcmp(other->shard_id, except) == 0) ||
+			(also_except != NULL && strcmp(other->shard_id, also_except) == 0))
+			continue;
 		if (other->range_start != shard->range_start || other->range_end != shard->range_end)
 			ereport(ERROR,
 					(errcode(ERRCODE_EXCLUSION_VIOLATION),
@@ -584,6 +616,8 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 	int64		version;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+	List	   *pins;
+	ListCell   *lc;
 
 	SPI_connect();
 	version = TopologyBumpVersion();
@@ -591,17 +625,20 @@ TopologyRemoveShard(const char *shard_id, TopologySource source)
 		TopologyUnknownShard(shard_id);
 	if (source == TOPOLOGY_FROM_SQL)
 		OperationCheckIdle(shard_id);
-	if (CatalogHasOperations())
-		TopologySpiExec("SELECT pg_catalog.string_agg(tenant_id::pg_catalog.text, ', ' ORDER BY tenant_id) "
-						"FROM tenant_router.pin WHERE shard_id = $1", 1, types, values, NULL, SPI_OK_SELECT);
-	if (CatalogHasOperations() &&
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL)
+	pins = CatalogPinsOf(shard_id);
+	if (pins != NIL)
+	{
+		StringInfoData list;
+
+		initStringInfo(&list);
+		foreach(lc, pins)
+			appendStringInfo(&list, "%s" INT64_FORMAT, list.len ? ", " : "", *(int64 *) lfirst(lc));
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),
-				 errmsg("shard \"%s\" has pinned tenants: %s", shard_id,
-						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+				 errmsg("shard \"%s\" has pinned tenants: %s", shard_id, list.data),
 				 errdetail("Removed, they would be owned by no shard or by one that does not have their rows."),
 				 errhint("Unpin them (tenant_unpin) or pin them to another shard (tenant_pin) first.")));
+	}
 	TopologySpiExec("DELETE FROM tenant_router.shard WHERE shard_id = $1",
 			 1, types, values, NULL, SPI_OK_DELETE);
 	if (source == TOPOLOGY_FROM_SQL)
@@ -718,9 +755,17 @@ TopologyCleanupIfPending(const char *shard_id)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
+	static SPIPlanPtr plan = NULL;	/* every range change asks */
 
-	TopologySpiExec("SELECT 1 FROM tenant_router.pending_cleanup WHERE shard_id = $1",
-					1, types, values, NULL, SPI_OK_SELECT);
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT 1 FROM tenant_router.pending_cleanup WHERE shard_id = $1",
+						   1, types);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "tenant_router: could not plan the pending cleanups");
+	}
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "tenant_router: could not read the pending cleanups");
 	if (SPI_processed > 0)
 		(void) TopologyCleanupShard(shard_id);
 }

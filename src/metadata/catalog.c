@@ -60,6 +60,7 @@ static Oid	logical_table_pkey_relid = InvalidOid;
 static Oid	pin_relid = InvalidOid;
 static Oid	pin_pkey_relid = InvalidOid;
 static Oid	pin_shard_relid = InvalidOid;
+static Oid	shard_identity_relid = InvalidOid;
 static Oid	server_oid = InvalidOid;
 static bool oids_stale = false; /* look them up again at the next use */
 
@@ -116,6 +117,7 @@ lookup_pin_oids(void)
 	{
 		pin_pkey_relid = lookup_relid("pin_pkey", false);
 		pin_shard_relid = lookup_relid("pin_shard_id_idx", false);
+		shard_identity_relid = lookup_relid("shard_db_identity_idx", false);
 	}
 }
 
@@ -439,6 +441,73 @@ CatalogLogicalTables(void)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	return rows;
+}
+
+/*
+ * CatalogShardsWithIdentity returns the shards whose database has identity
+ * db_identity, and those whose identity is not known (added before it was
+ * kept), through the index on it: a plain index scan marks the dead rows a
+ * flood of events leaves behind, so that the next one skips them.  A
+ * catalog still at 0.1 has no identities: every shard is returned.
+ */
+List *
+CatalogShardsWithIdentity(const char *db_identity)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	List	   *rows = NIL;
+
+	lookup_oids(false);
+	if (!OidIsValid(pin_relid))
+		return CatalogAllShards();
+	rel = table_open(shard_relid, AccessShareLock);
+	for (int pass = 0; pass < 2; pass++)
+	{
+		if (pass == 0)
+			ScanKeyInit(&key, Anum_shard_db_identity, BTEqualStrategyNumber, F_TEXTEQ,
+						CStringGetTextDatum(db_identity));
+		else
+		{
+			ScanKeyEntryInitialize(&key, SK_ISNULL | SK_SEARCHNULL, Anum_shard_db_identity,
+								   InvalidStrategy, InvalidOid, InvalidOid, InvalidOid, (Datum) 0);
+		}
+		scan = systable_beginscan(rel, shard_identity_relid, true, NULL, 1, &key);
+		while (HeapTupleIsValid(tuple = systable_getnext(scan)))
+			rows = lappend(rows, shard_row_from_tuple(tuple, RelationGetDescr(rel)));
+		systable_endscan(scan);
+	}
+	table_close(rel, AccessShareLock);
+	return rows;
+}
+
+/*
+ * CatalogShardRanges returns the shards whose range overlaps lo..hi, in
+ * range order (pins aside): what a new range would overlap.
+ */
+List *
+CatalogShardRanges(int64 lo, int64 hi)
+{
+	List	   *rows = NIL;
+	ListCell   *lc;
+
+	foreach(lc, scan_ranges(lo, hi, 0))
+		if (((ShardRow *) lfirst(lc))->range_end >= lo)
+			rows = lappend(rows, lfirst(lc));
+	return rows;
+}
+
+/* CatalogPinsOf returns the tenants pinned to shard_id (int64 *), in order */
+List *
+CatalogPinsOf(const char *shard_id)
+{
+	ShardRow	row;
+
+	memset(&row, 0, sizeof(row));
+	row.shard_id = (char *) shard_id;
+	CatalogLoadPins(&row, NULL);
+	return row.pinned;
 }
 
 /* CatalogAllShards returns every shard, pin-only ones included. */

@@ -484,7 +484,7 @@ RouteTenant(int64 tenant)
 
 	/* not loaded yet, or not owned: ask the catalog */
 	full_load = (++range_misses > FULL_LOAD_AFTER_MISSES);
-	rows = full_load ? CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX) :
+	rows = full_load ? CatalogShardRanges(PG_INT64_MIN, PG_INT64_MAX) :
 		CatalogShardChunk(tenant, RANGE_CHUNK);
 	if (route_cache_stale)
 		return RouteTenant(tenant); /* invalidated while reading */
