@@ -142,6 +142,84 @@ CREATE TRIGGER shard_notify
     AFTER INSERT OR UPDATE OR DELETE ON tenant_router.shard
     FOR EACH ROW EXECUTE FUNCTION tenant_router.notify_topology();
 
+/* ---- Reference tables: a copy on every shard, written on all of them at once ---- */
+
+/*
+ * reference_table: tables copied whole to every shard (one copy per shard
+ * database).  table_id is a foreign table of server tenant_router; reads go
+ * to one shard, every write to all of them in one transaction (two-phase
+ * commit), and a statement pinned to one tenant joins it on that tenant's
+ * shard.  shard_ddl holds the statements that create the table on a shard,
+ * captured by reference_table_add().
+ */
+CREATE TABLE tenant_router.reference_table (
+    table_id    regclass PRIMARY KEY,
+    shard_ddl   text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+/*
+ * reference_foreign_key: foreign keys from an ordinary table to a table made
+ * a reference table.  The coordinator cannot keep them (a foreign key cannot
+ * reference a foreign table): reference_table_add() moves them here, and
+ * logical_table_add() of the referencing table ships them to the shards.
+ */
+CREATE TABLE tenant_router.reference_foreign_key (
+    table_id        oid NOT NULL,
+    constraint_name name NOT NULL,
+    definition      text NOT NULL,
+    PRIMARY KEY (table_id, constraint_name)
+);
+REVOKE ALL ON tenant_router.reference_table, tenant_router.reference_foreign_key FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.reference_table', '');
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.reference_foreign_key', '');
+
+CREATE TRIGGER reference_table_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenant_router.reference_table
+    FOR EACH STATEMENT EXECUTE FUNCTION tenant_router.catalog_changed();
+
+CREATE VIEW tenant_router.reference_tables AS
+    SELECT t.table_id, t.created_at
+      FROM tenant_router.reference_table t;
+GRANT SELECT ON tenant_router.reference_tables TO PUBLIC;
+
+/*
+ * A dropped reference table (DROP FOREIGN TABLE: the shards keep their
+ * copies), or a dropped table whose foreign keys waited for
+ * logical_table_add(), leaves the catalog with it.
+ */
+CREATE FUNCTION tenant_router.forget_dropped_reference_tables()
+    RETURNS event_trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF to_regclass('tenant_router.reference_table') IS NOT NULL THEN
+        DELETE FROM tenant_router.reference_table t
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND d.objid = t.table_id::oid;
+        DELETE FROM tenant_router.reference_foreign_key k
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND d.objid = k.table_id;
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenant_router.forget_dropped_reference_tables() FROM PUBLIC;
+
+CREATE EVENT TRIGGER tenant_router_forget_dropped_reference_tables ON sql_drop
+    EXECUTE FUNCTION tenant_router.forget_dropped_reference_tables();
+
+CREATE FUNCTION reference_table_add(tbl regclass)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_reference_table_add'
+    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION reference_table_add(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION reference_table_add(regclass) TO tenant_router_admin;
+
 /* ---- Topology operations (ops helper): shards, online operations ---- */
 
 /*

@@ -34,6 +34,7 @@
 
 #include "tenant_router/adopt.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/reference_table.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
@@ -351,6 +352,8 @@ ShardSyncAllTables(const ShardRow *shard)
 	ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
 	ListCell   *lc;
 
+	/* reference tables first: foreign keys of logical tables may need them */
+	ReferenceTablesSyncShard(sc, shard->shard_id, shard->dsn);
 	foreach(lc, CatalogLogicalTables())
 		ShardSyncTable(sc, lfirst(lc), shard, false);
 }

@@ -635,29 +635,44 @@ ShardConnSocket(ShardConn *sc)
 }
 
 /*
- * ShardConnExecAll runs one statement on each of n connections at once:
- * all are sent, then all results read (the time of the slowest, not the
- * sum).  results[i] receives each result.  If any failed, every connection
- * is first left idle, then the first error raised (results freed).
+ * ShardConnExecParams runs one statement on each of n connections at once
+ * (with parameters: nparams[i], types[i], values[i]; NULL arrays for none):
+ * all are sent, then all results read, so the shards work at the same time.
+ * A connection listed twice runs its statements one after the other.
+ * results[i] receives each result.  If any failed, every connection is
+ * first left idle, then the first error raised (results freed).
  */
 void
-ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **results)
+ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *nparams,
+					const Oid *const *types, const char *const *const *values,
+					PGresult **results)
 {
+	bool	   *pending = palloc0(sizeof(bool) * (n + 1));
 	int			i;
+	int			j;
 	int			failed = -1;
 
 	for (i = 0; i < n; i++)
 	{
 		results[i] = NULL;
-		ShardConnSend(scs[i], sqls[i], 0, NULL, NULL);
+		/* a connection already busy with an earlier statement of this batch */
+		for (j = 0; j < i; j++)
+			if (pending[j] && scs[j] == scs[i])
+			{
+				results[j] = collect(scs[j], false);
+				pending[j] = false;
+			}
+		ShardConnSend(scs[i], sqls[i], nparams ? nparams[i] : 0,
+					  types ? types[i] : NULL, values ? values[i] : NULL);
+		pending[i] = true;
 	}
 	for (i = 0; i < n; i++)
-	{
-		results[i] = collect(scs[i], false);
-		if (failed < 0 && PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
+		if (pending[i])
+			results[i] = collect(scs[i], false);
+	for (i = 0; i < n && failed < 0; i++)
+		if (PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
 			PQresultStatus(results[i]) != PGRES_TUPLES_OK)
 			failed = i;
-	}
 	if (failed >= 0)
 	{
 		PGresult   *error = results[failed];
@@ -667,4 +682,11 @@ ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **res
 				PQclear(results[i]);
 		RemoteReport(scs[failed], error, sqls[failed]);
 	}
+}
+
+/* ShardConnExecAll is ShardConnExecParams for statements without parameters. */
+void
+ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **results)
+{
+	ShardConnExecParams(n, scs, sqls, NULL, NULL, NULL, results);
 }

@@ -91,6 +91,7 @@ typedef struct TrScanState
 	TupleDesc	tupdesc;
 	Oid			table_oid;		/* for the tuples' tableoid, or InvalidOid */
 	char	   *table_name;
+	bool		reference;		/* a reference table: one shard's copy */
 	RemoteParams params;
 	Oid		   *param_typids;
 
@@ -164,6 +165,7 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	strategies = list_nth(fsplan->fdw_private, FdwScanTenantStrategies);
 	merge_keys = list_nth(fsplan->fdw_private, FdwScanMergeKeys);
 	state->table_name = strVal(list_nth(fsplan->fdw_private, FdwScanTableName));
+	state->reference = boolVal(list_nth(fsplan->fdw_private, FdwScanReference));
 	if (list_nth(fsplan->fdw_private, FdwScanColumnKinds) != NIL)
 	{
 		List	   *kinds = list_nth(fsplan->fdw_private, FdwScanColumnKinds);
@@ -241,7 +243,10 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 		start_scan(node, state, true);
 }
 
-/* choose_shards evaluates the tenant conditions and prunes */
+/*
+ * choose_shards evaluates the tenant conditions and prunes; a reference
+ * table is read from one shard
+ */
 static List *
 choose_shards(ForeignScanState *node, TrScanState *state)
 {
@@ -250,6 +255,9 @@ choose_shards(ForeignScanState *node, TrScanState *state)
 	bool	   *nulls = palloc(sizeof(bool) * (state->ntenant + 1));
 	ListCell   *lc;
 	int			i = 0;
+
+	if (state->reference)
+		return TrReferenceReadShards();
 
 	foreach(lc, state->tenant_states)
 	{
@@ -747,7 +755,12 @@ TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	ForeignScan *fsplan = (ForeignScan *) node->ss.ps.plan;
 	TrScanState *state = node->fdw_state;
 
-	if (state != NULL && state->started)
+	if (state != NULL && state->started && state->reference)
+		ExplainPropertyText("Shards",
+							state->chosen == NIL ? "none" :
+							psprintf("%s (its copy of the reference table)",
+									 ((ShardRow *) linitial(state->chosen))->shard_id), es);
+	else if (state != NULL && state->started)
 		TrExplainShards(state->chosen, es);
 	else
 		ExplainPropertyText("Shards", "chosen at execution by tenant", es);

@@ -186,8 +186,9 @@ add_grouping_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped
 	info->scanrel = input_rel;
 	grouped_rel->fdw_private = info;
 
-	/* grouped by tenant: the shards compute every group whole */
-	if (groups_by_tenant(group_exprs, scan))
+	/* grouped by tenant (or one shard's copy of a reference table): the
+	 * shards compute every group whole */
+	if (scan->table->is_reference || groups_by_tenant(group_exprs, scan))
 	{
 		bool		whole = true;
 

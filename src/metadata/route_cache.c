@@ -49,6 +49,7 @@
 #include "utils/syscache.h"
 
 #include "tenant_router/catalog.h"
+#include "tenant_router/reference_catalog.h"
 #include "tenant_router/route_cache.h"
 
 /* ranges loaded per catalog probe */
@@ -133,7 +134,8 @@ route_cache_reset(void)
 static void
 relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || CatalogIsCatalogRelation(relid))
+	if (relid == InvalidOid || CatalogIsCatalogRelation(relid) ||
+		ReferenceCatalogIsRelation(relid))
 	{
 		route_cache_stale = true;
 		if (table_hash != NULL)
@@ -143,6 +145,8 @@ relcache_callback(Datum arg, Oid relid)
 		}
 		/* the relations may be new ones (ALTER EXTENSION UPDATE) */
 		CatalogForgetOids();
+		if (relid == InvalidOid)
+			ReferenceCatalogForgetOids();
 	}
 	else if (table_hash != NULL)
 		hash_search(table_hash, &relid, HASH_REMOVE, NULL);
@@ -153,6 +157,7 @@ server_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	/* a dropped or recreated server: forget its OID and every table */
 	CatalogForgetOids();
+	ReferenceCatalogForgetOids();
 	route_cache_stale = true;
 	if (table_hash != NULL)
 	{
@@ -503,17 +508,19 @@ RouteTenant(int64 tenant)
 }
 
 /*
- * LookupLogicalTable returns what the router needs to know about relid, or
- * NULL if relid is not a logical table (not a foreign table of server
- * tenant_router with a row in tenant_router.logical_table).
+ * LookupRouterTable returns what the router needs to know about relid, or
+ * NULL if relid is neither a logical table nor a reference table (a
+ * foreign table of server tenant_router with a row in
+ * tenant_router.logical_table or tenant_router.reference_table).
  */
 LogicalTable *
-LookupLogicalTable(Oid relid)
+LookupRouterTable(Oid relid)
 {
 	LogicalTable *table;
 	bool		found;
 	Oid			serverid;
 	LogicalTableRow *row;
+	bool		is_reference = false;
 	LogicalTable entry;
 
 	if (table_hash == NULL)
@@ -537,29 +544,37 @@ LookupLogicalTable(Oid relid)
 	row = NULL;
 	if (OidIsValid(serverid) && get_rel_relkind(relid) == RELKIND_FOREIGN_TABLE &&
 		GetForeignServerIdByRelId(relid) == serverid)
+	{
 		row = CatalogGetLogicalTable(relid);
+		is_reference = (row == NULL && CatalogGetReferenceTable(relid) != NULL);
+	}
 
 	/* the lookups above may have processed invalidations */
 	if (table_hash == NULL)
-		return LookupLogicalTable(relid);
+		return LookupRouterTable(relid);
 
 	memset(&entry, 0, sizeof(entry));
 	entry.relid = relid;
-	if (row != NULL)
+	if (row != NULL || is_reference)
 	{
 		Relation	rel = table_open(relid, AccessShareLock);
-		AttrNumber	attno = get_attnum(relid, row->tenant_column);
 
-		if (attno == InvalidAttrNumber)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("tenant column \"%s\" of logical table \"%s\" does not exist",
-							row->tenant_column, RelationGetRelationName(rel))));
+		if (row != NULL)
+		{
+			AttrNumber	attno = get_attnum(relid, row->tenant_column);
+
+			if (attno == InvalidAttrNumber)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("tenant column \"%s\" of logical table \"%s\" does not exist",
+								row->tenant_column, RelationGetRelationName(rel))));
+			entry.tenant_attno = attno;
+			entry.tenant_type = get_atttype(relid, attno);
+			entry.tenant_column = MemoryContextStrdup(CacheMemoryContext,
+													  quote_identifier(row->tenant_column));
+		}
 		entry.is_logical = true;
-		entry.tenant_attno = attno;
-		entry.tenant_type = get_atttype(relid, attno);
-		entry.tenant_column = MemoryContextStrdup(CacheMemoryContext,
-												  quote_identifier(row->tenant_column));
+		entry.is_reference = is_reference;
 		entry.remote_name =
 			MemoryContextStrdup(CacheMemoryContext,
 								quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
@@ -572,10 +587,22 @@ LookupLogicalTable(Oid relid)
 
 	/* the lookups above may have processed invalidations */
 	if (table_hash == NULL)
-		return LookupLogicalTable(relid);
+		return LookupRouterTable(relid);
 	table = hash_search(table_hash, &relid, HASH_ENTER, &found);
 	*table = entry;
 	return table->is_logical ? table : NULL;
+}
+
+/*
+ * LookupLogicalTable is LookupRouterTable for logical tables only: NULL for
+ * a reference table too.
+ */
+LogicalTable *
+LookupLogicalTable(Oid relid)
+{
+	LogicalTable *table = LookupRouterTable(relid);
+
+	return table != NULL && !table->is_reference ? table : NULL;
 }
 
 /*
