@@ -478,12 +478,11 @@ sync_shards(Oid relid, const char *tenant_column, List *ddl)
 	row.relid = relid;
 	row.tenant_column = (char *) tenant_column;
 	row.shard_ddl = ddl;
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 
-		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row,
-					   shard->range_start, shard->range_end, false);
+		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row, shard, false);
 	}
 }
 

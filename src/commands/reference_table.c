@@ -288,7 +288,7 @@ ReferenceTablesSyncShard(ShardConn *sc, const char *shard_id, const char *dsn)
 
 	if (tables == NIL)
 		return;
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 

@@ -345,6 +345,16 @@ ShardConnGetSide(const char *shard_id, const char *dsn)
 	return sc;
 }
 
+/*
+ * ShardConnBackendPid returns the process id of the connection's session on
+ * the shard (0 when not connected): a new value means a new session.
+ */
+int
+ShardConnBackendPid(ShardConn *sc)
+{
+	return sc->conn != NULL ? PQbackendPID(sc->conn) : 0;
+}
+
 /* ShardConnLabel returns the shard the connection was last requested for. */
 const char *
 ShardConnLabel(ShardConn *sc)

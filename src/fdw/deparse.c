@@ -356,3 +356,35 @@ DeparseTruncate(List *tables, bool cascade)
 		appendStringInfoString(&buf, " CASCADE");
 	return buf.data;
 }
+
+/*
+ * DeparseForShard returns sql, built above with nparams shipped parameters,
+ * for one shard: its range condition (on $nparams+1 and $nparams+2) becomes
+ * the condition on the tenants the shard owns now, ShardOwnsSql(), which may
+ * leave out pinned tenants, add tenants pinned to it, or take one remainder
+ * of a range shared by modulo.  The tenant column is read from the range
+ * condition itself.  The two range parameters are still sent, unused.  SQL
+ * without a range condition (a reference table's) is returned as it is.
+ */
+char *
+DeparseForShard(const char *sql, int nparams, const ShardRow *shard)
+{
+	char	   *lower = psprintf(" >= $%d AND ", nparams + 1);
+	char	   *upper = psprintf(" <= $%d", nparams + 2);
+	const char *at = strstr(sql, lower);
+	const char *column;
+	const char *end;
+	int			len;
+
+	if (at == NULL)
+		return (char *) sql;	/* a reference table: every shard has it all */
+	column = at + strlen(lower);
+	end = strstr(column, upper);
+	if (end == NULL)
+		elog(ERROR, "tenant_router: remote SQL without its range condition");
+	len = end - column;
+	if (at - sql < len || strncmp(at - len, column, len) != 0)
+		elog(ERROR, "tenant_router: remote SQL without its range condition");
+	return psprintf("%.*s%s%s", (int) (at - len - sql), sql,
+					ShardOwnsSql(shard, pnstrdup(column, len)), end + strlen(upper));
+}

@@ -381,8 +381,8 @@ send_all(ForeignScanState *node, DirectState *state)
 		RemoteParamsFill(&state->params, values, nulls);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
-		ShardConnSend(ds->sc, state->sql, state->params.n, state->params.types,
-					  state->params.values);
+		ShardConnSend(ds->sc, DeparseForShard(state->sql, state->nparams, ds->shard),
+					  state->params.n, state->params.types, state->params.values);
 		ShardConnClaimSet(ds->sc, &ds->claim);
 		ds->in_flight = true;
 	}

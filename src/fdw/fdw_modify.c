@@ -667,7 +667,7 @@ TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 	sql = DeparseTruncate(tables, behavior == DROP_CASCADE);
 
 	/* shards that share a database share its connection: once each */
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 

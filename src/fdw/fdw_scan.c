@@ -45,6 +45,7 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/partial_agg.h"
@@ -391,7 +392,8 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);
 		snprintf(ss->fetch_sql, sizeof(ss->fetch_sql), "FETCH %d FROM %s", FETCH_SIZE,
 				 ss->cursor);
-		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor, state->sql);
+		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor,
+						   DeparseForShard(state->sql, state->nparams, ss->shard));
 		ShardConnQueueParams(ss->sc, declare, state->params.n, state->params.types,
 							 state->params.values);
 		ss->open = true;

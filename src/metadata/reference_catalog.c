@@ -165,8 +165,8 @@ ReferenceReadShard(void)
 
 /*
  * ReferenceShards returns the shards a write to a reference table goes to:
- * one per distinct DSN (shards sharing a database share its copy), in
- * range order.
+ * one per distinct DSN (shards sharing a database share its copy), pin-only
+ * shards included, in shard_id order.
  */
 List *
 ReferenceShards(void)
@@ -174,7 +174,7 @@ ReferenceShards(void)
 	List	   *shards = NIL;
 	ListCell   *lc;
 
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 		ListCell   *sc;

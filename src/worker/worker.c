@@ -51,6 +51,7 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/operation_worker.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/publish.h"
 #include "tenant_router/redis.h"
@@ -360,6 +361,8 @@ run_cleanups(void)
 	WorkerStartTransaction();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
+	/* online operations whose worker is gone (a crash): roll them back */
+	OperationRecover();
 	if (SPI_execute("SELECT shard_id FROM tenant_router.pending_cleanup ORDER BY since", true, 0) ==
 		SPI_OK_SELECT)
 	{

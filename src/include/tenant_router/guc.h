@@ -30,11 +30,13 @@ typedef enum MultiShardWrites
 } MultiShardWrites;
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
+extern char *TenantRouterOperationPauseBefore;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
+extern int	TenantRouterShardLockTimeout;
 extern char *TenantRouterTopologyChannel;
 
 #endif

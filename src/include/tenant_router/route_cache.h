@@ -13,13 +13,16 @@
 
 #define SHARD_ID_MAXLEN 64
 
-/* what the router knows about a shard's range */
+/* what the router knows about a shard */
 typedef struct ShardRoute
 {
 	int64		range_start;
 	int64		range_end;
 	char	   *shard_id;
 	char	   *dsn;			/* shared by every shard with this DSN */
+	bool		has_range;		/* false: a pin-only shard */
+	int32		modulus;		/* it owns the tenants of its range whose */
+	int32		remainder;		/* remainder by modulus is remainder */
 } ShardRoute;
 
 /* what the router knows about a logical table, or a reference table */
