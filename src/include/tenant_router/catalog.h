@@ -12,6 +12,8 @@
 
 #define TENANT_ROUTER_SCHEMA "tenant_router"
 #define TENANT_ROUTER_SERVER "tenant_router"
+/* the catalog version this library is built for (default_version of the control file) */
+#define TENANT_ROUTER_CATALOG_VERSION "0.2"
 
 /* the largest modulus of shards sharing a range */
 #define SHARD_MODULUS_MAX 1024
