@@ -72,7 +72,6 @@ extern List *CatalogShardRanges(int64 lo, int64 hi);
 extern List *CatalogPinsOf(const char *shard_id);
 extern List *CatalogShardsWithIdentity(const char *db_identity);
 extern List *CatalogPins(void);
-extern char *CatalogPinnedShard(int64 tenant);
 extern void CatalogLoadPins(ShardRow *shard, const char *also_shard_id);
 extern int32 TenantRemainder(int64 tenant, int32 modulus);
 extern bool ShardRangeOwns(const ShardRow *shard, int64 tenant);
