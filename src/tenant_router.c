@@ -41,11 +41,13 @@ int			TenantRouterLogRetention = 600;
 int			TenantRouterMultiShardReads = MULTI_SHARD_READS_ALLOW;
 int			TenantRouterMultiShardWrites = MULTI_SHARD_WRITES_2PC;
 char	   *TenantRouterNodeName = NULL;
+char	   *TenantRouterOperationPauseBefore = NULL;
 int			TenantRouterRedisDb = 0;
 char	   *TenantRouterRedisHost = NULL;
 char	   *TenantRouterRedisPassword = NULL;
 int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
+int			TenantRouterShardLockTimeout = 10000;
 bool		TenantRouterSingleCoordinator = false;
 char	   *TenantRouterTopologyChannel = NULL;
 
@@ -178,6 +180,15 @@ define_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("tenant_router.operation_pause_before",
+							   "For tests: an online operation waits before this phase until it is cancelled.",
+							   NULL,
+							   &TenantRouterOperationPauseBefore,
+							   "",
+							   PGC_SUSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	DefineCustomIntVariable("tenant_router.redis_db",
 							"Redis database number that holds the topology stream.",
 							NULL,
@@ -224,6 +235,16 @@ define_settings(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.shard_lock_timeout",
+							"Longest wait for a lock on a shard's table by DDL tenant_router sends (range constraints, online operations).",
+							"0 waits without limit.  A statement that waits longer fails with 55P03.",
+							&TenantRouterShardLockTimeout,
+							10000,
+							0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("tenant_router.single_coordinator",
 							 "Declares this coordinator the only one on its topology channel.",

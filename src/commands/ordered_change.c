@@ -61,6 +61,8 @@
 #include "utils/timestamp.h"
 
 #include "tenant_router/guc.h"
+#include "tenant_router/operation.h"
+#include "tenant_router/operation_worker.h"
 #include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/topology.h"
@@ -396,11 +398,13 @@ OrderedChange(const char *function, TopologyChangeFn change, void *arg, bool ret
 typedef struct ShardChange
 {
 	const char *shard_id;
+	bool		has_range;
 	int64		range_start;
 	int64		range_end;
 	const char *dsn;
-	int64		split_at;
-	const char *new_shard_id;
+	int32		modulus;
+	int32		remainder;
+	int64		tenant;
 } ShardChange;
 
 static void
@@ -408,7 +412,8 @@ add_shard(void *arg)
 {
 	ShardChange *c = arg;
 
-	TopologyAddShard(c->shard_id, c->range_start, c->range_end, c->dsn, TOPOLOGY_FROM_SQL);
+	TopologyAddShard(c->shard_id, c->has_range, c->range_start, c->range_end, c->dsn,
+					 c->modulus, c->remainder, TOPOLOGY_FROM_SQL);
 }
 
 static void
@@ -424,22 +429,32 @@ update_range(void *arg)
 {
 	ShardChange *c = arg;
 
-	TopologyUpdateRange(c->shard_id, c->range_start, c->range_end, TOPOLOGY_FROM_SQL);
+	TopologyUpdateRange(c->shard_id, c->range_start, c->range_end, c->modulus, c->remainder,
+						TOPOLOGY_FROM_SQL);
 }
 
 static void
-split_shard(void *arg)
+pin_tenant(void *arg)
 {
 	ShardChange *c = arg;
 
-	TopologySplitShard(c->shard_id, c->split_at, c->new_shard_id, c->dsn, TOPOLOGY_FROM_SQL);
+	TopologyPinTenant(c->tenant, c->shard_id, TOPOLOGY_FROM_SQL);
+}
+
+static void
+unpin_tenant(void *arg)
+{
+	ShardChange *c = arg;
+
+	TopologyUnpinTenant(c->tenant, TOPOLOGY_FROM_SQL);
 }
 
 void
-OrderedAddShard(const char *shard_id, int64 range_start, int64 range_end, const char *dsn)
+OrderedAddShard(const char *shard_id, bool has_range, int64 range_start, int64 range_end,
+				const char *dsn, int32 modulus, int32 remainder)
 {
-	ShardChange c = {.shard_id = shard_id, .range_start = range_start, .range_end = range_end,
-	.dsn = dsn};
+	ShardChange c = {.shard_id = shard_id, .has_range = has_range, .range_start = range_start,
+	.range_end = range_end, .dsn = dsn, .modulus = modulus, .remainder = remainder};
 
 	OrderedChange("shard_add", add_shard, &c, true);
 }
@@ -453,23 +468,85 @@ OrderedRemoveShard(const char *shard_id)
 }
 
 void
-OrderedUpdateRange(const char *shard_id, int64 range_start, int64 range_end)
+OrderedUpdateRange(const char *shard_id, int64 range_start, int64 range_end, int32 modulus,
+				   int32 remainder)
 {
-	ShardChange c = {.shard_id = shard_id, .range_start = range_start, .range_end = range_end};
+	ShardChange c = {.shard_id = shard_id, .range_start = range_start, .range_end = range_end,
+	.modulus = modulus, .remainder = remainder};
 
 	OrderedChange("shard_update_range", update_range, &c, true);
 }
 
+/* OrderedPinTenant and OrderedUnpinTenant: a pin that moves no row */
+void
+OrderedPinTenant(int64 tenant, const char *shard_id)
+{
+	ShardChange c = {.shard_id = shard_id, .tenant = tenant};
+
+	OrderedChange("tenant_pin", pin_tenant, &c, true);
+}
+
+void
+OrderedUnpinTenant(int64 tenant)
+{
+	ShardChange c = {.tenant = tenant};
+
+	OrderedChange("tenant_unpin", unpin_tenant, &c, true);
+}
+
+/* the SQL function of each online operation, for messages */
+static const char *const operation_functions[] = {
+	[OPERATION_SPLIT] = "shard_split",
+	[OPERATION_SPLIT_MODULO] = "shard_split_modulo",
+	[OPERATION_MOVE] = "shard_move",
+	[OPERATION_MERGE] = "shard_merge",
+	[OPERATION_PIN] = "tenant_pin",
+	[OPERATION_UNPIN] = "tenant_unpin",
+};
+
+/* same_shard tells whether a shard's catalog row is still what an operation saw */
+static bool
+same_shard(const ShardRow *then, const ShardRow *now)
+{
+	return now != NULL && then->has_range == now->has_range &&
+		then->range_start == now->range_start && then->range_end == now->range_end &&
+		then->modulus == now->modulus && then->remainder == now->remainder &&
+		strcmp(then->dsn, now->dsn) == 0;
+}
+
 /*
- * OrderedSplitShard: the split copies rows before its flip and holds the
- * topology lock throughout, so it is ordered as a whole and not retried.
+ * flip makes an online operation's catalog change, once the shards it
+ * reads are still as the operation saw them when it began: a change
+ * ordered meanwhile (on another coordinator, say) may have changed them,
+ * and the flip would write over it.
+ */
+static void
+flip(void *arg)
+{
+	Operation  *op = arg;
+	const ShardRow *seen[2] = {op->source, op->target_before};
+
+	for (int i = 0; i < 2; i++)
+		if (seen[i] != NULL && !same_shard(seen[i], TopologyLockShard(seen[i]->shard_id)))
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("shard \"%s\" changed while %s() ran", seen[i]->shard_id,
+							operation_functions[op->kind]),
+					 errdetail("A topology change ordered meanwhile changed it; the operation is rolled back."),
+					 errhint("Call %s() again.", operation_functions[op->kind])));
+	op->flip(op);
+	OperationRecordFlip(op);
+}
+
+/*
+ * OrderedFlip makes an online operation's catalog change (op->flip and its
+ * record) in its place in the order.  Its rows were copied already and the
+ * source gave them away: after losing a race the flip is not tried again,
+ * the operation rolls back (its undo gives the source its constraint
+ * back).  SPI is connected.
  */
 void
-OrderedSplitShard(const char *shard_id, int64 split_at, const char *new_shard_id,
-				  const char *new_dsn)
+OrderedFlip(Operation *op)
 {
-	ShardChange c = {.shard_id = shard_id, .split_at = split_at, .new_shard_id = new_shard_id,
-	.dsn = new_dsn};
-
-	OrderedChange("shard_split", split_shard, &c, false);
+	OrderedChange(operation_functions[op->kind], flip, op, false);
 }

@@ -70,6 +70,41 @@ RemoteForgetPrepared(ShardConn *sc)
 }
 
 /*
+ * forget_statement removes a prepared statement from the connection's
+ * table; its name is never used again (names only grow), so whether the
+ * shard still has it does not matter.
+ */
+static void
+forget_statement(ShardConn *sc, PreparedStmt *ps)
+{
+	uint64		key = ps->key;
+
+	if (sc->cmd.executing == ps)
+		sc->cmd.executing = NULL;
+	if (sc->cmd.preparing == ps)
+		sc->cmd.preparing = NULL;
+	pfree(ps->sql);
+	if (ps->types)
+		pfree(ps->types);
+	(void) hash_search(sc->prepared, &key, HASH_REMOVE, NULL);
+}
+
+/*
+ * RemoteForgetUnconfirmed forgets the statement the command in flight was
+ * preparing, when the command is given up before the shard confirmed the
+ * PREPARE: it may exist on the shard or not, so it is prepared again under
+ * a new name.
+ */
+void
+RemoteForgetUnconfirmed(ShardConn *sc)
+{
+	PreparedStmt *ps = sc->cmd.preparing;
+
+	if (ps != NULL && !ps->ready && sc->prepared != NULL)
+		forget_statement(sc, ps);
+}
+
+/*
  * RemoteGetResult waits for the next result while processing interrupts; a
  * broken connection raises the connection error.
  */
@@ -545,8 +580,10 @@ exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
  * RemoteForgetStale forgets the prepared statement whose execution gave
  * res, if the shard says its plan is stale for good (a column's type
  * changed under it: "cached plan must not change result type"), so that
- * the next execution prepares it again instead of failing the same way
- * until the connection closes.  The DEALLOCATE goes with the next command.
+ * the next execution prepares it again, under a new name, instead of
+ * failing the same way until the connection closes.  No DEALLOCATE: in the
+ * failed remote transaction it would fail too; the old statement stays
+ * unused until the connection closes.
  */
 void
 RemoteForgetStale(ShardConn *sc, PGresult *res)
@@ -554,19 +591,12 @@ RemoteForgetStale(ShardConn *sc, PGresult *res)
 	PreparedStmt *ps = sc->cmd.executing;
 	char	   *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	char	   *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	char		sql[64];
 
 	if (ps == NULL || sc->prepared == NULL || sqlstate == NULL || message == NULL ||
 		strcmp(sqlstate, "0A000") != 0 ||
 		strcmp(message, "cached plan must not change result type") != 0)
 		return;
-	snprintf(sql, sizeof(sql), "DEALLOCATE %s", ps->name);
-	ShardConnQueue(sc, sql);
-	pfree(ps->sql);
-	if (ps->types)
-		pfree(ps->types);
-	(void) hash_search(sc->prepared, &ps->key, HASH_REMOVE, NULL);
-	sc->cmd.executing = NULL;
+	forget_statement(sc, ps);
 }
 
 /*
@@ -669,6 +699,7 @@ ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *
 	for (i = 0; i < n; i++)
 		if (pending[i])
 			results[i] = collect(scs[i], false);
+	pfree(pending);
 	for (i = 0; i < n && failed < 0; i++)
 		if (PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
 			PQresultStatus(results[i]) != PGRES_TUPLES_OK)

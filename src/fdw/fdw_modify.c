@@ -11,6 +11,11 @@
  * (the shard of their tenant) and their ctid there.  Defaults and volatile
  * functions have been evaluated on the coordinator before a row gets here.
  *
+ * A row inserted into a reference table, or copied into it, goes to every
+ * copy (fdw_reference.c), the first copy's RETURNING row being the
+ * statement's.  Its UPDATE and DELETE are direct modifications only
+ * (fdw_direct.c): a row read from one copy has a ctid on that copy alone.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -60,6 +65,8 @@ typedef struct TrModifyState
 	AttInMetadata *attinmeta;
 	MemoryContext row_cxt;
 	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
+	List	   *copies;			/* a reference table: the connections of its
+								 * copies, once the first row is written */
 } TrModifyState;
 
 void
@@ -72,6 +79,8 @@ TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
 	/* the row's ctid on its shard ... */
 	var = makeVar(rtindex, SelfItemPointerAttributeNumber, TIDOID, -1, InvalidOid, 0);
 	add_row_identity_var(root, var, rtindex, "ctid");
+	if (table->is_reference)
+		return;					/* direct modification only, or refused */
 	/* ... and its tenant, which names the shard */
 	var = makeVar(rtindex, table->tenant_attno, table->tenant_type, -1, InvalidOid, 0);
 	add_row_identity_var(root, var, rtindex, TENANT_JUNK_NAME);
@@ -105,6 +114,15 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 
 	if (plan->returningLists != NIL)
 		returning = TrAllColumns(rel);
+
+	if (table->is_reference && operation != CMD_INSERT)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s of reference table \"%s\" must be computed on the shards",
+						operation == CMD_UPDATE ? "UPDATE" : "DELETE",
+						RelationGetRelationName(rel)),
+				 errdetail("Each shard applies the statement to its copy; a row read from one copy cannot be told apart on the others."),
+				 errhint("Use conditions and new values made of the table's columns, constants, parameters and built-in immutable functions, without reading other tables or using volatile functions.")));
 
 	switch (operation)
 	{
@@ -300,6 +318,53 @@ collect_values(TrModifyState *state, TupleTableSlot *slot)
 	}
 }
 
+/*
+ * copies_of returns the connections of a reference table's copies, ready
+ * to write (the first call of the statement checks that it may)
+ */
+static List *
+copies_of(TrModifyState *state)
+{
+	if (state->copies == NIL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(state));
+
+		state->copies = TrReferenceWriteConns(RelationGetRelationName(state->rel), false);
+		MemoryContextSwitchTo(old);
+	}
+	return state->copies;
+}
+
+/*
+ * insert_reference inserts a row into every copy of a reference table; the
+ * first copy's RETURNING row is the statement's
+ */
+static TupleTableSlot *
+insert_reference(TrModifyState *state, TupleTableSlot *slot)
+{
+	TupleTableSlot *result = NULL;
+	ListCell   *lc;
+
+	if (state->copy != NULL)
+	{
+		foreach(lc, copies_of(state))
+			TrCopyRow(state->copy, lfirst(lc), slot);
+		return slot;
+	}
+	collect_values(state, slot);
+	foreach(lc, copies_of(state))
+	{
+		TupleTableSlot *done = execute(state, lfirst(lc), slot);
+
+		if (lc == list_head(state->copies))
+			result = done;
+		else if ((done != NULL) != (result != NULL))
+			TrReferenceCheckCount(RelationGetRelationName(state->rel),
+								  ShardConnLabel(lfirst(lc)), result ? 1 : 0, done ? 1 : 0);
+	}
+	return result;
+}
+
 TupleTableSlot *
 TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 					TupleTableSlot *planSlot)
@@ -307,6 +372,8 @@ TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 	TrModifyState *state = rinfo->ri_FdwState;
 	ShardConn  *sc;
 
+	if (state->table->is_reference)
+		return insert_reference(state, slot);
 	if (state->copy != NULL)
 	{
 		int64		tenant = tenant_of_slot(state, slot);
@@ -398,7 +465,9 @@ TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 /*
  * TrGetForeignModifyBatchSize lets the executor hand over rows to insert in
  * batches, which go to their shards as multi-row INSERTs: not when the rows
- * must come back (RETURNING).
+ * must come back (RETURNING, a view's WITH CHECK OPTION), nor with row
+ * triggers (a BEFORE trigger may read the table, and must see the rows
+ * inserted before its own).
  */
 int
 TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
@@ -407,7 +476,9 @@ TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 	int			ncols;
 
 	if (state == NULL || state->retrieved_attrs != NIL ||
-		(rinfo->ri_TrigDesc && rinfo->ri_TrigDesc->trig_insert_after_row))
+		rinfo->ri_projectReturning != NULL || rinfo->ri_WithCheckOptions != NIL ||
+		(rinfo->ri_TrigDesc && (rinfo->ri_TrigDesc->trig_insert_before_row ||
+								rinfo->ri_TrigDesc->trig_insert_after_row)))
 		return 1;
 	ncols = Max(list_length(state->target_attrs), 1);
 	return Min(INSERT_BATCH_ROWS, PQ_QUERY_PARAM_MAX_LIMIT / ncols);
@@ -461,18 +532,50 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 {
 	TrModifyState *state = rinfo->ri_FdwState;
 	int			n = *numSlots;
-	ShardRoute **route_of_row = palloc(sizeof(ShardRoute *) * n);
-	bool	   *done = palloc0(sizeof(bool) * n);
-	ShardConn **scs = palloc(sizeof(ShardConn *) * n);
-	const char **sqls = palloc(sizeof(char *) * n);
-	int		   *nparams = palloc(sizeof(int) * n);
-	Oid		  **types = palloc(sizeof(Oid *) * n);
-	const char ***values = palloc(sizeof(char **) * n);
-	PGresult  **results = palloc(sizeof(PGresult *) * n);
+	ShardRoute **route_of_row;
+	bool	   *done;
+	ShardConn **scs;
+	const char **sqls;
+	int		   *nparams;
+	Oid		  **types;
+	const char ***values;
+	PGresult  **results;
 	int			nshards = 0;
 	uint64		inserted = 0;
 	int			i;
-	MemoryContext old = MemoryContextSwitchTo(state->row_cxt);
+	MemoryContext old;
+
+	/* all of a batch's work in row_cxt, reset after it */
+	old = MemoryContextSwitchTo(state->row_cxt);
+	if (state->table->is_reference)
+	{
+		/* every row to every copy: one multi-row INSERT */
+		int		   *rows = palloc(sizeof(int) * n);
+		int			nparam;
+		Oid		   *typs;
+		const char **vals;
+		char	   *sql;
+
+		List	   *copies = copies_of(state);
+
+		for (i = 0; i < n; i++)
+			rows[i] = i;
+		sql = batch_statement(state, slots, rows, n, &nparam, &typs, &vals);
+		*numSlots = (int) TrReferenceExec(RelationGetRelationName(state->rel), copies,
+										  sql, nparam, typs, vals);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(state->row_cxt);
+		return slots;
+	}
+
+	route_of_row = palloc(sizeof(ShardRoute *) * n);
+	done = palloc0(sizeof(bool) * n);
+	scs = palloc(sizeof(ShardConn *) * n);
+	sqls = palloc(sizeof(char *) * n);
+	nparams = palloc(sizeof(int) * n);
+	types = palloc(sizeof(Oid *) * n);
+	values = palloc(sizeof(char **) * n);
+	results = palloc(sizeof(PGresult *) * n);
 
 	for (i = 0; i < n; i++)
 	{
@@ -553,11 +656,18 @@ TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 	int			i;
 
 	foreach(lc, rels)
-		tables = lappend(tables, GetLogicalTableOrError(lfirst(lc)));
+	{
+		LogicalTable *table = GetLogicalTableOrError(lfirst(lc));
+
+		/* every copy of a reference table is emptied, if it may be */
+		if (table->is_reference)
+			(void) TrReferenceWriteShards(RelationGetRelationName((Relation) lfirst(lc)), true);
+		tables = lappend(tables, table);
+	}
 	sql = DeparseTruncate(tables, behavior == DROP_CASCADE);
 
 	/* shards that share a database share its connection: once each */
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 

@@ -57,7 +57,7 @@ static const struct
 	const char *local_set;		/* column = value ($2: the topology version), or NULL */
 }			topology_tables[] =
 {
-	{"shard", "shard_id COLLATE \"C\"", "{version,state,created_at,updated_at}", "version"},
+	{"shard", "shard_id COLLATE \"C\"", "{version,state,created_at,updated_at,db_identity}", "version"},
 	{"pin", "tenant_id", "{pinned_at}", NULL},
 	{"origin_progress", "origin COLLATE \"C\"", "{}", NULL},
 };

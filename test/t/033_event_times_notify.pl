@@ -76,7 +76,10 @@ is($node->safe_psql('postgres', 'SELECT ' . within('created_at', $t_add) . ' AND
 # coordinator that applies it, by SQL or by event; nothing for a change
 # refused; never the DSN.
 #
-$node->safe_psql('postgres', qq{SELECT shard_add('n1', 400001, 400100, 'password=s3cret $dsn')});
+# a database of its own: two shards in one database are refused
+$shard->safe_psql('postgres', 'CREATE DATABASE n1');
+my $dsn_n1 = TenantRouter::Test->dsn($shard, 'n1');
+$node->safe_psql('postgres', qq{SELECT shard_add('n1', 400001, 400100, 'password=s3cret $dsn_n1')});
 # refused: with Redis, a change can only fail before it is in force
 my ($rc, $stdout, $stderr) = $node->psql('postgres', q{SELECT shard_update_range('n1', 400999, 400001)});
 like($stderr, qr/range_start 400999 is greater than range_end 400001/, 'a refused change');

@@ -22,7 +22,7 @@ my $channel = 'db_shard_topology_updates';
 my $redis = TenantRouter::Test->start_redis;
 # two servers, a database for each shard
 my @servers = map { TenantRouter::Test->new_shard("server$_") } (1 .. 2);
-my @dbs = qw(s_g s_z s_n1 s_n2 s_p s_q);
+my @dbs = qw(s_g s_z s_n1 s_n2 s_p s_q s_g2);
 my %dsn;
 for my $i (0 .. $#dbs)
 {
@@ -208,6 +208,32 @@ my ($rc, $out, $err) = $a->psql('postgres', "BEGIN; SELECT shard_add('t', 20001,
 like($err, qr/shard_add\(\) cannot run inside a transaction block/, 'a change inside BEGIN ... COMMIT is refused');
 is($a->safe_psql('postgres', q{SELECT count(*) FROM tenant_router.shard WHERE shard_id = 't'}), '0',
 	'and changes nothing');
+
+# an online operation: its catalog change is ordered too, and its end is
+# published on the channel (SHARD_SPLIT_COMPLETED), which the others record
+my $listener_out = '';
+my $listener = IPC::Run::start(
+	[ 'redis-cli', '-h', '127.0.0.1', '-p', $redis->{port}, 'SUBSCRIBE', $channel ],
+	'>', \$listener_out, IPC::Run::timeout(120));
+TenantRouter::Test->wait_subscribers($redis, $channel, 4);
+$a->safe_psql('postgres', q{INSERT INTO users (tenant_id, who) VALUES (100, 'stays'), (700, 'moves')});
+$a->safe_psql('postgres', "SELECT shard_split('g', 500, 'g2', '$dsn{s_g2}')");
+for my $node ($b, $c)
+{
+	ok($node->poll_query_until('postgres', q{SELECT shard_for(700) = 'g2' AND shard_for(100) = 'g'}),
+		$node->name . ': routes the moved tenant to the new shard of a split made on a');
+	ok($node->poll_query_until('postgres',
+			q{SELECT count(*) = 1 FROM tenant_router.events WHERE op = 'SHARD_SPLIT_COMPLETED' AND status = 'ignored'}),
+		$node->name . ': records the split\'s SHARD_SPLIT_COMPLETED');
+}
+is($b->safe_psql('postgres', q{SELECT who FROM users WHERE tenant_id = 700}), 'moves',
+	'b reads the moved row from the new shard');
+my $deadline = time + 10;
+$listener->pump_nb while $listener_out !~ /SHARD_SPLIT_COMPLETED/ && time < $deadline;
+like($listener_out, qr/"op": "SHARD_SPLIT_COMPLETED"/, 'SHARD_SPLIT_COMPLETED was published on the channel');
+like($listener_out, qr/"op": "UPDATE_SHARD_RANGE".*"op": "ADD_SHARD".*"op": "SHARD_SPLIT_COMPLETED"/s,
+	'after the split\'s catalog change');
+$listener->kill_kill;
 
 # every change came through the one log, in one order: the three catalogs
 # are at the same position

@@ -19,13 +19,15 @@ my $stream = "$channel:log";
 my $redis = TenantRouter::Test->start_redis;
 my $server = TenantRouter::Test->new_shard('server');
 $server->safe_psql('postgres', 'CREATE DATABASE base');
-my $dsn = TenantRouter::Test->dsn($server, 'base');
+my $base_dsn = TenantRouter::Test->dsn($server, 'base');
+# the shards of the flood, one at a time, in another database
+my $dsn = TenantRouter::Test->dsn($server);
 my @coords = map {
 	TenantRouter::Test->new_coordinator("coord_$_", redis => $redis,
 		conf => [ "tenant_router.node_name = '$_'", 'tenant_router.event_log_size = 100' ])
 } qw(a b c);
 TenantRouter::Test->wait_subscribers($redis, $channel, 3);
-$coords[0]->safe_psql('postgres', "SELECT shard_add('base', 1, 99, '$dsn')");
+$coords[0]->safe_psql('postgres', "SELECT shard_add('base', 1, 99, '$base_dsn')");
 for my $node (@coords)
 {
 	ok($node->poll_query_until('postgres', q{SELECT shard_for(50) = 'base'}), $node->name . ': has shard base');

@@ -42,6 +42,7 @@ typedef enum ShardXactMode
 extern ShardConn *ShardConnGet(const char *shard_id, const char *dsn);
 extern ShardConn *ShardConnGetSide(const char *shard_id, const char *dsn);
 extern const char *ShardConnLabel(ShardConn *sc);
+extern int	ShardConnBackendPid(ShardConn *sc);
 
 /* remote_xact.c */
 extern void RemoteXactInit(void);

@@ -31,11 +31,13 @@ typedef enum MultiShardWrites
 } MultiShardWrites;
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
+extern char *TenantRouterOperationPauseBefore;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
+extern int	TenantRouterShardLockTimeout;
 extern bool TenantRouterSingleCoordinator;
 extern char *TenantRouterTopologyChannel;
 

@@ -23,11 +23,16 @@ extern void OrderedChange(const char *function, TopologyChangeFn change, void *a
 						  bool retry);
 
 /* the admin functions' changes, ordered (the Topology* function of each) */
-extern void OrderedAddShard(const char *shard_id, int64 range_start, int64 range_end,
-							const char *dsn);
+extern void OrderedAddShard(const char *shard_id, bool has_range, int64 range_start,
+							int64 range_end, const char *dsn, int32 modulus, int32 remainder);
 extern void OrderedRemoveShard(const char *shard_id);
-extern void OrderedUpdateRange(const char *shard_id, int64 range_start, int64 range_end);
-extern void OrderedSplitShard(const char *shard_id, int64 split_at, const char *new_shard_id,
-							  const char *new_dsn);
+extern void OrderedUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
+							   int32 modulus, int32 remainder);
+extern void OrderedPinTenant(int64 tenant, const char *shard_id);
+extern void OrderedUnpinTenant(int64 tenant);
+
+/* an online operation's catalog change */
+struct Operation;
+extern void OrderedFlip(struct Operation *op);
 
 #endif
