@@ -21,7 +21,7 @@
  * is rolled back (the shards' savepoints with it), the caller waits for
  * the worker to apply what came first, and tries again -- against a
  * topology that now holds the winner, so a change that lost a race gets
- * the same error on every coordinator's terms: its own, once, here.
+ * the error its own validation gives, here, and exists nowhere else.
  *
  * The caller's transaction may still fail after its change was appended
  * (its COMMIT, or a later statement of a multi-call statement): the entry
@@ -43,8 +43,13 @@
  * work and its errors are the caller's), under the topology lock, which
  * the worker needs to apply what it reads; a worker asked to order a
  * change while it waits for that lock would never answer.  The backend
- * holds the lock only between its check of the log and its append, one
- * round trip to Redis.
+ * holds the lock from its look at the catalog's position to its commit:
+ * the change's own work and one round trip to Redis.
+ *
+ * TopologyShardWorkDone, set by the worker while it applies an entry that
+ * was applied first elsewhere (worker/events.c), tells the Topology*
+ * functions to change the catalog only: the shards were changed where the
+ * entry was first applied.
  *
  *-------------------------------------------------------------------------
  */

@@ -336,62 +336,75 @@ set_error(char **errmsg, const char *what, const char *detail)
 		*errmsg = psprintf("%s: %s", what, detail ? detail : "no reply");
 }
 
+/* setup runs a command of a connection's setup; false, with a message, if it failed */
+static bool
+setup(redisContext *ctx, const char *what, char **errmsg, const char *format,...)
+{
+	va_list		ap;
+	redisReply *reply;
+	bool		ok;
+
+	va_start(ap, format);
+	reply = redisvCommand(ctx, format, ap);
+	va_end(ap);
+	ok = reply != NULL && reply->type != REDIS_REPLY_ERROR;
+	if (!ok)
+		set_error(errmsg, what, reply ? reply->str : ctx->errstr);
+	if (reply)
+		freeReplyObject(reply);
+	return ok;
+}
+
 /*
- * TopologyLogConnect opens this process's command connection (AUTH,
- * SELECT) unless it is open; on failure it returns false with a message
- * and leaves nothing open.
+ * TopologyLogOpen opens a connection to Redis (tenant_router.redis_*:
+ * AUTH, SELECT), every command bounded by a timeout; NULL on failure, with
+ * a message.  The topology worker's subscription is one too.
+ */
+redisContext *
+TopologyLogOpen(char **errmsg)
+{
+	struct timeval tv = {REDIS_TIMEOUT_SECS, 0};
+	redisContext *ctx;
+
+	if (TenantRouterRedisHost == NULL || TenantRouterRedisHost[0] == '\0')
+	{
+		set_error(errmsg, "could not connect", "tenant_router.redis_host is empty");
+		return NULL;
+	}
+	ctx = redisConnectWithTimeout(TenantRouterRedisHost, TenantRouterRedisPort, tv);
+	if (ctx == NULL || ctx->err)
+	{
+		set_error(errmsg, "could not connect", ctx ? ctx->errstr : "out of memory");
+		if (ctx)
+			redisFree(ctx);
+		return NULL;
+	}
+	redisSetTimeout(ctx, tv);
+	redisEnableKeepAlive(ctx);
+	if ((TenantRouterRedisPassword && TenantRouterRedisPassword[0] != '\0' &&
+		 !setup(ctx, "AUTH failed", errmsg, "AUTH %s", TenantRouterRedisPassword)) ||
+		(TenantRouterRedisDb != 0 &&
+		 !setup(ctx, "SELECT failed", errmsg, "SELECT %d", TenantRouterRedisDb)))
+	{
+		redisFree(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+/*
+ * TopologyLogConnect opens this process's command connection unless it is
+ * open; on failure it returns false with a message.
  */
 bool
 TopologyLogConnect(char **errmsg)
 {
-	struct timeval tv = {REDIS_TIMEOUT_SECS, 0};
-	redisReply *reply;
-
 	if (log_ctx != NULL)
 		return true;
-	if (TenantRouterRedisHost == NULL || TenantRouterRedisHost[0] == '\0')
-	{
-		set_error(errmsg, "could not connect", "tenant_router.redis_host is empty");
-		return false;
-	}
-	log_ctx = redisConnectWithTimeout(TenantRouterRedisHost, TenantRouterRedisPort, tv);
-	if (log_ctx == NULL || log_ctx->err)
-	{
-		set_error(errmsg, "could not connect", log_ctx ? log_ctx->errstr : "out of memory");
-		TopologyLogDisconnect();
-		return false;
-	}
-	redisSetTimeout(log_ctx, tv);
-	redisEnableKeepAlive(log_ctx);
+	log_ctx = TopologyLogOpen(errmsg);
 	for (int i = 0; i < lengthof(scripts); i++)
 		scripts[i].sha[0] = '\0';
-	if (TenantRouterRedisPassword && TenantRouterRedisPassword[0] != '\0')
-	{
-		reply = redisCommand(log_ctx, "AUTH %s", TenantRouterRedisPassword);
-		if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-		{
-			set_error(errmsg, "AUTH failed", reply ? reply->str : log_ctx->errstr);
-			if (reply)
-				freeReplyObject(reply);
-			TopologyLogDisconnect();
-			return false;
-		}
-		freeReplyObject(reply);
-	}
-	if (TenantRouterRedisDb != 0)
-	{
-		reply = redisCommand(log_ctx, "SELECT %d", TenantRouterRedisDb);
-		if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-		{
-			set_error(errmsg, "SELECT failed", reply ? reply->str : log_ctx->errstr);
-			if (reply)
-				freeReplyObject(reply);
-			TopologyLogDisconnect();
-			return false;
-		}
-		freeReplyObject(reply);
-	}
-	return true;
+	return log_ctx != NULL;
 }
 
 void

@@ -212,9 +212,12 @@ ordered_here_take(const char *id)
 
 	foreach(lc, ordered_here)
 	{
-		if (strcmp(lfirst(lc), id) == 0)
+		char	   *here = lfirst(lc);
+
+		if (strcmp(here, id) == 0)
 		{
 			ordered_here = foreach_delete_current(ordered_here, lc);
+			pfree(here);
 			return true;
 		}
 	}
@@ -255,8 +258,15 @@ remember_new_entries(char **why)
 		ListCell   *lc;
 
 		foreach(lc, ordered_here)
-			if (StreamIdCompare(lfirst(lc), read_cursor) <= 0)
+		{
+			char	   *here = lfirst(lc);
+
+			if (StreamIdCompare(here, read_cursor) <= 0)
+			{
 				ordered_here = foreach_delete_current(ordered_here, lc);
+				pfree(here);
+			}
+		}
 	}
 	return true;
 }

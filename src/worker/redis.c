@@ -23,9 +23,6 @@
 #include "tenant_router/redis.h"
 #include "tenant_router/topology_log.h"
 
-/* connect timeout */
-#define REDIS_TIMEOUT_SECS 2
-
 static redisContext *sub_ctx = NULL;
 static uint64 subscribed_ms = 0;
 
@@ -63,30 +60,16 @@ command(char **errmsg, const char *what, const char *format,...)
 bool
 RedisConnect(char **errmsg)
 {
-	struct timeval tv = {REDIS_TIMEOUT_SECS, 0};
 	redisReply *reply;
 
 	RedisDisconnect();
 	if (!TopologyLogConnect(errmsg))
 		return false;
-	sub_ctx = redisConnectWithTimeout(TenantRouterRedisHost, TenantRouterRedisPort, tv);
-	if (sub_ctx == NULL || sub_ctx->err)
+	sub_ctx = TopologyLogOpen(errmsg);
+	if (sub_ctx == NULL)
 	{
-		set_error(errmsg, "could not connect", sub_ctx ? sub_ctx->errstr : "out of memory");
 		RedisDisconnect();
 		return false;
-	}
-	redisSetTimeout(sub_ctx, tv);
-	redisEnableKeepAlive(sub_ctx);
-	if (TenantRouterRedisPassword && TenantRouterRedisPassword[0] != '\0')
-	{
-		reply = command(errmsg, "AUTH failed", "AUTH %s", TenantRouterRedisPassword);
-		if (reply == NULL)
-		{
-			RedisDisconnect();
-			return false;
-		}
-		freeReplyObject(reply);
 	}
 
 	/* Redis's clock before the subscription: what was added earlier gets no copy */

@@ -52,14 +52,14 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
-#include "tenant_router/order.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/order.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/publish.h"
 #include "tenant_router/redis.h"
-#include "tenant_router/topology_log.h"
 #include "tenant_router/topology.h"
+#include "tenant_router/topology_log.h"
 #include "tenant_router/worker.h"
 
 #define BACKOFF_MIN_MS 100

@@ -233,6 +233,21 @@ $listener->pump_nb while $listener_out !~ /SHARD_SPLIT_COMPLETED/ && time < $dea
 like($listener_out, qr/"op": "SHARD_SPLIT_COMPLETED"/, 'SHARD_SPLIT_COMPLETED was published on the channel');
 like($listener_out, qr/"op": "UPDATE_SHARD_RANGE".*"op": "ADD_SHARD".*"op": "SHARD_SPLIT_COMPLETED"/s,
 	'after the split\'s catalog change');
+
+# and a merge back
+$a->safe_psql('postgres', "SELECT shard_merge('g2', 'g')");
+for my $node ($b, $c)
+{
+	ok($node->poll_query_until('postgres',
+			q{SELECT shard_for(700) = 'g' AND NOT EXISTS (SELECT 1 FROM tenant_router.shard WHERE shard_id = 'g2')}),
+		$node->name . ': follows the merge made on a');
+}
+is($c->safe_psql('postgres', q{SELECT string_agg(who, ',' ORDER BY tenant_id) FROM users WHERE tenant_id IN (100, 700)}),
+	'stays,moves', 'c reads both rows from the merged shard');
+$deadline = time + 10;
+$listener->pump_nb while $listener_out !~ /SHARD_MERGE_COMPLETED/ && time < $deadline;
+like($listener_out, qr/"op": "MERGE_SHARD".*"op": "SHARD_MERGE_COMPLETED"/s,
+	'SHARD_MERGE_COMPLETED was published on the channel after the merge');
 $listener->kill_kill;
 
 # every change came through the one log, in one order: the three catalogs

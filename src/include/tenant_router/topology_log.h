@@ -66,7 +66,9 @@ extern int	StreamIdCompare(const char *a, const char *b);
 /* keys */
 extern char *TopologyLogStreamKey(void);
 
-/* the command connection of this process */
+/* connections: the command connection of this process */
+struct redisContext;
+extern struct redisContext *TopologyLogOpen(char **errmsg);
 extern bool TopologyLogConnect(char **errmsg);
 extern void TopologyLogDisconnect(void);
 extern bool TopologyLogConnected(void);
