@@ -59,6 +59,9 @@
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonfuncs.h"
 #include "utils/jsonb.h"
@@ -97,6 +100,10 @@ typedef enum ApplyMode
 	APPLY_FOLLOW,
 	APPLY_RECORD_ONLY
 } ApplyMode;
+
+/* how long an entry ordered elsewhere from the channel waits for its outcome */
+#define ORDERER_WAIT_MS 50
+#define ORDERER_POLL_MS 2
 
 /* the longest reason an outcome keeps */
 #define OUTCOME_REASON_BYTES 1000
@@ -1009,6 +1016,24 @@ record_decided(char **why)
 }
 
 /*
+ * awaiting_orderer tells whether an entry has no outcome yet and was put in
+ * the order, from a channel message, by another coordinator: that one is
+ * about to apply it, shard work included.
+ */
+static bool
+awaiting_orderer(RedisEvent **events, char **outcomes, int n)
+{
+	char	   *me = OriginName();
+
+	for (int i = 0; i < n; i++)
+		if (outcomes[i] == NULL && events[i]->kind != NULL &&
+			strcmp(events[i]->kind, "raw") == 0 && events[i]->node != NULL &&
+			strcmp(events[i]->node, me) != 0)
+			return true;
+	return false;
+}
+
+/*
  * ApplyTopologyEvents applies and records entries of the log (a list of
  * RedisEvent), in order, several per transaction: each as it came out
  * where it was first applied, or decided here and recorded as such (see
@@ -1026,26 +1051,43 @@ ApplyTopologyEvents(List *events, char **why)
 	RedisEvent **array;
 	List	   *ids = NIL;
 	char	  **outcomes;
+	TimestampTz deadline;
 	int			i = 0;
 	ListCell   *lc;
 
 	if (events == NIL)
 		return true;
-	foreach(lc, events)
-		ids = lappend(ids, ((RedisEvent *) lfirst(lc))->id);
-	if (!TopologyLogGetOutcomes(ids, &outcomes, why))
-		return false;
-	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
 	array = palloc(sizeof(RedisEvent *) * n);
-	decided_cxt = caller;
-	decided_ids = decided_outcomes = NIL;
-
 	foreach(lc, events)
 	{
-		array[i] = lfirst(lc);
-		array[i]->outcome = outcomes[i];
-		i++;
+		array[i++] = lfirst(lc);
+		ids = lappend(ids, ((RedisEvent *) lfirst(lc))->id);
 	}
+	if (!TopologyLogGetOutcomes(ids, &outcomes, why))
+		return false;
+
+	/*
+	 * An event ordered from the channel by another coordinator is applied
+	 * there at once: its outcome comes within milliseconds, and then this
+	 * coordinator has only the catalog to change.  It waits that long, no
+	 * more (that one may be behind), then decides itself.
+	 */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ORDERER_WAIT_MS);
+	while (awaiting_orderer(array, outcomes, n) && GetCurrentTimestamp() < deadline)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ORDERER_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (!TopologyLogGetOutcomes(ids, &outcomes, why))
+			return false;
+	}
+	for (i = 0; i < n; i++)
+		array[i]->outcome = outcomes[i];
+
+	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
+	decided_cxt = caller;
+	decided_ids = decided_outcomes = NIL;
 	for (i = 0; i < n;)
 	{
 		MemoryContextSwitchTo(cxt);
