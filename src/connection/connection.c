@@ -33,6 +33,7 @@
 #include "connection_internal.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/remote_session.h"
+#include "tenant_router/stats.h"
 
 static HTAB *ConnHash = NULL;
 
@@ -86,6 +87,8 @@ ShardConnLost(ShardConn *sc)
 
 	if (sc->xact_depth > 0 || sc->xact_state != REMOTE_XACT_NONE)
 		sc->broken = SHARD_LOST;
+	if (sc->conn != NULL)
+		StatsShardFailed(sc->label, msg);
 	ShardConnDisconnect(sc);
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -115,6 +118,7 @@ connect_failed(ShardConn *sc, PGconn *conn, const char *why)
 
 	if (conn)
 		libpqsrv_disconnect(conn);
+	StatsShardFailed(sc->label, msg);
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not connect to shard \"%s\"", sc->label),
@@ -233,6 +237,7 @@ sc_connect(ShardConn *sc)
 				 errdetail_internal("%s", msg)));
 	}
 	PQclear(res);
+	StatsShardAnswered(sc->label);
 	PQsetNoticeReceiver(conn, notice_receiver, sc);
 	sc->conn = conn;
 	sc->next_stmt = 0;

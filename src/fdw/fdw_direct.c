@@ -45,6 +45,7 @@
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
+#include "tenant_router/stats.h"
 
 /* ForeignScan.fdw_private of a direct modification */
 enum FdwDirectPrivate
@@ -67,6 +68,7 @@ typedef struct DirectShard
 	ShardConn  *sc;
 	bool		in_flight;
 	PGresult   *result;
+	StatsStatement stats;		/* the statement on this shard, for the statistics */
 } DirectShard;
 
 typedef struct DirectState
@@ -334,6 +336,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		values[state->nparams + 1] = Int64GetDatum(ds->shard->range_end);
 		nulls[state->nparams + 1] = false;
 		RemoteParamsFill(&state->params, values, nulls);
+		StatsStatementBegin(&ds->stats, ds->shard->shard_id, NULL, state->cxt);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
 		ShardConnSend(ds->sc, state->sql, state->params.n, state->params.types,
@@ -348,6 +351,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		if (ds->in_flight)
 			direct_release(&ds->claim);
 		state->processed += strtou64(PQcmdTuples(ds->result), NULL, 10);
+		StatsStatementEnd(&ds->stats, strtou64(PQcmdTuples(ds->result), NULL, 10));
 	}
 	state->done_sending = true;
 }

@@ -38,6 +38,7 @@
 #include "tenant_router/fdw.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
+#include "tenant_router/stats.h"
 
 #define TENANT_JUNK_NAME "tenant_router_tenant"
 /* rows per multi-row INSERT sent to a shard */
@@ -60,6 +61,7 @@ typedef struct TrModifyState
 	AttInMetadata *attinmeta;
 	MemoryContext row_cxt;
 	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
+	StatsStatement stats;		/* the statement on the shard, for the statistics */
 } TrModifyState;
 
 void
@@ -214,6 +216,7 @@ shard_of(TrModifyState *state, int64 tenant)
 										   state->operation == CMD_INSERT);
 	ShardConn  *sc;
 
+	StatsStatementBegin(&state->stats, route->shard_id, &tenant, GetMemoryChunkContext(state));
 	sc = ShardConnGet(route->shard_id, route->dsn);
 	ShardConnBegin(sc, SHARD_WRITE);
 	return sc;
@@ -249,6 +252,7 @@ execute(TrModifyState *state, ShardConn *sc, TupleTableSlot *slot)
 	res = ShardConnExec(sc, state->sql, state->params.n, state->params.types,
 						state->params.values);
 	affected = strtou64(PQcmdTuples(res), NULL, 10);
+	StatsStatementEnd(&state->stats, affected);
 	if (affected > 0 && state->retrieved_attrs != NIL && PQntuples(res) > 0)
 	{
 		TupleDesc	tupdesc = slot->tts_tupleDescriptor;
@@ -451,6 +455,7 @@ batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *r
 
 	res = ShardConnExec(sc, sql, nparams, types, values);
 	affected = strtou64(PQcmdTuples(res), NULL, 10);
+	StatsStatementEnd(&state->stats, affected);
 	PQclear(res);
 	return affected;
 }
@@ -498,6 +503,7 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 			}
 		}
 		route = RouteTenant(tenant_of_slot(state, slots[i]));
+		StatsStatementBegin(&state->stats, route->shard_id, NULL, GetMemoryChunkContext(state));
 		sc = ShardConnGet(route->shard_id, route->dsn);
 		ShardConnBegin(sc, SHARD_WRITE);
 		inserted += batch_insert(state, sc, slots, rows, nrows);

@@ -52,6 +52,7 @@
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
+#include "tenant_router/stats.h"
 
 #define FETCH_SIZE 1000
 
@@ -74,6 +75,7 @@ typedef struct ScanShard
 	PGresult   *batch;			/* the batch being returned */
 	int			next;			/* its next row */
 	TupleTableSlot *head;		/* merge: this shard's next row */
+	StatsStatement stats;		/* the scan on this shard, for the statistics */
 } ScanShard;
 
 typedef struct TrScanState
@@ -272,8 +274,12 @@ take_result(ScanShard *ss)
 	ShardConnClaimDone(ss->sc, &ss->claim);
 	ss->fetching = false;
 	res = ShardConnResult(ss->sc, true);
+	StatsStatementAddRows(&ss->stats, PQntuples(res));
 	if (PQntuples(res) < FETCH_SIZE)
+	{
 		ss->exhausted = true;
+		StatsStatementEnd(&ss->stats, 0);
+	}
 	Assert(ss->ahead == NULL);
 	ss->ahead = res;
 }
@@ -311,6 +317,7 @@ close_shard(ScanShard *ss)
 {
 	if (ss->fetching)
 		take_result(ss);
+	StatsStatementEnd(&ss->stats, 0);
 	if (ss->open)
 	{
 		char		sql[64];
@@ -376,6 +383,7 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		nulls[state->nparams + 1] = false;
 		RemoteParamsFill(&state->params, values, nulls);
 
+		StatsStatementBegin(&ss->stats, ss->shard->shard_id, NULL, state->scan_cxt);
 		ss->sc = ShardConnGet(ss->shard->shard_id, ss->shard->dsn);
 		ShardConnBegin(ss->sc, SHARD_READ);
 		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);

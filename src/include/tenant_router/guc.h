@@ -30,11 +30,16 @@ typedef enum MultiShardWrites
 } MultiShardWrites;
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
+extern int	TenantRouterProbeInterval;
+extern int	TenantRouterProbeTimeout;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
+extern int	TenantRouterStatsMaxShards;
+extern int	TenantRouterStatsMaxTenants;
 extern char *TenantRouterTopologyChannel;
+extern bool TenantRouterTrackStats;
 
 #endif
