@@ -242,7 +242,7 @@ define_settings(void)
 
 	DefineCustomIntVariable("tenant_router.stats_max_shards",
 							"Number of shards whose health and statistics are kept in shared memory.",
-							"When more shards are tracked, the 5% used least recently are forgotten.",
+							"When a new shard finds them all taken, about 5% of them, those used least recently, are forgotten.",
 							&TenantRouterStatsMaxShards,
 							1000,
 							10, 1000000,
@@ -252,7 +252,7 @@ define_settings(void)
 
 	DefineCustomIntVariable("tenant_router.stats_max_tenants",
 							"Number of tenants whose statistics are kept in shared memory.",
-							"When more tenants are tracked, the 5% whose last statement is the oldest are forgotten.",
+							"When a new tenant finds them all taken, about 5% of them, those whose last statement is the oldest, are forgotten.",
 							&TenantRouterStatsMaxTenants,
 							10000,
 							10, 10000000,

@@ -6,7 +6,7 @@
  *	  tenant_stats show, and tenant_router.stats_reset() clears.
  *
  * Per shard: the last time it answered (a statement, a connection, the
- * worker's probe) and the last time it could not be reached, with libpq's
+ * health worker's probe) and the last time it could not be reached, with libpq's
  * message; it is reachable when its last answer is later than its last
  * failure.  Per shard and per tenant: statements, rows, errors and time.
  * A statement's part on a shard is counted when it ends (StatsStatementEnd);
@@ -17,13 +17,14 @@
  *
  * Memory is fixed at server start: tenant_router.stats_max_shards and
  * tenant_router.stats_max_tenants entries.  When a table is full, a new
- * entry first evicts the 5% of entries (at least one) whose last use is the
- * oldest.  Entries are per database (the key holds its OID).
+ * entry first evicts about 5% of the entries (at least one), those whose
+ * last use is the oldest.  Entries are per database (the key holds its OID).
  *
  * Invariants: one LWLock guards both tables' shape (shared to find an
- * entry, exclusive to add or remove one); an entry's fields are changed
- * under its spinlock.  Nothing here raises an error in the counting paths,
- * which also run during a transaction's abort.
+ * entry, exclusive to add or remove one, and to evict); an entry's fields,
+ * and the last use in its slot, are changed under its spinlock.  Nothing
+ * here raises an error in the counting paths, which also run during a
+ * transaction's abort.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,6 +49,8 @@
 #define STATS_ERROR_LEN 256
 /* percentage of a full table's entries evicted at once */
 #define STATS_EVICT_PERCENT 5
+/* entries whose last use sets the eviction threshold */
+#define STATS_EVICT_SAMPLE 512
 
 typedef struct StatsShardKey
 {
@@ -59,7 +62,7 @@ typedef struct StatsShardKey
 typedef struct StatsCommon
 {
 	slock_t		mutex;
-	TimestampTz last_used;		/* for eviction */
+	int			slot;			/* its slot in its table */
 	TimestampTz since;			/* counting since */
 	int64		statements;
 	int64		rows;
@@ -85,19 +88,41 @@ typedef struct StatsTenantKey
 typedef struct StatsTenantEntry
 {
 	StatsTenantKey key;
-	StatsCommon c;				/* last_used: its last statement */
+	StatsCommon c;
 	char		shard_id[SHARD_ID_MAXLEN];	/* of its last statement */
 } StatsTenantEntry;
 
-typedef struct StatsShared
+/*
+ * A table of entries: a shared hash by key, and max slots, one per entry,
+ * that hold each entry's last use in one array, so that eviction reads
+ * those and not the entries.
+ */
+typedef struct StatsTable
 {
-	LWLock	   *lock;
-	TimestampTz *scratch;		/* last_used values while evicting */
-} StatsShared;
+	const char *name;
+	const char *slots_name;
+	Size		keysize;
+	Size		entry_size;
+	Size		common_at;		/* offset of the entries' StatsCommon */
+	int			max;
+	HTAB	   *hash;
+	/* in shared memory, after the hash */
+	int		   *nfree;
+	int		   *free_slots;		/* the free slots, a stack */
+	TimestampTz *used;			/* each slot's last use */
+	void	  **entries;		/* each slot's entry, NULL if free */
+} StatsTable;
 
-static StatsShared *shared = NULL;
-static HTAB *shard_hash = NULL;
-static HTAB *tenant_hash = NULL;
+static StatsTable shard_table = {
+	"tenant_router shard stats", "tenant_router shard stats slots",
+	sizeof(StatsShardKey), sizeof(StatsShardEntry), offsetof(StatsShardEntry, c)
+};
+static StatsTable tenant_table = {
+	"tenant_router tenant stats", "tenant_router tenant stats slots",
+	sizeof(StatsTenantKey), sizeof(StatsTenantEntry), offsetof(StatsTenantEntry, c)
+};
+
+static LWLock *stats_lock = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -109,10 +134,13 @@ PG_FUNCTION_INFO_V1(tenant_router_shard_stats);
 PG_FUNCTION_INFO_V1(tenant_router_tenant_stats);
 PG_FUNCTION_INFO_V1(tenant_router_stats_reset);
 
-static int
-scratch_size(void)
+#define COMMON(t, entry) ((StatsCommon *) ((char *) (entry) + (t)->common_at))
+
+static Size
+slots_size(int max)
 {
-	return Max(TenantRouterStatsMaxShards, TenantRouterStatsMaxTenants);
+	return MAXALIGN(sizeof(int)) + MAXALIGN(sizeof(int) * max) +
+		MAXALIGN(sizeof(TimestampTz) * max) + MAXALIGN(sizeof(void *) * max);
 }
 
 static void
@@ -120,40 +148,55 @@ stats_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(StatsShared)));
-	RequestAddinShmemSpace(MAXALIGN(sizeof(TimestampTz) * scratch_size()));
-	RequestAddinShmemSpace(hash_estimate_size(TenantRouterStatsMaxShards,
-											  sizeof(StatsShardEntry)));
-	RequestAddinShmemSpace(hash_estimate_size(TenantRouterStatsMaxTenants,
-											  sizeof(StatsTenantEntry)));
+	RequestAddinShmemSpace(hash_estimate_size(TenantRouterStatsMaxShards, sizeof(StatsShardEntry)));
+	RequestAddinShmemSpace(slots_size(TenantRouterStatsMaxShards));
+	RequestAddinShmemSpace(hash_estimate_size(TenantRouterStatsMaxTenants, sizeof(StatsTenantEntry)));
+	RequestAddinShmemSpace(slots_size(TenantRouterStatsMaxTenants));
 	RequestNamedLWLockTranche(STATS_TRANCHE, 1);
+}
+
+/* table_attach creates or attaches a table of max entries */
+static void
+table_attach(StatsTable *t, int max)
+{
+	HASHCTL		info;
+	char	   *p;
+	bool		found;
+	int			i;
+
+	t->max = max;
+	info.keysize = t->keysize;
+	info.entrysize = t->entry_size;
+	t->hash = ShmemInitHash(t->name, max, max, &info, HASH_ELEM | HASH_BLOBS);
+	p = ShmemInitStruct(t->slots_name, slots_size(max), &found);
+	t->nfree = (int *) p;
+	p += MAXALIGN(sizeof(int));
+	t->free_slots = (int *) p;
+	p += MAXALIGN(sizeof(int) * max);
+	t->used = (TimestampTz *) p;
+	p += MAXALIGN(sizeof(TimestampTz) * max);
+	t->entries = (void **) p;
+	if (!found)
+	{
+		*t->nfree = max;
+		for (i = 0; i < max; i++)
+		{
+			t->free_slots[i] = max - 1 - i;
+			t->used[i] = 0;
+			t->entries[i] = NULL;
+		}
+	}
 }
 
 static void
 stats_shmem_startup(void)
 {
-	HASHCTL		info;
-	bool		found;
-
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("tenant_router stats", sizeof(StatsShared), &found);
-	if (!found)
-	{
-		shared->lock = &(GetNamedLWLockTranche(STATS_TRANCHE))->lock;
-		shared->scratch = ShmemAlloc(sizeof(TimestampTz) * scratch_size());
-	}
-	info.keysize = sizeof(StatsShardKey);
-	info.entrysize = sizeof(StatsShardEntry);
-	shard_hash = ShmemInitHash("tenant_router shard stats",
-							   TenantRouterStatsMaxShards, TenantRouterStatsMaxShards,
-							   &info, HASH_ELEM | HASH_BLOBS);
-	info.keysize = sizeof(StatsTenantKey);
-	info.entrysize = sizeof(StatsTenantEntry);
-	tenant_hash = ShmemInitHash("tenant_router tenant stats",
-								TenantRouterStatsMaxTenants, TenantRouterStatsMaxTenants,
-								&info, HASH_ELEM | HASH_BLOBS);
+	stats_lock = &(GetNamedLWLockTranche(STATS_TRANCHE))->lock;
+	table_attach(&shard_table, TenantRouterStatsMaxShards);
+	table_attach(&tenant_table, TenantRouterStatsMaxTenants);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -192,91 +235,87 @@ compare_timestamps(const void *a, const void *b)
 	return ta < tb ? -1 : ta > tb ? 1 : 0;
 }
 
-#define COMMON(entry, at) ((StatsCommon *) ((char *) (entry) + (at)))
+/* table_remove removes an entry and frees its slot; lock held exclusively */
+static void
+table_remove(StatsTable *t, void *entry)
+{
+	int			slot = COMMON(t, entry)->slot;
+
+	t->entries[slot] = NULL;
+	t->used[slot] = 0;
+	t->free_slots[(*t->nfree)++] = slot;
+	(void) hash_search(t->hash, entry, HASH_REMOVE, NULL);
+}
 
 /*
- * evict removes the STATS_EVICT_PERCENT% of entries (at least one) whose
- * last use is the oldest; common_at is the offset of the entries'
- * StatsCommon.  The caller holds the lock exclusively.
+ * table_evict removes about STATS_EVICT_PERCENT% of the entries (at least
+ * one), those whose last use is the oldest: the threshold is that
+ * percentile of the last uses of up to STATS_EVICT_SAMPLE slots spread over
+ * the table (all of them in a smaller table), so that one pass over the
+ * array of last uses and a small sort do, whatever the size of the table.
+ * The lock is held exclusively.
  */
 static void
-evict(HTAB *hash, Size common_at)
+table_evict(StatsTable *t)
 {
-	HASH_SEQ_STATUS status;
-	void	   *entry;
-	long		n = 0;
-	long		goal;
-	long		removed = 0;
+	TimestampTz sample[STATS_EVICT_SAMPLE];
+	int			step = Max(t->max / STATS_EVICT_SAMPLE, 1);
+	int			goal = Max((t->max - *t->nfree) * STATS_EVICT_PERCENT / 100, 1);
+	int			removed = 0;
+	int			n = 0;
+	int			slot;
 	TimestampTz threshold;
 
-	hash_seq_init(&status, hash);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		if (n < scratch_size())
-			shared->scratch[n++] = COMMON(entry, common_at)->last_used;
-	}
+	for (slot = 0; slot < t->max && n < STATS_EVICT_SAMPLE; slot += step)
+		if (t->entries[slot] != NULL)
+			sample[n++] = t->used[slot];
 	if (n == 0)
 		return;
-	qsort(shared->scratch, n, sizeof(TimestampTz), compare_timestamps);
-	goal = Max(n * STATS_EVICT_PERCENT / 100, 1);
-	threshold = shared->scratch[goal - 1];
+	qsort(sample, n, sizeof(TimestampTz), compare_timestamps);
+	threshold = sample[Max(n * STATS_EVICT_PERCENT / 100, 1) - 1];
 
-	hash_seq_init(&status, hash);
-	while ((entry = hash_seq_search(&status)) != NULL)
+	for (slot = 0; slot < t->max && removed < goal; slot++)
 	{
-		if (COMMON(entry, common_at)->last_used <= threshold)
+		if (t->entries[slot] != NULL && t->used[slot] <= threshold)
 		{
-			(void) hash_search(hash, entry, HASH_REMOVE, NULL);
-			if (++removed >= goal)
-			{
-				hash_seq_term(&status);
-				break;
-			}
+			table_remove(t, t->entries[slot]);
+			removed++;
 		}
 	}
 }
 
 /*
- * enter finds or adds the entry of key, evicting first if the table is full;
- * NULL if it cannot be added.  The caller holds the lock exclusively.
+ * table_enter finds or adds the entry of key, evicting first if the table is
+ * full; NULL if it cannot be added.  The lock is held exclusively.
  */
 static void *
-enter(HTAB *hash, const void *key, int max, Size common_at, Size entry_size,
-	  TimestampTz now)
+table_enter(StatsTable *t, const void *key, TimestampTz now)
 {
 	void	   *entry;
+	StatsCommon *c;
 	bool		found;
+	int			slot;
 
-	entry = hash_search(hash, key, HASH_FIND, NULL);
+	entry = hash_search(t->hash, key, HASH_FIND, NULL);
 	if (entry != NULL)
 		return entry;
-	if (hash_get_num_entries(hash) >= max)
-		evict(hash, common_at);
-	entry = hash_search(hash, key, HASH_ENTER_NULL, &found);
-	if (entry != NULL && !found)
-	{
-		StatsCommon *c = COMMON(entry, common_at);
-
-		memset((char *) entry + common_at, 0, entry_size - common_at);
-		SpinLockInit(&c->mutex);
-		c->last_used = now;
-		c->since = now;
-	}
+	if (*t->nfree == 0)
+		table_evict(t);
+	if (*t->nfree == 0)
+		return NULL;
+	entry = hash_search(t->hash, key, HASH_ENTER_NULL, &found);
+	if (entry == NULL)
+		return NULL;
+	Assert(!found);
+	slot = t->free_slots[--(*t->nfree)];
+	c = COMMON(t, entry);
+	memset(c, 0, t->entry_size - t->common_at);
+	SpinLockInit(&c->mutex);
+	c->slot = slot;
+	c->since = now;
+	t->entries[slot] = entry;
+	t->used[slot] = now;
 	return entry;
-}
-
-static StatsShardEntry *
-enter_shard(const StatsShardKey *key, TimestampTz now)
-{
-	return enter(shard_hash, key, TenantRouterStatsMaxShards,
-				 offsetof(StatsShardEntry, c), sizeof(StatsShardEntry), now);
-}
-
-static StatsTenantEntry *
-enter_tenant(const StatsTenantKey *key, TimestampTz now)
-{
-	return enter(tenant_hash, key, TenantRouterStatsMaxTenants,
-				 offsetof(StatsTenantEntry, c), sizeof(StatsTenantEntry), now);
 }
 
 /*
@@ -296,30 +335,34 @@ find_entries(const char *shard_id, const int64 *tenant, TimestampTz now,
 		tenant_key(&tkey, *tenant);
 	*tenant_entry = NULL;
 
-	LWLockAcquire(shared->lock, LW_SHARED);
-	*shard = hash_search(shard_hash, &skey, HASH_FIND, NULL);
+	LWLockAcquire(stats_lock, LW_SHARED);
+	*shard = hash_search(shard_table.hash, &skey, HASH_FIND, NULL);
 	if (tenant != NULL)
-		*tenant_entry = hash_search(tenant_hash, &tkey, HASH_FIND, NULL);
+		*tenant_entry = hash_search(tenant_table.hash, &tkey, HASH_FIND, NULL);
 	if (*shard != NULL && (tenant == NULL || *tenant_entry != NULL))
 		return;
 
-	LWLockRelease(shared->lock);
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	*shard = enter_shard(&skey, now);
+	LWLockRelease(stats_lock);
+	LWLockAcquire(stats_lock, LW_EXCLUSIVE);
+	*shard = table_enter(&shard_table, &skey, now);
 	if (tenant != NULL)
-		*tenant_entry = enter_tenant(&tkey, now);
+		*tenant_entry = table_enter(&tenant_table, &tkey, now);
 }
 
-/* add_counters counts a statement on c, whose spinlock the caller holds */
+/*
+ * add_counters counts a statement on an entry of t, whose spinlock the
+ * caller holds
+ */
 static void
-add_counters(StatsCommon *c, uint64 rows, int64 time_us, bool failed, TimestampTz now)
+add_counters(StatsTable *t, StatsCommon *c, uint64 rows, int64 time_us, bool failed,
+			 TimestampTz now)
 {
 	c->statements++;
 	c->rows += rows;
 	c->time_us += time_us;
 	if (failed)
 		c->errors++;
-	c->last_used = now;
+	t->used[c->slot] = now;
 }
 
 /* count adds a statement's part on a shard to the shard's and the tenant's counters */
@@ -335,7 +378,7 @@ count(StatsStatement *st, uint64 rows, bool failed)
 	if (shard != NULL)
 	{
 		SpinLockAcquire(&shard->c.mutex);
-		add_counters(&shard->c, rows, time_us, failed, now);
+		add_counters(&shard_table, &shard->c, rows, time_us, failed, now);
 		if (!failed && now > shard->last_success)
 			shard->last_success = now;
 		SpinLockRelease(&shard->c.mutex);
@@ -343,12 +386,12 @@ count(StatsStatement *st, uint64 rows, bool failed)
 	if (tenant != NULL)
 	{
 		SpinLockAcquire(&tenant->c.mutex);
-		add_counters(&tenant->c, rows, time_us, failed, now);
+		add_counters(&tenant_table, &tenant->c, rows, time_us, failed, now);
 		if (strcmp(tenant->shard_id, st->shard_id) != 0)
 			strlcpy(tenant->shard_id, st->shard_id, SHARD_ID_MAXLEN);
 		SpinLockRelease(&tenant->c.mutex);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(stats_lock);
 }
 
 /*
@@ -381,7 +424,7 @@ StatsStatementBegin(StatsStatement *st, const char *shard_id, const int64 *tenan
 {
 	Assert(!st->active);
 	st->active = false;
-	if (!TenantRouterTrackStats || shared == NULL)
+	if (!TenantRouterTrackStats || stats_lock == NULL)
 		return;
 	strlcpy(st->shard_id, shard_id, SHARD_ID_MAXLEN);
 	st->has_tenant = tenant != NULL;
@@ -425,7 +468,7 @@ StatsShardAnswered(const char *shard_id)
 	StatsShardEntry *shard;
 	StatsTenantEntry *unused;
 
-	if (shared == NULL)
+	if (stats_lock == NULL)
 		return;
 	find_entries(shard_id, NULL, now, &shard, &unused);
 	if (shard != NULL)
@@ -433,10 +476,10 @@ StatsShardAnswered(const char *shard_id)
 		SpinLockAcquire(&shard->c.mutex);
 		if (now > shard->last_success)
 			shard->last_success = now;
-		shard->c.last_used = now;
+		shard_table.used[shard->c.slot] = now;
 		SpinLockRelease(&shard->c.mutex);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(stats_lock);
 }
 
 /*
@@ -452,7 +495,7 @@ StatsShardFailed(const char *shard_id, const char *message)
 	StatsTenantEntry *unused;
 
 	StatsNoteShardError(shard_id);
-	if (shared == NULL)
+	if (stats_lock == NULL)
 		return;
 	find_entries(shard_id, NULL, now, &shard, &unused);
 	if (shard != NULL)
@@ -460,10 +503,10 @@ StatsShardFailed(const char *shard_id, const char *message)
 		SpinLockAcquire(&shard->c.mutex);
 		shard->last_error_at = now;
 		strlcpy(shard->last_error, message, STATS_ERROR_LEN);
-		shard->c.last_used = now;
+		shard_table.used[shard->c.slot] = now;
 		SpinLockRelease(&shard->c.mutex);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(stats_lock);
 }
 
 /*
@@ -508,8 +551,8 @@ tenant_router_shard_stats(PG_FUNCTION_ARGS)
 	StatsShardEntry *entry;
 
 	InitMaterializedSRF(fcinfo, 0);
-	LWLockAcquire(shared->lock, LW_SHARED);
-	hash_seq_init(&status, shard_hash);
+	LWLockAcquire(stats_lock, LW_SHARED);
+	hash_seq_init(&status, shard_table.hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
 		StatsShardEntry copy;
@@ -535,7 +578,7 @@ tenant_router_shard_stats(PG_FUNCTION_ARGS)
 		values[9] = timestamp_or_null(copy.c.since, &nulls[9]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(stats_lock);
 	return (Datum) 0;
 }
 
@@ -552,8 +595,8 @@ tenant_router_tenant_stats(PG_FUNCTION_ARGS)
 	StatsTenantEntry *entry;
 
 	InitMaterializedSRF(fcinfo, 0);
-	LWLockAcquire(shared->lock, LW_SHARED);
-	hash_seq_init(&status, tenant_hash);
+	LWLockAcquire(stats_lock, LW_SHARED);
+	hash_seq_init(&status, tenant_table.hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
 		StatsTenantEntry copy;
@@ -571,11 +614,11 @@ tenant_router_tenant_stats(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(copy.shard_id);
 		nulls[1] = false;
 		put_counters(&copy.c, &values[2], &nulls[2]);
-		values[6] = timestamp_or_null(copy.c.last_used, &nulls[6]);
+		values[6] = timestamp_or_null(tenant_table.used[copy.c.slot], &nulls[6]);
 		values[7] = timestamp_or_null(copy.c.since, &nulls[7]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(stats_lock);
 	return (Datum) 0;
 }
 
@@ -592,12 +635,12 @@ tenant_router_stats_reset(PG_FUNCTION_ARGS)
 	StatsShardEntry *shard;
 	StatsTenantEntry *tenant;
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	hash_seq_init(&status, tenant_hash);
+	LWLockAcquire(stats_lock, LW_EXCLUSIVE);
+	hash_seq_init(&status, tenant_table.hash);
 	while ((tenant = hash_seq_search(&status)) != NULL)
 		if (tenant->key.dbid == MyDatabaseId)
-			(void) hash_search(tenant_hash, &tenant->key, HASH_REMOVE, NULL);
-	hash_seq_init(&status, shard_hash);
+			table_remove(&tenant_table, tenant);
+	hash_seq_init(&status, shard_table.hash);
 	while ((shard = hash_seq_search(&status)) != NULL)
 	{
 		if (shard->key.dbid != MyDatabaseId)
@@ -607,6 +650,6 @@ tenant_router_stats_reset(PG_FUNCTION_ARGS)
 		shard->c.since = now;
 		SpinLockRelease(&shard->c.mutex);
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(stats_lock);
 	PG_RETURN_VOID();
 }
