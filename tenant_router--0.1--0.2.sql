@@ -145,7 +145,7 @@ CREATE TRIGGER shard_notify
 /* ---- Shard health and statistics ---- */
 
 /*
- * Kept in shared memory by every backend and the topology worker's probe
+ * Kept in shared memory by every backend and the health worker's probe
  * (src/metadata/stats.c), never written to a table; per database.  The
  * functions show no DSN, so they and the views are for everyone;
  * stats_reset() for superusers and tenant_router_admin.
@@ -160,7 +160,7 @@ CREATE FUNCTION tenant_router.shard_stats_data(
     LANGUAGE C STRICT VOLATILE;
 
 CREATE FUNCTION tenant_router.tenant_stats_data(
-    OUT tenant_id bigint, OUT shard_id text,
+    OUT tenant_id bigint,
     OUT statements bigint, OUT rows bigint, OUT errors bigint,
     OUT total_time double precision, OUT last_statement_at timestamptz,
     OUT stats_since timestamptz)
@@ -190,8 +190,9 @@ CREATE VIEW tenant_router.shard_stats AS
       FROM tenant_router.shard s
       LEFT JOIN tenant_router.shard_stats_data() h USING (shard_id);
 
+-- tenant_stats: shard_id is the shard that owns the tenant now
 CREATE VIEW tenant_router.tenant_stats AS
-    SELECT tenant_id, shard_id, statements, rows, errors, total_time,
+    SELECT tenant_id, shard_for(tenant_id) AS shard_id, statements, rows, errors, total_time,
            last_statement_at, stats_since
       FROM tenant_router.tenant_stats_data();
 
