@@ -142,6 +142,279 @@ CREATE TRIGGER shard_notify
     AFTER INSERT OR UPDATE OR DELETE ON tenant_router.shard
     FOR EACH ROW EXECUTE FUNCTION tenant_router.notify_topology();
 
+/* ---- Reference tables: a copy on every shard, written on all of them at once ---- */
+
+/*
+ * reference_table: tables copied whole to every shard (one copy per shard
+ * database).  table_id is a foreign table of server tenant_router; reads go
+ * to one shard, every write to all of them in one transaction (two-phase
+ * commit), and a statement pinned to one tenant joins it on that tenant's
+ * shard.  shard_ddl holds the statements that create the table on a shard,
+ * captured by reference_table_add().
+ */
+CREATE TABLE tenant_router.reference_table (
+    table_id    regclass PRIMARY KEY,
+    shard_ddl   text[] NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+/*
+ * reference_foreign_key: foreign keys from an ordinary table to a table made
+ * a reference table.  The coordinator cannot keep them (a foreign key cannot
+ * reference a foreign table): reference_table_add() moves them here, and
+ * logical_table_add() of the referencing table ships them to the shards.
+ */
+CREATE TABLE tenant_router.reference_foreign_key (
+    table_id        oid NOT NULL,
+    constraint_name name NOT NULL,
+    definition      text NOT NULL,
+    PRIMARY KEY (table_id, constraint_name)
+);
+REVOKE ALL ON tenant_router.reference_table, tenant_router.reference_foreign_key FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.reference_table', '');
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.reference_foreign_key', '');
+
+CREATE TRIGGER reference_table_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenant_router.reference_table
+    FOR EACH STATEMENT EXECUTE FUNCTION tenant_router.catalog_changed();
+
+CREATE VIEW tenant_router.reference_tables AS
+    SELECT t.table_id, t.created_at
+      FROM tenant_router.reference_table t;
+GRANT SELECT ON tenant_router.reference_tables TO PUBLIC;
+
+/*
+ * A dropped reference table (DROP FOREIGN TABLE: the shards keep their
+ * copies), or a dropped table whose foreign keys waited for
+ * logical_table_add(), leaves the catalog with it.
+ */
+CREATE FUNCTION tenant_router.forget_dropped_reference_tables()
+    RETURNS event_trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    IF to_regclass('tenant_router.reference_table') IS NOT NULL THEN
+        DELETE FROM tenant_router.reference_table t
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND d.objid = t.table_id::oid;
+        DELETE FROM tenant_router.reference_foreign_key k
+         USING pg_event_trigger_dropped_objects() d
+         WHERE d.classid = 'pg_class'::regclass AND d.objsubid = 0
+           AND d.objid = k.table_id;
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenant_router.forget_dropped_reference_tables() FROM PUBLIC;
+
+CREATE EVENT TRIGGER tenant_router_forget_dropped_reference_tables ON sql_drop
+    EXECUTE FUNCTION tenant_router.forget_dropped_reference_tables();
+
+CREATE FUNCTION reference_table_add(tbl regclass)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_reference_table_add'
+    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION reference_table_add(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION reference_table_add(regclass) TO tenant_router_admin;
+
+/* ---- Topology operations (ops helper): shards, online operations ---- */
+
+/*
+ * shard_add() is no longer strict: a NULL argument is an error instead of a
+ * call that silently does nothing.
+ */
+CREATE OR REPLACE FUNCTION shard_add(shard_id text, range_start bigint, range_end bigint, dsn text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_add'
+    LANGUAGE C CALLED ON NULL INPUT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+/*
+ * db_identity: the system identifier and name of the database a shard's DSN
+ * reaches, so that two shards in one database, or a shard in the
+ * coordinator's own database, are refused (shard_add, shard_split).
+ * state: what an online operation is doing to the shard.
+ */
+ALTER TABLE tenant_router.shard ADD COLUMN db_identity text;
+ALTER TABLE tenant_router.shard DROP CONSTRAINT shard_state_check,
+    ADD CONSTRAINT shard_state_check CHECK (state IN ('active', 'splitting', 'moving', 'merging'));
+
+/*
+ * operation: online topology operations (shard_split, ...), running or
+ * recent, recorded by their worker before each phase; what recovery needs
+ * to undo one that did not finish (DSNs: superusers only).
+ */
+CREATE SEQUENCE tenant_router.operation_id_seq;
+CREATE TABLE tenant_router.operation (
+    op_id            bigint PRIMARY KEY,
+    operation        text NOT NULL,
+    shard_id         text NOT NULL,
+    target_shard_id  text NOT NULL,
+    tenant_id        bigint,
+    phase            text NOT NULL,
+    rows_copied      bigint NOT NULL DEFAULT 0,
+    status           text NOT NULL DEFAULT 'running'
+                     CHECK (status IN ('running', 'completed', 'rolled back')),
+    error            text,
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    source_dsn       text NOT NULL,
+    target_dsn       text NOT NULL,
+    target_is_new    boolean NOT NULL,
+    identity_restore text[] NOT NULL DEFAULT '{}'
+);
+CREATE INDEX operation_unfinished ON tenant_router.operation (shard_id, target_shard_id)
+    WHERE finished_at IS NULL;
+REVOKE ALL ON tenant_router.operation, tenant_router.operation_id_seq FROM PUBLIC;
+
+CREATE VIEW tenant_router.operations AS
+    SELECT o.operation, o.shard_id, o.phase, o.rows_copied, o.started_at, o.finished_at,
+           o.op_id, o.target_shard_id, o.tenant_id, o.status, o.error
+      FROM tenant_router.operation o;
+GRANT SELECT ON tenant_router.operations TO PUBLIC;
+
+CREATE FUNCTION tenant_router.operation_recover()
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'tenant_router_operation_recover'
+    LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp;
+REVOKE EXECUTE ON FUNCTION tenant_router.operation_recover() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_router.operation_recover() TO tenant_router_admin;
+
+/*
+ * Modulo sub-routing and pin-only shards (seed 003): shards with the same
+ * range share it by the tenant's remainder by their modulus; a shard
+ * without a range owns only the tenants pinned to it.  Ranges still never
+ * overlap otherwise: the exclusion constraint keeps guarding the shards of
+ * modulus 1, shard_range_start_key (also the routing index) two shards of
+ * one range with one remainder, and the functions the rest (remainders
+ * disjoint, moduli dividing one another), under the topology lock.
+ */
+ALTER TABLE tenant_router.shard
+    ALTER COLUMN range_start DROP NOT NULL,
+    ALTER COLUMN range_end DROP NOT NULL,
+    ADD COLUMN modulus integer NOT NULL DEFAULT 1,
+    ADD COLUMN remainder integer NOT NULL DEFAULT 0,
+    ADD CONSTRAINT shard_modulus_check
+        CHECK (modulus BETWEEN 1 AND 1024 AND remainder >= 0 AND remainder < modulus),
+    ADD CONSTRAINT shard_pin_only_check
+        CHECK ((range_start IS NULL) = (range_end IS NULL) AND (range_start IS NOT NULL OR modulus = 1)),
+    DROP CONSTRAINT shard_range_excl,
+    DROP CONSTRAINT shard_range_start_key;
+ALTER TABLE tenant_router.shard
+    ADD CONSTRAINT shard_range_excl
+        EXCLUDE USING gist (numrange(range_start, range_end, '[]') WITH &&)
+        WHERE (modulus = 1 AND range_start IS NOT NULL),
+    ADD CONSTRAINT shard_range_start_key UNIQUE (range_start, modulus, remainder);
+
+-- the shards of one database, read by every shard added (a flood of
+-- ADD_SHARD events too: an index scan skips the dead rows it leaves)
+CREATE INDEX shard_db_identity_idx ON tenant_router.shard (db_identity, shard_id);
+
+/* pin: tenants owned by a shard whatever the ranges say (tenant_pin) */
+CREATE TABLE tenant_router.pin (
+    tenant_id  bigint PRIMARY KEY,
+    shard_id   text NOT NULL,
+    pinned_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pin_shard_id_idx ON tenant_router.pin (shard_id, tenant_id);
+REVOKE ALL ON tenant_router.pin FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenant_router.pin', '');
+CREATE TRIGGER pin_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenant_router.pin
+    FOR EACH STATEMENT EXECUTE FUNCTION tenant_router.catalog_changed();
+
+CREATE VIEW tenant_router.pins AS
+    SELECT p.tenant_id, p.shard_id, p.pinned_at FROM tenant_router.pin p;
+GRANT SELECT ON tenant_router.pins TO PUBLIC;
+
+CREATE OR REPLACE VIEW tenant_router.shards AS
+    SELECT s.shard_id,
+           s.range_start,
+           s.range_end,
+           s.state,
+           CASE WHEN tenant_router.is_superuser() THEN s.dsn
+                ELSE tenant_router.dsn_redact(s.dsn) END AS dsn,
+           s.version,
+           s.created_at,
+           s.updated_at,
+           s.modulus,
+           s.remainder
+      FROM tenant_router.shard s;
+
+/* shard_add with a modulus and a remainder; NULL range: a pin-only shard */
+DROP FUNCTION shard_add(text, bigint, bigint, text);
+CREATE FUNCTION shard_add(shard_id text, range_start bigint, range_end bigint, dsn text,
+                          modulus integer DEFAULT 1, remainder integer DEFAULT 0)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_add'
+    LANGUAGE C CALLED ON NULL INPUT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+/* the online operations besides shard_split: they take or hand over DSNs */
+CREATE FUNCTION shard_split_modulo(shard_id text, new_shard_id text, new_dsn text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_split_modulo'
+    LANGUAGE C STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION shard_move(shard_id text, new_dsn text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_move'
+    LANGUAGE C STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION shard_merge(shard_id text, into_shard_id text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_merge'
+    LANGUAGE C STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION tenant_pin(tenant_id bigint, shard_id text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_tenant_pin'
+    LANGUAGE C STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION tenant_unpin(tenant_id bigint)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_tenant_unpin'
+    LANGUAGE C STRICT VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+
+REVOKE EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text, integer, integer),
+    shard_split_modulo(text, text, text), shard_move(text, text), shard_merge(text, text),
+    tenant_pin(bigint, text), tenant_unpin(bigint) FROM PUBLIC;
+
+/*
+ * NOTIFY tenant_router_topology for pins too: {"op": "PIN_TENANT" |
+ * "UNPIN_TENANT", "payload": {"tenant_id", "shard_id"}, "version"}, at
+ * commit, as for the shards' rows.
+ */
+CREATE FUNCTION tenant_router.notify_pin()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+BEGIN
+    PERFORM pg_notify('tenant_router_topology',
+        jsonb_build_object(
+            'op', CASE WHEN TG_OP = 'DELETE' THEN 'UNPIN_TENANT' ELSE 'PIN_TENANT' END,
+            'payload', CASE WHEN TG_OP = 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END,
+            'version', (SELECT t.version FROM tenant_router.topology t))::text);
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenant_router.notify_pin() FROM PUBLIC;
+
+CREATE TRIGGER pin_notify
+    AFTER INSERT OR UPDATE OR DELETE ON tenant_router.pin
+    FOR EACH ROW EXECUTE FUNCTION tenant_router.notify_pin();
+
 /* ---- Shard health and statistics ---- */
 
 /*

@@ -2,6 +2,13 @@
 \set SHOW_CONTEXT never
 \getenv shard1 TR_SHARD1_DSN
 \getenv shard2 TR_SHARD2_DSN
+\set coord 'dbname=' :DBNAME ' host=' :HOST ' port=' :PORT
+-- a second database on shard2's server, for a shard of its own
+\c :shard2
+CREATE DATABASE tr_catalog_extra;
+\c :coord
+\set SHOW_CONTEXT never
+SELECT regexp_replace(:'shard2', 'dbname=\S+', 'dbname=tr_catalog_extra') AS extra \gset
 CREATE EXTENSION tenant_router;
 
 -- the catalog and what everyone may read
@@ -55,8 +62,20 @@ SELECT shard_add('shard3', 20001, 30000, 'host=127.0.0.1 port=1 user=u password=
 SELECT shard_add('', 20001, 30000, :'shard2');
 SELECT shard_add('shard 3', 20001, 30000, :'shard2');
 SELECT shard_add(repeat('x', 64), 20001, 30000, :'shard2');
--- NULL arguments: strict functions do nothing
-SELECT shard_add(NULL, 20001, 30000, :'shard2');
+-- NULL arguments: shard_add() says so instead of doing nothing (it is not
+-- strict: NULL range_start and range_end make a pin-only shard)
+SELECT shard_add(NULL, 20001, 30000, :'extra');
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('shard3', 20001, 30000, NULL);
+SELECT shard_add('shard3', 20001, NULL, :'extra');
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('shard3', 20001, 30000, :'extra', NULL, 0);
+-- moduli and remainders
+SELECT shard_add('shard3', 20001, 30000, :'extra', 0, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('shard3', 20001, 30000, :'extra', 4, 4);
+SELECT shard_add('shard3', 20001, 30000, :'extra', 2048, 0);
+SELECT shard_add('shard3', NULL, NULL, :'extra', 2, 1);
 SELECT topology_unchanged();
 
 -- shard_update_range
@@ -71,8 +90,18 @@ SELECT shard_update_range('shard2', 30000, 10001);
 SELECT shard_update_range('shard2', 10001, 20000);
 SELECT shard_for(25000);
 
+-- a DSN reaching another shard's database, however spelled, or the
+-- coordinator's own database, is refused; another database of the same
+-- server is fine
+SELECT shard_add('dup', 50001, 60000, :'shard2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT shard_add('dup', 50001, 60000, :'shard2' || ' application_name=other');
+SELECT shard_add('self', 50001, 60000, :'coord');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM tenant_router.shards WHERE shard_id IN ('dup', 'self');
+
 -- shard_remove: out of routing; the shard is not contacted
-SELECT shard_add('dead', 50001, 60000, :'shard2');
+SELECT shard_add('dead', 50001, 60000, :'extra');
 SELECT shard_for(55000);
 SELECT shard_remove('dead');
 SELECT shard_for(55000);
@@ -82,7 +111,7 @@ SELECT shard_id FROM tenant_router.shards ORDER BY range_start;
 
 -- a rolled back change is not seen, in this session or any other
 BEGIN;
-SELECT shard_add('shard3', 20001, 30000, :'shard2');
+SELECT shard_add('shard3', 20001, 30000, :'extra');
 SELECT shard_for(25000);
 ROLLBACK;
 SELECT shard_for(25000);
@@ -98,3 +127,5 @@ SELECT event->>'op' AS op, event->'payload'->>'shard_id' AS shard, (event->>'ver
 
 DROP FUNCTION topology_unchanged();
 DROP EXTENSION tenant_router;
+\c :shard2
+DROP DATABASE tr_catalog_extra WITH (FORCE);

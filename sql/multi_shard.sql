@@ -127,7 +127,9 @@ INSERT INTO ms_queries VALUES
  (47, 'SELECT count(*) FROM (SELECT DISTINCT tenant_id, account_id FROM {o}) d', false),
  (48, 'SELECT status, count(*) FROM {o} GROUP BY ROLLUP (status)', false),
  (49, 'SELECT DISTINCT lower(status), qty % 3 FROM {o} WHERE amount > 100', false),
- (50, 'SELECT DISTINCT note FROM {o} ORDER BY 1 NULLS FIRST LIMIT 3', true);
+ (50, 'SELECT DISTINCT note FROM {o} ORDER BY 1 NULLS FIRST LIMIT 3', true),
+ (51, 'SELECT id, qty FROM {o} ORDER BY qty FETCH FIRST 3 ROWS WITH TIES', false),
+ (52, 'SELECT id, qty FROM {o} ORDER BY qty, id OFFSET 5 ROWS FETCH FIRST 2 ROWS WITH TIES', true);
 
 SELECT n, ms_check(q, ordered) FROM ms_queries ORDER BY n;
 
@@ -146,6 +148,31 @@ EXECUTE ms_agg(2400, 5100);
 EXECUTE ms_agg(1, 10000);
 RESET plan_cache_mode;
 SELECT count(*), sum(amount) FROM ms_orders_local WHERE tenant_id BETWEEN 2400 AND 5100;
+-- a LIMIT the planner can only estimate is not pushed down: a generic plan
+-- keeps it while its value changes
+SET ms.lim = 3;
+PREPARE ms_lim AS SELECT count(*) FROM (SELECT id FROM ms_orders ORDER BY id LIMIT current_setting('ms.lim')::int) s;
+SET plan_cache_mode = force_generic_plan;
+EXECUTE ms_lim;
+SET ms.lim = 30;
+EXECUTE ms_lim;
+RESET plan_cache_mode;
+
+-- a rollback while cursors over several shards wait with FETCHes in flight
+BEGIN;
+DECLARE ms_c1 CURSOR FOR SELECT id FROM ms_orders ORDER BY id;
+FETCH 2 FROM ms_c1;
+SAVEPOINT s;
+DECLARE ms_c2 CURSOR FOR SELECT id FROM ms_orders;
+MOVE 5 IN ms_c2;
+SELECT 1 / 0;
+ROLLBACK TO s;
+FETCH 2 FROM ms_c1;
+DECLARE ms_c3 CURSOR FOR SELECT id FROM ms_orders;
+MOVE 5 IN ms_c3;
+SELECT 1 / 0;
+ROLLBACK;
+SELECT count(*) FROM ms_orders;
 
 -- writes over several shards leave the same rows (two-phase commit)
 UPDATE ms_orders SET qty = qty + 1, note = 'updated' WHERE amount < 10;

@@ -44,11 +44,11 @@ SELECT shard_add('shard9', 90000, 90001, 'host=127.0.0.1 port=1 password=hunter2
 SELECT shard_split('shard1', 5000, 'shard9', 'host=127.0.0.1 port=1');
 -- even when EXECUTE is granted by hand
 RESET ROLE;
-GRANT EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text) TO tr_ops;
+GRANT EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text, integer, integer) TO tr_ops;
 SET ROLE tr_ops;
 SELECT shard_add('shard9', 90000, 90001, 'host=127.0.0.1 port=1');
 RESET ROLE;
-REVOKE EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text) FROM tr_ops;
+REVOKE EXECUTE ON FUNCTION shard_add(text, bigint, bigint, text, integer, integer) FROM tr_ops;
 SET ROLE tr_ops;
 SELECT shard_id, range_start, range_end FROM tenant_router.shards ORDER BY 1;
 -- logical_table_add needs the table's owner too

@@ -41,6 +41,7 @@ int			TenantRouterEventLogSize = 1000;
 int			TenantRouterMultiShardReads = MULTI_SHARD_READS_ALLOW;
 int			TenantRouterMultiShardWrites = MULTI_SHARD_WRITES_2PC;
 char	   *TenantRouterNodeName = NULL;
+char	   *TenantRouterOperationPauseBefore = NULL;
 int			TenantRouterProbeInterval = 2000;
 int			TenantRouterProbeTimeout = 1000;
 int			TenantRouterRedisDb = 0;
@@ -48,6 +49,7 @@ char	   *TenantRouterRedisHost = NULL;
 char	   *TenantRouterRedisPassword = NULL;
 int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
+int			TenantRouterShardLockTimeout = 10000;
 int			TenantRouterStatsMaxShards = 1000;
 int			TenantRouterStatsMaxTenants = 10000;
 char	   *TenantRouterTopologyChannel = NULL;
@@ -173,6 +175,15 @@ define_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("tenant_router.operation_pause_before",
+							   "For tests: an online operation waits before this phase until it is cancelled.",
+							   NULL,
+							   &TenantRouterOperationPauseBefore,
+							   "",
+							   PGC_SUSET,
+							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	DefineCustomIntVariable("tenant_router.probe_interval",
 							"Time between two probes of every shard by the health worker.",
 							"Every shard is sent \"SELECT 1\" this often, and shows as unreachable in tenant_router.shard_health when it does not answer; 0 turns the probe off.",
@@ -239,6 +250,16 @@ define_settings(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.shard_lock_timeout",
+							"Longest wait for a lock on a shard's table by DDL tenant_router sends (range constraints, online operations).",
+							"0 waits without limit.  A statement that waits longer fails with 55P03.",
+							&TenantRouterShardLockTimeout,
+							10000,
+							0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("tenant_router.stats_max_shards",
 							"Number of shards whose health and statistics are kept in shared memory.",

@@ -295,21 +295,20 @@ AdoptSequences(Oid relid, const char *qualname, List *conns)
 
 /*
  * AdoptShardTable adopts a shard's copy of a logical table that gets its
- * range constraint for the first time: rows outside range_start..range_end
- * are an error naming how many and the shard; the coordinator's sequences
- * move above the ids the shard holds.
+ * range constraint for the first time: rows of tenants the shard does not
+ * own (ShardOwnsSql) are an error naming how many and the shard; the
+ * coordinator's sequences move above the ids the shard holds.
  */
 void
 AdoptShardTable(ShardConn *sc, LogicalTableRow *table, const char *qualname,
-				int64 range_start, int64 range_end)
+				const ShardRow *shard)
 {
 	const char *tenant = quote_identifier(table->tenant_column);
 	PGresult   *res;
 	int64		outside;
 
-	res = ShardConnExec(sc, psprintf("SELECT count(*) FROM %s WHERE %s < " INT64_FORMAT
-									 " OR %s > " INT64_FORMAT,
-									 qualname, tenant, range_start, tenant, range_end),
+	res = ShardConnExec(sc, psprintf("SELECT count(*) FROM %s WHERE NOT %s",
+									 qualname, ShardOwnsSql(shard, tenant)),
 						0, NULL, NULL);
 	outside = pg_strtoint64(PQgetvalue(res, 0, 0));
 	PQclear(res);
@@ -319,7 +318,7 @@ AdoptShardTable(ShardConn *sc, LogicalTableRow *table, const char *qualname,
 				 errmsg_plural("shard \"%s\" holds " INT64_FORMAT " row of table %s outside its range " INT64_FORMAT ".." INT64_FORMAT,
 								"shard \"%s\" holds " INT64_FORMAT " rows of table %s outside its range " INT64_FORMAT ".." INT64_FORMAT,
 								outside,
-								ShardConnLabel(sc), outside, qualname, range_start, range_end),
+								ShardConnLabel(sc), outside, qualname, shard->range_start, shard->range_end),
 				 errdetail("Their %s names tenants the shard does not own; tenant_router adopts a shard's rows only when all are its own.",
 						   tenant),
 				 errhint("Move or delete those rows on the shard, or add the shard with a range that covers them.")));

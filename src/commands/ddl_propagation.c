@@ -71,6 +71,7 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/ddl_propagation.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/reference_table.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl_safety.h"
@@ -900,6 +901,7 @@ tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree
 			{
 				DdlCall		call = {pstmt, queryString, context, params, queryEnv, dest, qc};
 
+				ReferenceTableCheckDdl(parsetree);
 				if (handle(&call, copyObject(parsetree)))
 					return;
 			}

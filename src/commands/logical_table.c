@@ -16,7 +16,14 @@
  * What cannot be carried over faithfully is refused with an error that
  * says what to do: rows (they would have to move in one transaction to
  * several shards), dependent views, rules, triggers, foreign keys, row level
- * security, identity columns, inheritance.
+ * security, identity columns, inheritance.  The one foreign key that holds
+ * on each shard, to a reference table, cannot stay on the coordinator (it
+ * would reference a foreign table): reference_table_add() kept it aside in
+ * tenant_router.reference_foreign_key, and it is shipped to the shards here
+ * with the table's other definitions.
+ *
+ * reference_table_add() (reference_table.c) converts its table with the
+ * same functions (logical_table_internal.h).
  *
  *-------------------------------------------------------------------------
  */
@@ -45,6 +52,7 @@
 #include "utils/syscache.h"
 
 #include "ddl_internal.h"
+#include "logical_table_internal.h"
 #include "tenant_router/adopt.h"
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
@@ -83,28 +91,44 @@ spi_command(const char *sql)
 		elog(ERROR, "tenant_router: command failed: %s", sql);
 }
 
+/* LogicalTableSpiStrings and LogicalTableSpiCommand: the two above, for reference_table.c */
+List *
+LogicalTableSpiStrings(const char *sql, Oid relid)
+{
+	return spi_strings(sql, relid);
+}
+
+void
+LogicalTableSpiCommand(const char *sql)
+{
+	spi_command(sql);
+}
+
 static void
-refuse(Relation rel, const char *what, const char *hint)
+refuse(Relation rel, bool reference, const char *what, const char *hint)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("cannot make table \"%s\" logical: %s",
-					RelationGetRelationName(rel), what),
+			 errmsg("cannot make table \"%s\" %s: %s", RelationGetRelationName(rel),
+					reference ? "a reference table" : "logical", what),
 			 hint ? errhint("%s", hint) : 0));
 }
 
 /*
- * check_convertible refuses an ordinary table whose conversion into a
- * foreign table would lose something.
+ * LogicalTableCheckConvertible refuses an ordinary table whose conversion
+ * into a foreign table would lose something.  For a reference table
+ * (reference), rows are copied to the shards, and foreign keys that
+ * reference it are reference_table_add()'s to keep.
  */
-static void
-check_convertible(Relation rel, const char *qualname)
+void
+LogicalTableCheckConvertible(Relation rel, const char *qualname, bool reference)
 {
 	Oid			relid = RelationGetRelid(rel);
 	List	   *found;
 	int			i;
 
-	found = spi_strings(psprintf("SELECT 1 FROM ONLY %s LIMIT 1", qualname), relid);
+	found = reference ? NIL :
+		spi_strings(psprintf("SELECT 1 FROM ONLY %s LIMIT 1", qualname), relid);
 	if (found != NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -116,7 +140,7 @@ check_convertible(Relation rel, const char *qualname)
 	found = spi_strings("SELECT inhrelid::regclass::text FROM pg_catalog.pg_inherits "
 						"WHERE inhrelid = $1 OR inhparent = $1", relid);
 	if (found != NIL)
-		refuse(rel, "it takes part in table inheritance", NULL);
+		refuse(rel, reference, "it takes part in table inheritance", NULL);
 
 	found = spi_strings("SELECT ev_class::regclass::text FROM pg_catalog.pg_rewrite r "
 						"JOIN pg_catalog.pg_depend d ON d.objid = r.oid "
@@ -124,30 +148,53 @@ check_convertible(Relation rel, const char *qualname)
 						"WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass "
 						"AND d.refobjid = $1 ORDER BY 1", relid);
 	if (found != NIL)
-		refuse(rel, psprintf("view or rule \"%s\" depends on it", (char *) linitial(found)),
+		refuse(rel, reference,
+			   psprintf("view or rule \"%s\" depends on it", (char *) linitial(found)),
+			   reference ?
+			   "Drop the dependent views, call reference_table_add(), then create them again." :
 			   "Drop the dependent views, call logical_table_add(), then create them again.");
 
-	found = spi_strings("SELECT conname FROM pg_catalog.pg_constraint "
-						"WHERE contype = 'f' AND (conrelid = $1 OR confrelid = $1)", relid);
+	/* foreign keys of the table itself */
+	found = spi_strings("SELECT c.conname || ' ' || c.confrelid::pg_catalog.regclass::text "
+						"FROM pg_catalog.pg_constraint c "
+						"WHERE c.contype = 'f' AND c.conrelid = $1 ORDER BY c.conname", relid);
 	if (found != NIL)
-		refuse(rel, psprintf("foreign key \"%s\" involves it", (char *) linitial(found)),
-			   "Foreign keys cannot span shards; drop the foreign key first.");
+	{
+		char	   *name = pstrdup(linitial(found));
+		char	   *target = strchr(name, ' ');
+
+		*target++ = '\0';
+		refuse(rel, reference,
+			   psprintf("foreign key \"%s\" references table %s", name, target),
+			   reference ?
+			   "A reference table cannot reference another table; drop the foreign key first." :
+			   psprintf("A foreign key holds on each shard only if it references a reference table: call reference_table_add('%s') first, which keeps the foreign key for the shards, or drop the foreign key.",
+						target));
+	}
+	/* foreign keys that reference it: only ordinary tables can hold them */
+	found = spi_strings("SELECT c.conname FROM pg_catalog.pg_constraint c "
+						"WHERE c.contype = 'f' AND c.confrelid = $1 "
+						"AND c.conrelid <> $1 ORDER BY c.conname", relid);
+	if (found != NIL && !reference)
+		refuse(rel, reference, psprintf("foreign key \"%s\" references it", (char *) linitial(found)),
+			   "Foreign keys cannot span shards; drop the foreign key first, or make this table a reference table with reference_table_add().");
 
 	found = spi_strings("SELECT tgname FROM pg_catalog.pg_trigger "
 						"WHERE tgrelid = $1 AND NOT tgisinternal", relid);
 	if (found != NIL)
-		refuse(rel, psprintf("it has trigger \"%s\"", (char *) linitial(found)),
+		refuse(rel, reference, psprintf("it has trigger \"%s\"", (char *) linitial(found)),
 			   "Drop the trigger first; create it on the shards' tables if rows need it there.");
 
 	if (rel->rd_rel->relrowsecurity)
-		refuse(rel, "row level security is enabled on it", NULL);
+		refuse(rel, reference, "row level security is enabled on it", NULL);
 
 	for (i = 0; i < RelationGetDescr(rel)->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
 
 		if (!att->attisdropped && att->attidentity != '\0')
-			refuse(rel, psprintf("column \"%s\" is an identity column", NameStr(att->attname)),
+			refuse(rel, reference,
+				   psprintf("column \"%s\" is an identity column", NameStr(att->attname)),
 				   "Use a default from a sequence (serial or bigserial) instead.");
 	}
 }
@@ -247,14 +294,16 @@ lacks_tenant(DdlTable *table, Oid conoid)
 }
 
 /*
- * shard_ddl returns the statements that create rel on a shard: schema,
- * table, constraints (keys, checks, exclusions) and the other indexes.
- * Unless trusted, each definition must be safe to ship
- * (shard_ddl_safety.c).
+ * LogicalTableShardDdl returns the statements that create rel on a shard:
+ * schema, table, constraints (keys, checks, exclusions) and the other
+ * indexes.  Unless trusted, each definition must be safe to ship
+ * (shard_ddl_safety.c).  A key that lacks tenant_column is told to hold on
+ * each shard separately; tenant_column NULL (a reference table, whose
+ * copies are whole): nothing to tell.
  */
-static List *
-shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted,
-		  const char *tenant_column)
+List *
+LogicalTableShardDdl(Relation rel, const char *nspname, const char *qualname, bool trusted,
+					 const char *tenant_column)
 {
 	DdlTable	table = {RelationGetRelid(rel), RelationGetRelationName(rel),
 	RelationGetNamespace(rel), (char *) qualname, (char *) tenant_column};
@@ -278,7 +327,7 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted,
 
 		if (!trusted)
 			ShardCheckConstraint(conoid, NULL, InvalidOid);
-		if ((name = lacks_tenant(&table, conoid)) != NULL)
+		if (tenant_column != NULL && (name = lacks_tenant(&table, conoid)) != NULL)
 			per_shard = lappend(per_shard, name);
 		ddl = lappend(ddl, pg_get_constraintdef_command(conoid));
 	}
@@ -293,21 +342,24 @@ shard_ddl(Relation rel, const char *nspname, const char *qualname, bool trusted,
 		if (!trusted)
 			ShardCheckIndex(indexoid, psprintf("index \"%s\"", get_rel_name(indexoid)),
 							relid, NULL);
-		if (index_is_unique(indexoid) && !DdlIndexHasTenant(&table, indexoid))
+		if (tenant_column != NULL && index_is_unique(indexoid) &&
+			!DdlIndexHasTenant(&table, indexoid))
 			per_shard = lappend(per_shard,
 								psprintf("unique index \"%s\"", get_rel_name(indexoid)));
 		ddl = lappend(ddl, pg_get_indexdef_string(indexoid));
 	}
-	DdlWarnUniqueness(&table, per_shard);
+	if (tenant_column != NULL)
+		DdlWarnUniqueness(&table, per_shard);
 	return ddl;
 }
 
 /*
- * convert_to_foreign replaces the ordinary table rel by a foreign table of
- * server tenant_router and returns the new table's OID.
+ * LogicalTableConvertToForeign replaces the ordinary table rel (closing
+ * it) by a foreign table of server tenant_router and returns the new
+ * table's OID.
  */
-static Oid
-convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
+Oid
+LogicalTableConvertToForeign(Relation rel, const char *qualname)
 {
 	Oid			relid = RelationGetRelid(rel);
 	Oid			nspid = RelationGetNamespace(rel);
@@ -376,8 +428,41 @@ convert_to_foreign(Relation rel, const char *nspname, const char *qualname)
 		spi_command(psprintf("COMMENT ON FOREIGN TABLE %s IS %s", qualname,
 							 quote_literal_cstr(linitial(comment))));
 
-	(void) nspname;
 	return get_relname_relid(relname, nspid);
+}
+
+/*
+ * take_reference_foreign_keys returns the foreign keys of relid to
+ * reference tables that reference_table_add() kept aside, and forgets them:
+ * from now on they are among the table's shard statements.
+ */
+static List *
+take_reference_foreign_keys(Oid relid)
+{
+	DdlCatalogAccess access;
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	List	   *ddl = NIL;
+	uint64		i;
+
+	DdlCatalogBegin(&access);
+	if (OidIsValid(get_relname_relid("reference_foreign_key",
+									 get_namespace_oid(TENANT_ROUTER_SCHEMA, false))))
+	{
+		DdlCatalogExec("DELETE FROM tenant_router.reference_foreign_key WHERE table_id = $1 "
+					   "RETURNING definition, constraint_name",
+					   1, types, values, SPI_OK_DELETE_RETURNING);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			ddl = lappend(ddl, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	DdlCatalogEnd(&access);
+	return ddl;
 }
 
 /*
@@ -393,12 +478,11 @@ sync_shards(Oid relid, const char *tenant_column, List *ddl)
 	row.relid = relid;
 	row.tenant_column = (char *) tenant_column;
 	row.shard_ddl = ddl;
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 
-		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row,
-					   shard->range_start, shard->range_end, false);
+		ShardSyncTable(ShardConnGet(shard->shard_id, shard->dsn), &row, shard, false);
 	}
 }
 
@@ -510,21 +594,23 @@ LogicalTableAdd(Oid relid, const char *tenant_column)
 	nestlevel = EnterRemoteSqlSettings();
 	qualname = quote_qualified_identifier(nspname, RelationGetRelationName(rel));
 	if (rel->rd_rel->relkind == RELKIND_RELATION)
-		check_convertible(rel, qualname);
+		LogicalTableCheckConvertible(rel, qualname, false);
 	/*
 	 * The definitions were chosen by the table's owner: a superuser calling
 	 * this for a table someone else owns ships that someone's code.
 	 */
-	ddl = shard_ddl(rel, nspname, qualname,
-					ShardDdlTrusted(GetOuterUserId()) &&
-					ShardDdlTrusted(rel->rd_rel->relowner),
-					tenant_column);
+	ddl = LogicalTableShardDdl(rel, nspname, qualname,
+							   ShardDdlTrusted(GetOuterUserId()) &&
+							   ShardDdlTrusted(rel->rd_rel->relowner),
+							   tenant_column);
+	/* its foreign keys to reference tables, kept aside by reference_table_add() */
+	ddl = list_concat(ddl, take_reference_foreign_keys(relid));
 
 	/* the shards first: an unreachable or different shard changes nothing */
 	sync_shards(relid, tenant_column, ddl);
 
 	if (rel->rd_rel->relkind == RELKIND_RELATION)
-		newrelid = convert_to_foreign(rel, nspname, qualname);
+		newrelid = LogicalTableConvertToForeign(rel, qualname);
 	else
 	{
 		newrelid = relid;

@@ -1,15 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * shard_ddl.c
- *	  Makes a shard's copy of a logical table match the coordinator.
+ *	  Every DDL a shard receives: its copy of a logical table made to match
+ *	  the coordinator, the CHECK constraint saying which tenants it owns,
+ *	  the guard of rows it has given away, their deletion; and the helpers
+ *	  that run statements on a shard for the commands.
  *
  * A table missing on the shard is created from the statements captured by
  * logical_table_add() (columns, keys, indexes).  A table that exists is
  * checked column by column against the coordinator's, and every difference
  * is listed in one error.  Either way the shard's copy carries the CHECK
- * constraint tenant_router_range for exactly the shard's range, so that a
- * misrouted write fails instead of landing; its comment records the range,
- * so an unchanged range costs no table scan.
+ * constraint tenant_router_range for exactly the tenants the shard owns
+ * (ShardOwnsSql), so that a misrouted write fails instead of landing; its
+ * comment records the condition, so an unchanged one costs no table scan.
  *
  * The statements run in the shard's remote transaction, committed or rolled
  * back with the local one, under an advisory lock on the shard: coordinators
@@ -30,15 +33,60 @@
 #include "utils/rel.h"
 
 #include "tenant_router/adopt.h"
+#include "tenant_router/guc.h"
+#include "tenant_router/reference_table.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
 
 #define RANGE_CONSTRAINT "tenant_router_range"
+#define MOVED_TRIGGER "tenant_router_moved"
 /* advisory lock key under which coordinators change a shard's tables */
 #define SHARD_DDL_LOCK "7481029373"
 
-static char *
-remote_scalar(ShardConn *sc, const char *sql, const char *param)
+/* ShardRemoteCommand runs a statement on the shard, discarding its result. */
+void
+ShardRemoteCommand(ShardConn *sc, const char *sql)
+{
+	PQclear(ShardConnExec(sc, sql, 0, NULL, NULL));
+}
+
+/* ddl_context names the lock wait that tenant_router.shard_lock_timeout bounds */
+static void
+ddl_context(void *arg)
+{
+	errcontext("waiting at most tenant_router.shard_lock_timeout (%d ms) for the locks of shard \"%s\"",
+			   TenantRouterShardLockTimeout, ShardConnLabel((ShardConn *) arg));
+}
+
+/*
+ * ShardRemoteDdl runs a statement that takes locks on a shard's table (DDL,
+ * LOCK, the cleanup's DELETE), waiting for them at most
+ * tenant_router.shard_lock_timeout: a session idle in a transaction on the
+ * shard makes it fail with 55P03 instead of hanging, and instead of queueing
+ * every other query on that table behind it.  The setting travels in the
+ * same pipeline, for the statement's transaction only.
+ */
+void
+ShardRemoteDdl(ShardConn *sc, const char *sql)
+{
+	ErrorContextCallback callback;
+
+	callback.callback = ddl_context;
+	callback.arg = sc;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+								TenantRouterShardLockTimeout));
+	ShardRemoteCommand(sc, sql);
+	error_context_stack = callback.previous;
+}
+
+/*
+ * ShardRemoteValue runs a query with at most one text parameter and returns
+ * the first column of its first row, or NULL.
+ */
+char *
+ShardRemoteValue(ShardConn *sc, const char *sql, const char *param)
 {
 	const char *values[1] = {param};
 	PGresult   *res = ShardConnExec(sc, sql, param ? 1 : 0, NULL, values);
@@ -50,10 +98,25 @@ remote_scalar(ShardConn *sc, const char *sql, const char *param)
 	return value;
 }
 
-static void
-remote_command(ShardConn *sc, const char *sql)
+/* ShardTableName returns the schema-qualified, quoted name of a table. */
+char *
+ShardTableName(Oid relid)
 {
-	PQclear(ShardConnExec(sc, sql, 0, NULL, NULL));
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		return NULL;
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), relname);
+}
+
+/*
+ * owner_sql returns the condition on column for the tenants owner owns:
+ * none when owner is NULL (a shard that gives away all its tenants).
+ */
+static char *
+owner_sql(const ShardRow *owner, const char *column)
+{
+	return owner ? ShardOwnsSql(owner, column) : pstrdup("(false)");
 }
 
 /*
@@ -131,36 +194,130 @@ check_columns(ShardConn *sc, Oid relid, const char *qualname, const char *remote
 }
 
 /*
- * ShardSyncTable creates or checks the table on the shard of sc and sets
- * its range constraint to range_start..range_end, in the shard's remote
- * transaction (or, with autocommit, committing each statement at once).
+ * ShardSetOwnership makes the table's CHECK constraint tenant_router_range
+ * say exactly what owner owns (nothing if owner is NULL), with a comment
+ * recording the condition, so that an unchanged one costs no table scan.
+ * Validated, it also drops the guard of moved rows: no row is outside, so
+ * the guard has nothing left to guard and would refuse rows owned again.
+ * NOT VALID, it leaves the rows already there (a shard that has just given
+ * some away, until its cleanup).
  */
 void
-ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
-			   int64 range_end, bool autocommit)
+ShardSetOwnership(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner,
+				  bool validate)
 {
-	char	   *relname = get_rel_name(table->relid);
-	char	   *nspname = get_namespace_name(get_rel_namespace(table->relid));
-	char	   *qualname = quote_qualified_identifier(nspname, relname);
+	char	   *qualname = ShardTableName(table->relid);
+	char	   *cond = owner_sql(owner, quote_identifier(table->tenant_column));
+
+	if (qualname == NULL)
+		return;					/* dropped meanwhile */
+	ShardRemoteDdl(sc, psprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS " RANGE_CONSTRAINT ", "
+								"ADD CONSTRAINT " RANGE_CONSTRAINT " CHECK %s%s",
+								qualname, cond, validate ? "" : " NOT VALID"));
+	ShardRemoteCommand(sc, psprintf("COMMENT ON CONSTRAINT " RANGE_CONSTRAINT " ON %s IS %s",
+									qualname,
+									quote_literal_cstr(psprintf("tenant_router owns %s", cond))));
+	if (validate)
+		ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+}
+
+/*
+ * ShardGuardMovedRows makes an UPDATE or DELETE of a row that owner does not
+ * own fail with 40001 (tenant ... has moved) instead of changing a row that
+ * the shard keeps only until its cleanup: a coordinator routing by an older
+ * topology gets an error to retry, never a write that the cleanup would lose.
+ */
+void
+ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner)
+{
+	char	   *qualname = ShardTableName(table->relid);
+	char	   *old_column = psprintf("OLD.%s", quote_identifier(table->tenant_column));
+
+	if (qualname == NULL)
+		return;
+	ShardRemoteCommand(sc, "CREATE OR REPLACE FUNCTION public.tenant_router_moved_row() "
+					   "RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN "
+					   "RAISE EXCEPTION USING ERRCODE = '40001', "
+					   "MESSAGE = pg_catalog.format('tenant %s has moved to another shard', "
+					   "pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) TG_ARGV[0]), "
+					   "DETAIL = 'The statement was routed by a topology older than a topology operation.', "
+					   "HINT = 'Retry the transaction.'; END$f$");
+	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER " MOVED_TRIGGER " BEFORE UPDATE OR DELETE ON %s "
+								"FOR EACH ROW WHEN (NOT %s) "
+								"EXECUTE FUNCTION public.tenant_router_moved_row(%s)",
+								qualname, owner_sql(owner, old_column),
+								quote_literal_cstr(table->tenant_column)));
+}
+
+/*
+ * ShardDeleteNotOwned deletes the table's rows that owner does not own, and
+ * returns how many; their guard goes first.  Run it in a remote transaction
+ * with ShardValidateOwnership.
+ */
+int64
+ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner)
+{
+	char	   *qualname = ShardTableName(table->relid);
+	PGresult   *res;
+	int64		deleted;
+
+	if (qualname == NULL)
+		return 0;
+	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+								TenantRouterShardLockTimeout));
+	res = ShardConnExec(sc, psprintf("DELETE FROM %s WHERE NOT %s", qualname,
+									 owner_sql(owner, quote_identifier(table->tenant_column))),
+						0, NULL, NULL);
+	deleted = strtoi64(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return deleted;
+}
+
+/*
+ * ShardValidateOwnership validates the table's range constraint, once the
+ * rows outside it are gone (ShardDeleteNotOwned).
+ */
+void
+ShardValidateOwnership(ShardConn *sc, LogicalTableRow *table)
+{
+	char	   *qualname = ShardTableName(table->relid);
+
+	if (qualname == NULL)
+		return;
+	ShardRemoteDdl(sc, psprintf("ALTER TABLE %s VALIDATE CONSTRAINT " RANGE_CONSTRAINT, qualname));
+}
+
+/*
+ * ShardSyncTable creates or checks the table on the shard of sc and sets
+ * its range constraint to what shard owns, in the shard's remote
+ * transaction (or, with autocommit, committing each statement at once).
+ * A constraint whose comment already records that condition is left as it
+ * is, validated or not.
+ */
+void
+ShardSyncTable(ShardConn *sc, LogicalTableRow *table, const ShardRow *shard,
+			   bool autocommit)
+{
+	char	   *qualname = ShardTableName(table->relid);
 	char	   *remote_oid;
 	char	   *comment;
 	char	   *marker;
-	char	   *tenant_column = (char *) quote_identifier(table->tenant_column);
-	StringInfoData sql;
 	ListCell   *lc;
 
-	if (relname == NULL)
+	if (qualname == NULL)
 		return;					/* dropped meanwhile */
 
 	ShardConnBegin(sc, autocommit ? SHARD_AUTOCOMMIT : SHARD_READ);
 	if (!autocommit)
-		remote_command(sc, "SELECT pg_catalog.pg_advisory_xact_lock(" SHARD_DDL_LOCK ")");
-	remote_oid = remote_scalar(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
+		ShardRemoteCommand(sc, "SELECT pg_catalog.pg_advisory_xact_lock(" SHARD_DDL_LOCK ")");
+	remote_oid = ShardRemoteValue(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
 	if (remote_oid == NULL)
 	{
 		foreach(lc, table->shard_ddl)
-			remote_command(sc, lfirst(lc));
-		remote_oid = remote_scalar(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
+			ShardRemoteDdl(sc, lfirst(lc));
+		remote_oid = ShardRemoteValue(sc, "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", qualname);
 		if (remote_oid == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -170,46 +327,18 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
 	else
 		check_columns(sc, table->relid, qualname, remote_oid);
 
-	marker = psprintf("tenant_router range " INT64_FORMAT ".." INT64_FORMAT,
-					  range_start, range_end);
-	{
-		const char *values[1] = {remote_oid};
-		PGresult   *res = ShardConnExec(sc,
-										"SELECT pg_catalog.obj_description(c.oid, 'pg_constraint') "
-										"FROM pg_catalog.pg_constraint c "
-										"WHERE c.conrelid = $1::pg_catalog.oid "
-										"AND c.conname = '" RANGE_CONSTRAINT "'",
-										1, NULL, values);
-
-		comment = (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) ?
-			pstrdup(PQgetvalue(res, 0, 0)) : NULL;
-		PQclear(res);
-	}
+	marker = psprintf("tenant_router owns %s",
+					  ShardOwnsSql(shard, quote_identifier(table->tenant_column)));
+	comment = ShardRemoteValue(sc,
+							   "SELECT pg_catalog.obj_description(c.oid, 'pg_constraint') "
+							   "FROM pg_catalog.pg_constraint c "
+							   "WHERE c.conrelid = $1::pg_catalog.oid "
+							   "AND c.conname = '" RANGE_CONSTRAINT "'", remote_oid);
 	if (comment != NULL && strcmp(comment, marker) == 0)
 		return;
 	if (comment == NULL)
-		AdoptShardTable(sc, table, qualname, range_start, range_end);
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "ALTER TABLE %s DROP CONSTRAINT IF EXISTS " RANGE_CONSTRAINT ", "
-					 "ADD CONSTRAINT " RANGE_CONSTRAINT " CHECK (%s >= " INT64_FORMAT
-					 " AND %s <= " INT64_FORMAT ")",
-					 qualname, tenant_column, range_start, tenant_column, range_end);
-	remote_command(sc, sql.data);
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "COMMENT ON CONSTRAINT " RANGE_CONSTRAINT " ON %s IS %s",
-					 qualname, quote_literal_cstr(marker));
-	remote_command(sc, sql.data);
-
-	/*
-	 * The constraint was validated: no row is outside the range, so the
-	 * guard a split put on moved rows (split.c) has nothing left to guard,
-	 * and would refuse rows the range now covers again.
-	 */
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "DROP TRIGGER IF EXISTS tenant_router_moved ON %s", qualname);
-	remote_command(sc, sql.data);
+		AdoptShardTable(sc, table, qualname, shard);
+	ShardSetOwnership(sc, table, shard, true);
 }
 
 /*
@@ -218,12 +347,13 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, int64 range_start,
  * error before it is put into routing.
  */
 void
-ShardSyncAllTables(const char *shard_id, const char *dsn, int64 range_start,
-				   int64 range_end)
+ShardSyncAllTables(const ShardRow *shard)
 {
-	ShardConn  *sc = ShardConnGet(shard_id, dsn);
+	ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
 	ListCell   *lc;
 
+	/* reference tables first: foreign keys of logical tables may need them */
+	ReferenceTablesSyncShard(sc, shard->shard_id, shard->dsn);
 	foreach(lc, CatalogLogicalTables())
-		ShardSyncTable(sc, lfirst(lc), range_start, range_end, false);
+		ShardSyncTable(sc, lfirst(lc), shard, false);
 }

@@ -210,8 +210,8 @@ sc_connect(ShardConn *sc)
 {
 	const char *keywords[3];
 	const char *values[3];
-	PGconn	   *conn;
-	PGresult   *res;
+	PGconn	   *volatile conn;
+	PGresult   *volatile res = NULL;
 
 	/* later keywords win over the DSN, earlier ones are defaults */
 	keywords[0] = "fallback_application_name";
@@ -223,8 +223,17 @@ sc_connect(ShardConn *sc)
 
 	conn = connect_params(sc, keywords, values);
 
-	/* the session's fixed environment (remote_session.c) */
-	res = libpqsrv_exec(conn, RemoteSessionSetupSql(), PG_WAIT_EXTENSION);
+	/* the session's fixed environment (remote_session.c); an interrupt closes */
+	PG_TRY();
+	{
+		res = libpqsrv_exec(conn, RemoteSessionSetupSql(), PG_WAIT_EXTENSION);
+	}
+	PG_CATCH();
+	{
+		libpqsrv_disconnect(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
 		char	   *msg = ShardConnLibpqMessage(conn);
@@ -339,6 +348,16 @@ ShardConnGetSide(const char *shard_id, const char *dsn)
 	if (sc->conn == NULL)
 		sc_connect(sc);
 	return sc;
+}
+
+/*
+ * ShardConnBackendPid returns the process id of the connection's session on
+ * the shard (0 when not connected): a new value means a new session.
+ */
+int
+ShardConnBackendPid(ShardConn *sc)
+{
+	return sc->conn != NULL ? PQbackendPID(sc->conn) : 0;
 }
 
 /* ShardConnLabel returns the shard the connection was last requested for. */

@@ -36,6 +36,7 @@ typedef enum RemoteXactState
 {
 	REMOTE_XACT_NONE = 0,		/* no remote transaction */
 	REMOTE_XACT_OPEN,			/* open (its BEGIN may still be queued) */
+	REMOTE_XACT_PREPARING,		/* PREPARE TRANSACTION sent, answer not read */
 	REMOTE_XACT_PREPARED		/* PREPARE TRANSACTION done: gid names it */
 } RemoteXactState;
 
@@ -101,15 +102,7 @@ extern void RemoteXactCheck(ShardConn *sc);
 extern ShardConn **RemoteConnArray(List *list);
 
 /* two_phase.c */
-extern void TwoPhasePrepare(List *writers);
-extern void TwoPhaseFinish(bool commit);
-extern void TwoPhaseReset(void);
-
-/* remote_xact.c */
-extern void RemoteXactCheck(ShardConn *sc);
-extern ShardConn **RemoteConnArray(List *list);
-
-/* two_phase.c */
+extern void TwoPhaseInit(void);
 extern void TwoPhasePrepare(List *writers);
 extern void TwoPhaseFinish(bool commit);
 extern void TwoPhaseReset(void);
@@ -118,6 +111,7 @@ extern void TwoPhaseReset(void);
 extern PGresult *RemoteGetResult(ShardConn *sc);
 extern void RemoteReport(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
 extern void RemoteForgetPrepared(ShardConn *sc);
+extern void RemoteForgetUnconfirmed(ShardConn *sc);
 extern void RemoteForgetCommands(ShardConn *sc);
 extern void RemoteFreeQueued(QueuedCommand *qc);
 extern void RemoteSendStatement(ShardConn *sc, const char *sql, const char *shown,

@@ -140,6 +140,8 @@ wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
 	{
 		PGresult   *res;
 
+		if (abandon_wait(deadline))
+			return false;
 		while (PQisBusy(sc->conn))
 		{
 			long		timeout;
@@ -172,6 +174,40 @@ wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
 		}
 		if (PQresultStatus(res) == PGRES_FATAL_ERROR)
 			*failed = true;
+		if (PQresultStatus(res) == PGRES_COPY_IN)
+		{
+			/* a COPY FROM that was never fed: end it as failed */
+			PQclear(res);
+			if (PQputCopyEnd(sc->conn, "cancelled by the coordinator") != 1 ||
+				PQflush(sc->conn) != 0)
+				return false;
+			*failed = true;
+			continue;
+		}
+		if (PQresultStatus(res) == PGRES_COPY_OUT)
+		{
+			/* a COPY TO whose rows nobody wants: read them to its end */
+			char	   *buf;
+			int			len;
+
+			PQclear(res);
+			while ((len = PQgetCopyData(sc->conn, &buf, 1)) != -1)
+			{
+				if (len == -2 || abandon_wait(deadline))
+					return false;
+				if (len > 0)
+					PQfreemem(buf);
+				else if (WaitLatchOrSocket(MyLatch,
+										   WL_LATCH_SET | WL_SOCKET_READABLE |
+										   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+										   PQsocket(sc->conn), CANCEL_POLL_MS,
+										   PG_WAIT_EXTENSION) & WL_LATCH_SET)
+					ResetLatch(MyLatch);
+				else if (!PQconsumeInput(sc->conn))
+					return false;
+			}
+			continue;
+		}
 		PQclear(res);
 	}
 }
@@ -194,6 +230,8 @@ RemoteCleanup(ShardConn *sc, int timeout_ms)
 		sc->claim = NULL;
 		claim->abandon(claim);
 	}
+	if (sc->cmd.active)
+		RemoteForgetUnconfirmed(sc);
 	if (sc->copying)
 	{
 		bool		failed;
@@ -227,6 +265,8 @@ RemoteCleanup(ShardConn *sc, int timeout_ms)
 		if (!RemoteSendCancel(sc, cancel_deadline) || !wait_idle(sc, deadline, &failed))
 			return false;
 	}
+	if (PQisnonblocking(sc->conn) && PQsetnonblocking(sc->conn, 0) != 0)
+		return false;
 	RemoteEndCommand(sc);
 	return PQstatus(sc->conn) == CONNECTION_OK;
 }

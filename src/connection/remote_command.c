@@ -71,6 +71,41 @@ RemoteForgetPrepared(ShardConn *sc)
 }
 
 /*
+ * forget_statement removes a prepared statement from the connection's
+ * table; its name is never used again (names only grow), so whether the
+ * shard still has it does not matter.
+ */
+static void
+forget_statement(ShardConn *sc, PreparedStmt *ps)
+{
+	uint64		key = ps->key;
+
+	if (sc->cmd.executing == ps)
+		sc->cmd.executing = NULL;
+	if (sc->cmd.preparing == ps)
+		sc->cmd.preparing = NULL;
+	pfree(ps->sql);
+	if (ps->types)
+		pfree(ps->types);
+	(void) hash_search(sc->prepared, &key, HASH_REMOVE, NULL);
+}
+
+/*
+ * RemoteForgetUnconfirmed forgets the statement the command in flight was
+ * preparing, when the command is given up before the shard confirmed the
+ * PREPARE: it may exist on the shard or not, so it is prepared again under
+ * a new name.
+ */
+void
+RemoteForgetUnconfirmed(ShardConn *sc)
+{
+	PreparedStmt *ps = sc->cmd.preparing;
+
+	if (ps != NULL && !ps->ready && sc->prepared != NULL)
+		forget_statement(sc, ps);
+}
+
+/*
  * RemoteGetResult waits for the next result while processing interrupts; a
  * broken connection raises the connection error.
  */
@@ -547,8 +582,10 @@ exec_statement(ShardConn *sc, const char *sql, const char *shown, int nparams,
  * RemoteForgetStale forgets the prepared statement whose execution gave
  * res, if the shard says its plan is stale for good (a column's type
  * changed under it: "cached plan must not change result type"), so that
- * the next execution prepares it again instead of failing the same way
- * until the connection closes.  The DEALLOCATE goes with the next command.
+ * the next execution prepares it again, under a new name, instead of
+ * failing the same way until the connection closes.  No DEALLOCATE: in the
+ * failed remote transaction it would fail too; the old statement stays
+ * unused until the connection closes.
  */
 void
 RemoteForgetStale(ShardConn *sc, PGresult *res)
@@ -556,19 +593,12 @@ RemoteForgetStale(ShardConn *sc, PGresult *res)
 	PreparedStmt *ps = sc->cmd.executing;
 	char	   *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	char	   *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	char		sql[64];
 
 	if (ps == NULL || sc->prepared == NULL || sqlstate == NULL || message == NULL ||
 		strcmp(sqlstate, "0A000") != 0 ||
 		strcmp(message, "cached plan must not change result type") != 0)
 		return;
-	snprintf(sql, sizeof(sql), "DEALLOCATE %s", ps->name);
-	ShardConnQueue(sc, sql);
-	pfree(ps->sql);
-	if (ps->types)
-		pfree(ps->types);
-	(void) hash_search(sc->prepared, &ps->key, HASH_REMOVE, NULL);
-	sc->cmd.executing = NULL;
+	forget_statement(sc, ps);
 }
 
 /*
@@ -637,29 +667,45 @@ ShardConnSocket(ShardConn *sc)
 }
 
 /*
- * ShardConnExecAll runs one statement on each of n connections at once:
- * all are sent, then all results read (the time of the slowest, not the
- * sum).  results[i] receives each result.  If any failed, every connection
- * is first left idle, then the first error raised (results freed).
+ * ShardConnExecParams runs one statement on each of n connections at once
+ * (with parameters: nparams[i], types[i], values[i]; NULL arrays for none):
+ * all are sent, then all results read, so the shards work at the same time.
+ * A connection listed twice runs its statements one after the other.
+ * results[i] receives each result.  If any failed, every connection is
+ * first left idle, then the first error raised (results freed).
  */
 void
-ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **results)
+ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *nparams,
+					const Oid *const *types, const char *const *const *values,
+					PGresult **results)
 {
+	bool	   *pending = palloc0(sizeof(bool) * (n + 1));
 	int			i;
+	int			j;
 	int			failed = -1;
 
 	for (i = 0; i < n; i++)
 	{
 		results[i] = NULL;
-		ShardConnSend(scs[i], sqls[i], 0, NULL, NULL);
+		/* a connection already busy with an earlier statement of this batch */
+		for (j = 0; j < i; j++)
+			if (pending[j] && scs[j] == scs[i])
+			{
+				results[j] = collect(scs[j], false);
+				pending[j] = false;
+			}
+		ShardConnSend(scs[i], sqls[i], nparams ? nparams[i] : 0,
+					  types ? types[i] : NULL, values ? values[i] : NULL);
+		pending[i] = true;
 	}
 	for (i = 0; i < n; i++)
-	{
-		results[i] = collect(scs[i], false);
-		if (failed < 0 && PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
+		if (pending[i])
+			results[i] = collect(scs[i], false);
+	pfree(pending);
+	for (i = 0; i < n && failed < 0; i++)
+		if (PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
 			PQresultStatus(results[i]) != PGRES_TUPLES_OK)
 			failed = i;
-	}
 	if (failed >= 0)
 	{
 		PGresult   *error = results[failed];
@@ -669,4 +715,11 @@ ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **res
 				PQclear(results[i]);
 		RemoteReport(scs[failed], error, sqls[failed]);
 	}
+}
+
+/* ShardConnExecAll is ShardConnExecParams for statements without parameters. */
+void
+ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls, PGresult **results)
+{
+	ShardConnExecParams(n, scs, sqls, NULL, NULL, NULL, results);
 }

@@ -91,6 +91,36 @@ ShardCopyStart(ShardConn *sc, const char *sql)
 	sc->copying = true;
 }
 
+/*
+ * flush_copy sends what libpq holds for the shard, waiting (interruptibly)
+ * while the socket is full and reading what the shard sends meanwhile (so
+ * that neither side waits on the other): a slow shard slows the COPY
+ * instead of piling its data up in this backend's memory.
+ */
+static void
+flush_copy(ShardConn *sc)
+{
+	int			rc;
+
+	while ((rc = PQflush(sc->conn)) == 1)
+	{
+		int			events = WaitLatchOrSocket(MyLatch,
+											   WL_LATCH_SET | WL_SOCKET_WRITEABLE |
+											   WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
+											   PQsocket(sc->conn), -1, PG_WAIT_EXTENSION);
+
+		if (events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if ((events & WL_SOCKET_READABLE) && !PQconsumeInput(sc->conn))
+			ShardConnLost(sc);
+	}
+	if (rc < 0)
+		ShardConnLost(sc);
+}
+
 /* ShardCopyPut sends COPY data, waiting (interruptibly) while the socket is full. */
 void
 ShardCopyPut(ShardConn *sc, const char *data, int len)
@@ -100,11 +130,12 @@ ShardCopyPut(ShardConn *sc, const char *data, int len)
 		int			rc = PQputCopyData(sc->conn, data, len);
 
 		if (rc == 1)
-			return;
+			break;
 		if (rc < 0)
 			ShardConnLost(sc);
 		wait_writeable(sc);
 	}
+	flush_copy(sc);
 }
 
 /*
@@ -119,15 +150,14 @@ ShardCopyEnd(ShardConn *sc, const char *sql)
 	int			rc;
 	uint64		rows;
 
-	sc->copying = false;
 	while ((rc = PQputCopyEnd(sc->conn, NULL)) == 0)
 		wait_writeable(sc);
 	if (rc < 0)
 		ShardConnLost(sc);
-	while ((rc = PQflush(sc->conn)) == 1)
-		wait_writeable(sc);
-	if (rc < 0 || PQsetnonblocking(sc->conn, 0) != 0)
+	flush_copy(sc);
+	if (PQsetnonblocking(sc->conn, 0) != 0)
 		ShardConnLost(sc);
+	sc->copying = false;
 	res = RemoteGetResult(sc);
 	if (res == NULL)
 		ShardConnLost(sc);

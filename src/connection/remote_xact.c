@@ -280,12 +280,18 @@ abort_remote(ShardConn *sc, void *arg)
 		keep = RemoteCleanup(sc, CLEANUP_TIMEOUT_MS);
 	if (keep && PQtransactionStatus(sc->conn) != PQTRANS_IDLE)
 		keep = RemoteCleanupExec(sc, "ROLLBACK TRANSACTION", CLEANUP_TIMEOUT_MS);
+	/* a PREPARE whose answer was never read may have succeeded */
+	if (keep && sc->xact_state == REMOTE_XACT_PREPARING &&
+		PQtransactionStatus(sc->conn) == PQTRANS_IDLE)
+		keep = RemoteCleanupExec(sc, psprintf("ROLLBACK PREPARED '%s'", sc->gid),
+								 CLEANUP_TIMEOUT_MS);
 	if (!keep)
 		ShardConnDisconnect(sc);
 	else
 		RemoteForgetCommands(sc);
 	sc->xact_depth = 0;
 	sc->xact_state = REMOTE_XACT_NONE;
+	sc->gid[0] = '\0';
 	sc->broken = SHARD_OK;
 	sc->wrote = false;
 }
@@ -471,11 +477,13 @@ tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 
 /*
  * RemoteXactInit installs the transaction callbacks and the nest-level
- * hooks (saving and chaining the previous hooks); called from _PG_init.
+ * hooks (saving and chaining the previous hooks), and reserves the shared
+ * memory of two-phase commit; called from _PG_init.
  */
 void
 RemoteXactInit(void)
 {
+	TwoPhaseInit();
 	RegisterXactCallback(xact_callback, NULL);
 	RegisterSubXactCallback(subxact_callback, NULL);
 

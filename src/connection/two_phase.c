@@ -5,10 +5,12 @@
  *	  and the recovery of the prepared transactions left in doubt.
  *
  * PREPARE TRANSACTION on each written shard, all at once, under a gid
- * naming this coordinator, its database, the server's start and the local
- * transaction ("tr_<system id>_<database oid>_<start>_<full xid>_<n>": an
- * xid assigned but never logged can be assigned again after a crash, the
- * start time cannot repeat); then a row per gid in
+ * naming this coordinator, its database, the incarnation of its shared
+ * memory and the local transaction ("tr_<system id>_<database oid>_
+ * <incarnation>_<full xid>_<n>": an xid assigned but never logged can be
+ * assigned again after a crash, even one the postmaster survives, while the
+ * incarnation, a random number drawn each time shared memory is set up,
+ * does not repeat); then a row per gid in
  * tenant_router.commit_record, inserted in the local transaction, so that
  * the local commit is the decision; then, once the local transaction has
  * committed, COMMIT PREPARED on each shard, all at once.  A failure before
@@ -36,7 +38,10 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
 #include "storage/procarray.h"
+#include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -50,6 +55,60 @@
 #define SECOND_PHASE_TIMEOUT_MS 30000
 
 static List *xact_prepared = NIL;	/* connections holding a prepared transaction */
+
+/*
+ * The incarnation of this server's shared memory: drawn when the postmaster
+ * sets shared memory up, at start and again after a crash of a backend.
+ */
+typedef struct TwoPhaseShared
+{
+	uint64		incarnation;
+} TwoPhaseShared;
+
+static TwoPhaseShared *two_phase_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+two_phase_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(TwoPhaseShared)));
+}
+
+static void
+two_phase_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	two_phase_shared = ShmemInitStruct("tenant_router two-phase commit",
+									   sizeof(TwoPhaseShared), &found);
+	if (!found)
+	{
+		uint64		incarnation = 0;
+
+		/* zero is never drawn: it would look like an unset value */
+		while (incarnation == 0)
+			if (!pg_strong_random(&incarnation, sizeof(incarnation)))
+				incarnation = ((uint64) GetCurrentTimestamp()) ^ ((uint64) MyProcPid << 32);
+		two_phase_shared->incarnation = incarnation;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* TwoPhaseInit reserves the shared memory of the gids; called from _PG_init */
+void
+TwoPhaseInit(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = two_phase_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = two_phase_shmem_startup;
+}
 
 PG_FUNCTION_INFO_V1(tenant_router_recover_prepared_transactions);
 
@@ -78,25 +137,25 @@ gid_prefix(void)
 
 /*
  * gid_in_progress tells whether the local transaction of a gid (the part
- * after gid_prefix) may still be running: one of this server's start that
- * is in progress.
+ * after gid_prefix) may still be running: one of this incarnation of the
+ * server that is in progress.
  */
 static bool
 gid_in_progress(const char *rest)
 {
 	char	   *end;
-	int64		start;
+	uint64		incarnation;
 	uint64		fxid;
 
 	errno = 0;
-	start = strtoi64(rest, &end, 10);
+	incarnation = strtou64(rest, &end, 10);
 	if (errno != 0 || *end != '_')
 		return true;			/* not ours after all: leave it */
 	fxid = strtou64(end + 1, &end, 10);
 	if (errno != 0 || *end != '_')
 		return true;
-	if (start != (int64) PgStartTime)
-		return false;			/* a transaction of an earlier server start */
+	if (incarnation != two_phase_shared->incarnation)
+		return false;			/* a transaction of an earlier incarnation */
 	return TransactionIdIsInProgress(XidFromFullTransactionId(FullTransactionIdFromU64(fxid)));
 }
 
@@ -127,6 +186,12 @@ record_decision(List *prepared)
 		heap_freetuple(tuple);
 	}
 	table_close(rel, NoLock);
+
+	/*
+	 * The local commit is the decision: it must be on disk before any shard
+	 * commits its part, whatever synchronous_commit says.
+	 */
+	ForceSyncCommit();
 }
 
 /*
@@ -154,9 +219,10 @@ TwoPhasePrepare(List *writers)
 	for (i = 0; i < n; i++)
 	{
 		ShardConnRelease(scs[i]);
-		snprintf(scs[i]->gid, GID_MAXLEN, "%s" INT64_FORMAT "_" UINT64_FORMAT "_%d", prefix,
-				 (int64) PgStartTime, U64FromFullTransactionId(fxid), i + 1);
+		snprintf(scs[i]->gid, GID_MAXLEN, "%s" UINT64_FORMAT "_" UINT64_FORMAT "_%d", prefix,
+				 two_phase_shared->incarnation, U64FromFullTransactionId(fxid), i + 1);
 		sqls[i] = psprintf("PREPARE TRANSACTION '%s'", scs[i]->gid);
+		scs[i]->xact_state = REMOTE_XACT_PREPARING;
 		ShardConnSend(scs[i], sqls[i], 0, NULL, NULL);
 	}
 	for (i = 0; i < n; i++)

@@ -41,21 +41,45 @@ PG_FUNCTION_INFO_V1(tenant_router_tenant_count_final);
 typedef struct TenantCountState
 {
 	int64		known;			/* tenants counted by parts disjoint from the rest */
-	HTAB	   *seen;			/* int64 keys: tenants seen here */
+	HTAB	   *seen;			/* int64 keys: tenants seen here; NULL: none yet */
+	MemoryContext cxt;			/* where seen goes */
 } TenantCountState;
 
+/*
+ * new_state makes an empty state; its set is made with the first tenant,
+ * so that the states of the shards' parts (a count, no set), one per group,
+ * cost no hash table each.
+ */
 static TenantCountState *
 new_state(MemoryContext cxt)
 {
 	TenantCountState *state = MemoryContextAllocZero(cxt, sizeof(TenantCountState));
-	HASHCTL		ctl;
 
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(int64);
-	ctl.hcxt = cxt;
-	state->seen = hash_create("tenant_router tenants", 64, &ctl,
-							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	state->cxt = cxt;
 	return state;
+}
+
+/* see adds a tenant to the state's set */
+static void
+see(TenantCountState *state, int64 tenant)
+{
+	if (state->seen == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(int64);
+		ctl.hcxt = state->cxt;
+		state->seen = hash_create("tenant_router tenants", 64, &ctl,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	(void) hash_search(state->seen, &tenant, HASH_ENTER, NULL);
+}
+
+static int64
+seen_count(TenantCountState *state)
+{
+	return state->seen ? hash_get_num_entries(state->seen) : 0;
 }
 
 static MemoryContext
@@ -77,9 +101,7 @@ tenant_router_tenant_count_accum(PG_FUNCTION_ARGS)
 
 	if (!PG_ARGISNULL(1))
 	{
-		int64		tenant = PG_GETARG_INT64(1);
-
-		(void) hash_search(state->seen, &tenant, HASH_ENTER, NULL);
+		see(state, PG_GETARG_INT64(1));
 	}
 	PG_RETURN_POINTER(state);
 }
@@ -102,9 +124,12 @@ tenant_router_tenant_count_combine(PG_FUNCTION_ARGS)
 	if (state == NULL)
 		state = new_state(cxt);
 	state->known += other->known;
-	hash_seq_init(&status, other->seen);
-	while ((tenant = hash_seq_search(&status)) != NULL)
-		(void) hash_search(state->seen, tenant, HASH_ENTER, NULL);
+	if (other->seen != NULL)
+	{
+		hash_seq_init(&status, other->seen);
+		while ((tenant = hash_seq_search(&status)) != NULL)
+			see(state, *tenant);
+	}
 	PG_RETURN_POINTER(state);
 }
 
@@ -119,10 +144,13 @@ tenant_router_tenant_count_serialize(PG_FUNCTION_ARGS)
 	(void) agg_context(fcinfo);
 	pq_begintypsend(&buf);
 	pq_sendint64(&buf, state->known);
-	pq_sendint64(&buf, hash_get_num_entries(state->seen));
-	hash_seq_init(&status, state->seen);
-	while ((tenant = hash_seq_search(&status)) != NULL)
-		pq_sendint64(&buf, *tenant);
+	pq_sendint64(&buf, seen_count(state));
+	if (state->seen != NULL)
+	{
+		hash_seq_init(&status, state->seen);
+		while ((tenant = hash_seq_search(&status)) != NULL)
+			pq_sendint64(&buf, *tenant);
+	}
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
 
@@ -142,11 +170,7 @@ tenant_router_tenant_count_deserialize(PG_FUNCTION_ARGS)
 	state->known = pq_getmsgint64(&buf);
 	n = pq_getmsgint64(&buf);
 	while (n-- > 0)
-	{
-		int64		tenant = pq_getmsgint64(&buf);
-
-		(void) hash_search(state->seen, &tenant, HASH_ENTER, NULL);
-	}
+		see(state, pq_getmsgint64(&buf));
 	pq_getmsgend(&buf);
 	PG_RETURN_POINTER(state);
 }
@@ -158,7 +182,7 @@ tenant_router_tenant_count_final(PG_FUNCTION_ARGS)
 
 	if (state == NULL)
 		PG_RETURN_INT64(0);
-	PG_RETURN_INT64(state->known + hash_get_num_entries(state->seen));
+	PG_RETURN_INT64(state->known + seen_count(state));
 }
 
 /*

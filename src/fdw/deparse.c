@@ -80,7 +80,11 @@ expression_text(Node *expr, Index varno, List *dpcontext)
 	return deparse_expression(copy, dpcontext, false, false);
 }
 
-/* append_where appends the shipped conditions and the shard's range */
+/*
+ * append_where appends the shipped conditions and the shard's range (none
+ * for a reference table, whose copies are whole: the range's parameters are
+ * sent all the same, unused)
+ */
 static void
 append_where(StringInfo buf, List *conds, Index varno, List *dpcontext,
 			 LogicalTable *table, int nparams)
@@ -90,6 +94,8 @@ append_where(StringInfo buf, List *conds, Index varno, List *dpcontext,
 	foreach(lc, conds)
 		appendStringInfo(buf, "%s(%s)", lc == list_head(conds) ? " WHERE " : " AND ",
 						 expression_text(lfirst(lc), varno, dpcontext));
+	if (table->is_reference)
+		return;
 	appendStringInfo(buf, "%s%s >= $%d AND %s <= $%d",
 					 conds ? " AND " : " WHERE ",
 					 table->tenant_column, nparams + 1,
@@ -349,4 +355,36 @@ DeparseTruncate(List *tables, bool cascade)
 	if (cascade)
 		appendStringInfoString(&buf, " CASCADE");
 	return buf.data;
+}
+
+/*
+ * DeparseForShard returns sql, built above with nparams shipped parameters,
+ * for one shard: its range condition (on $nparams+1 and $nparams+2) becomes
+ * the condition on the tenants the shard owns now, ShardOwnsSql(), which may
+ * leave out pinned tenants, add tenants pinned to it, or take one remainder
+ * of a range shared by modulo.  The tenant column is read from the range
+ * condition itself.  The two range parameters are still sent, unused.  SQL
+ * without a range condition (a reference table's) is returned as it is.
+ */
+char *
+DeparseForShard(const char *sql, int nparams, const ShardRow *shard)
+{
+	char	   *lower = psprintf(" >= $%d AND ", nparams + 1);
+	char	   *upper = psprintf(" <= $%d", nparams + 2);
+	const char *at = strstr(sql, lower);
+	const char *column;
+	const char *end;
+	int			len;
+
+	if (at == NULL)
+		return (char *) sql;	/* a reference table: every shard has it all */
+	column = at + strlen(lower);
+	end = strstr(column, upper);
+	if (end == NULL)
+		elog(ERROR, "tenant_router: remote SQL without its range condition");
+	len = end - column;
+	if (at - sql < len || strncmp(at - len, column, len) != 0)
+		elog(ERROR, "tenant_router: remote SQL without its range condition");
+	return psprintf("%.*s%s%s", (int) (at - len - sql), sql,
+					ShardOwnsSql(shard, pnstrdup(column, len)), end + strlen(upper));
 }

@@ -69,13 +69,14 @@ PG_FUNCTION_INFO_V1(tenant_router_fdw_validator);
 #define REMOTE_SORT_MULTIPLIER 1.05
 
 /*
- * GetLogicalTableOrError returns the logical table of rel, or raises an
- * error for a foreign table of server tenant_router that is not registered.
+ * GetLogicalTableOrError returns the logical table (or reference table) of
+ * rel, or raises an error for a foreign table of server tenant_router that
+ * is not registered.
  */
 LogicalTable *
 GetLogicalTableOrError(Relation rel)
 {
-	LogicalTable *table = LookupLogicalTable(RelationGetRelid(rel));
+	LogicalTable *table = LookupRouterTable(RelationGetRelid(rel));
 
 	if (table == NULL)
 		ereport(ERROR,
@@ -230,8 +231,10 @@ lock_clause(PlannerInfo *root, RelOptInfo *baserel)
  * scan_limit returns the number of rows each shard needs to return at most
  * for the query's LIMIT (offset + count), or 0: only when the scan is all
  * the query reads, every condition is checked on the shards, nothing
- * between the scan and the LIMIT can remove or multiply rows, and the scan
- * is in the query's order (if it has one).
+ * between the scan and the LIMIT can remove or multiply rows, the scan
+ * is in the query's order (if it has one), and the LIMIT and OFFSET are
+ * constants (the planner estimates a stable function's value, which a
+ * reused plan must not keep) without WITH TIES (ties go past the count).
  */
 static int64
 scan_limit(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, List *pathkeys)
@@ -242,6 +245,9 @@ scan_limit(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, List *pathke
 		parse->commandType != CMD_SELECT || parse->groupClause != NIL ||
 		parse->groupingSets != NIL || parse->hasAggs || parse->hasWindowFuncs ||
 		parse->distinctClause != NIL || parse->setOperations != NULL ||
+		parse->limitOption == LIMIT_OPTION_WITH_TIES ||
+		(parse->limitCount != NULL && !IsA(parse->limitCount, Const)) ||
+		(parse->limitOffset != NULL && !IsA(parse->limitOffset, Const)) ||
 		parse->hasTargetSRFs || parse->rowMarks != NIL || root->hasHavingQual ||
 		info->local_conds != NIL ||
 		bms_membership(root->all_baserels) != BMS_SINGLETON ||
@@ -298,13 +304,14 @@ ship_conds(TrRelInfo *info, ShipContext *ctx)
 /* fdw_scan_private builds ForeignScan.fdw_private (enum FdwScanPrivate) */
 static List *
 fdw_scan_private(char *sql, List *retrieved_attrs, int nparams, List *strategies,
-				 List *merge_keys, char *table_name, List *column_kinds)
+				 List *merge_keys, char *table_name, List *column_kinds, bool reference)
 {
 	List	   *private = list_make5(makeString(sql), retrieved_attrs, makeInteger(nparams),
 									 strategies, merge_keys);
 
 	private = lappend(private, makeString(table_name));
-	return lappend(private, column_kinds);
+	private = lappend(private, column_kinds);
+	return lappend(private, makeBoolean(reference));
 }
 
 static ForeignScan *
@@ -372,7 +379,8 @@ plan_scan(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, ForeignPath *
 	return make_foreignscan(tlist, local_exprs, baserel->relid,
 							list_concat(ctx.param_exprs, tenant_exprs),
 							fdw_scan_private(sql, retrieved_attrs, nparams,
-											 strategies, merge_keys, get_rel_name(info->relid), NIL),
+											 strategies, merge_keys, get_rel_name(info->relid), NIL,
+											 table->is_reference),
 							NIL, NIL, outer_plan);
 }
 
@@ -452,7 +460,8 @@ plan_grouped(PlannerInfo *root, RelOptInfo *upperrel, TrRelInfo *info,
 							list_concat(ctx.param_exprs, tenant_exprs),
 							fdw_scan_private(sql, retrieved, nparams,
 											 strategies, NIL, get_rel_name(scan->relid),
-											 info->kind == TR_PARTIAL ? kinds : NIL),
+											 info->kind == TR_PARTIAL ? kinds : NIL,
+											 scan->table->is_reference),
 							add_to_flat_tlist(NIL, target->exprs), NIL, outer_plan);
 }
 

@@ -15,6 +15,12 @@
  * several shards commits with two-phase commit.  RETURNING rows come back
  * shard after shard; the row count is the sum.
  *
+ * A reference table's statement goes to every copy (fdw_reference.c), with
+ * no range condition; each copy must change as many rows as the first, whose
+ * count and RETURNING rows are the statement's.  This is the only way an
+ * UPDATE or DELETE reaches a reference table: row by row, a row read from
+ * one copy could not be told apart on the others.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -54,7 +60,8 @@ enum FdwDirectPrivate
 	FdwDirectReturning,			/* attnums of the RETURNING columns (IntList) */
 	FdwDirectNumParams,			/* shipped parameters (Integer) */
 	FdwDirectTenantStrategies,	/* tenant conditions (IntList) */
-	FdwDirectSetProcessed		/* count the rows in es_processed (Boolean) */
+	FdwDirectSetProcessed,		/* count the rows in es_processed (Boolean) */
+	FdwDirectReference			/* a reference table: every copy (Boolean) */
 };
 
 struct DirectState;
@@ -77,6 +84,7 @@ typedef struct DirectState
 	List	   *returning;
 	int			nparams;
 	bool		set_processed;
+	bool		reference;
 	List	   *param_states;
 	int			ntenant;
 	int		   *tenant_strategies;
@@ -87,6 +95,7 @@ typedef struct DirectState
 	AttInMetadata *attinmeta;
 	MemoryContext cxt;			/* the query's: the shards' results live there */
 	MemoryContext row_cxt;
+	MemoryContextCallback gone; /* cxt freed without TrEndDirectModify */
 
 	bool		done_sending;
 	int			nshards;
@@ -225,6 +234,7 @@ TrPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 	fscan->fdw_exprs = list_concat(ctx.param_exprs, tenant_exprs);
 	fscan->fdw_private = list_make5(makeString(sql), returning, makeInteger(nparams),
 									strategies, makeBoolean(plan->canSetTag));
+	fscan->fdw_private = lappend(fscan->fdw_private, makeBoolean(table->is_reference));
 	return true;
 }
 
@@ -233,15 +243,40 @@ direct_release(ShardConnClaim *claim)
 {
 	DirectShard *ds = (DirectShard *) claim;
 
+	/* the claim stays until the result is read: an error leaves it to the abort */
+	ds->result = ShardConnResult(ds->sc, true);
 	ShardConnClaimDone(ds->sc, claim);
 	ds->in_flight = false;
-	ds->result = ShardConnResult(ds->sc, true);
 }
 
 static void
 direct_abandon(ShardConnClaim *claim)
 {
 	((DirectShard *) claim)->in_flight = false;
+}
+
+/*
+ * direct_memory_gone: the query's memory is freed without
+ * TrEndDirectModify (an error): give up the claims, whose statements the
+ * transaction's cleanup cancels, and free the results.
+ */
+static void
+direct_memory_gone(void *arg)
+{
+	DirectState *state = (DirectState *) arg;
+	int			i;
+
+	for (i = 0; i < state->nshards; i++)
+	{
+		DirectShard *ds = &state->shards[i];
+
+		if (ds->in_flight)
+			ShardConnClaimDone(ds->sc, &ds->claim);
+		ds->in_flight = false;
+		PQclear(ds->result);
+		ds->result = NULL;
+	}
+	state->nshards = 0;
 }
 
 void
@@ -257,12 +292,16 @@ TrBeginDirectModify(ForeignScanState *node, int eflags)
 
 	node->fdw_state = state;
 	state->cxt = CurrentMemoryContext;
+	state->gone.func = direct_memory_gone;
+	state->gone.arg = state;
+	MemoryContextRegisterResetCallback(state->cxt, &state->gone);
 	if (eflags & EXEC_FLAG_EXPLAIN_ONLY)
 		return;
 	state->sql = strVal(list_nth(fsplan->fdw_private, FdwDirectSql));
 	state->returning = list_nth(fsplan->fdw_private, FdwDirectReturning);
 	state->nparams = intVal(list_nth(fsplan->fdw_private, FdwDirectNumParams));
 	state->set_processed = boolVal(list_nth(fsplan->fdw_private, FdwDirectSetProcessed));
+	state->reference = boolVal(list_nth(fsplan->fdw_private, FdwDirectReference));
 	state->rel = node->ss.ss_currentRelation ? node->ss.ss_currentRelation :
 		node->resultRelInfo->ri_RelationDesc;
 	state->attinmeta = TupleDescGetAttInMetadata(RelationGetDescr(state->rel));
@@ -310,8 +349,11 @@ send_all(ForeignScanState *node, DirectState *state)
 		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
 		i++;
 	}
-	shards = PruneShards(state->ntenant, state->tenant_strategies, values, nulls,
-						 state->tenant_types);
+	if (state->reference)
+		shards = TrReferenceWriteShards(RelationGetRelationName(state->rel), false);
+	else
+		shards = PruneShards(state->ntenant, state->tenant_strategies, values, nulls,
+							 state->tenant_types);
 	state->chosen = shards;
 
 	i = 0;
@@ -320,13 +362,16 @@ send_all(ForeignScanState *node, DirectState *state)
 		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
 		i++;
 	}
+	state->shards = palloc0(sizeof(DirectShard) * (list_length(shards) + 1));
 	state->nshards = list_length(shards);
-	state->shards = palloc0(sizeof(DirectShard) * (state->nshards + 1));
 	i = 0;
 	foreach(lc, shards)
 	{
 		DirectShard *ds = &state->shards[i++];
 
+		/* a reference table's first copy first (fdw_reference.c says why) */
+		if (state->reference && ds == &state->shards[1] && state->shards[0].in_flight)
+			direct_release(&state->shards[0].claim);
 		ds->claim.release = direct_release;
 		ds->claim.abandon = direct_abandon;
 		ds->state = state;
@@ -339,20 +384,33 @@ send_all(ForeignScanState *node, DirectState *state)
 		StatsStatementBegin(&ds->stats, ds->shard->shard_id, NULL, state->cxt);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
-		ShardConnSend(ds->sc, state->sql, state->params.n, state->params.types,
-					  state->params.values);
+		ShardConnSend(ds->sc, DeparseForShard(state->sql, state->nparams, ds->shard),
+					  state->params.n, state->params.types, state->params.values);
 		ShardConnClaimSet(ds->sc, &ds->claim);
 		ds->in_flight = true;
 	}
 	for (i = 0; i < state->nshards; i++)
 	{
 		DirectShard *ds = &state->shards[i];
+		uint64		affected;
 
 		if (ds->in_flight)
 			direct_release(&ds->claim);
-		state->processed += strtou64(PQcmdTuples(ds->result), NULL, 10);
-		StatsStatementEnd(&ds->stats, strtou64(PQcmdTuples(ds->result), NULL, 10));
+		affected = strtou64(PQcmdTuples(ds->result), NULL, 10);
+		StatsStatementEnd(&ds->stats, affected);
+		if (state->reference && i > 0)
+		{
+			/* a reference table's count and rows: the first copy's */
+			PQclear(ds->result);
+			ds->result = NULL;
+			TrReferenceCheckCount(RelationGetRelationName(state->rel), ds->shard->shard_id,
+								  state->processed, affected);
+		}
+		else
+			state->processed += affected;
 	}
+	if (state->reference && state->nshards > 1)
+		state->nshards = 1;
 	state->done_sending = true;
 }
 

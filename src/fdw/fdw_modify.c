@@ -11,6 +11,11 @@
  * (the shard of their tenant) and their ctid there.  Defaults and volatile
  * functions have been evaluated on the coordinator before a row gets here.
  *
+ * A row inserted into a reference table, or copied into it, goes to every
+ * copy (fdw_reference.c), the first copy's RETURNING row being the
+ * statement's.  Its UPDATE and DELETE are direct modifications only
+ * (fdw_direct.c): a row read from one copy has a ctid on that copy alone.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -61,6 +66,8 @@ typedef struct TrModifyState
 	AttInMetadata *attinmeta;
 	MemoryContext row_cxt;
 	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
+	List	   *copies;			/* a reference table: the connections of its
+								 * copies, once the first row is written */
 	StatsStatement stats;		/* the statement on the shard, for the statistics */
 } TrModifyState;
 
@@ -74,6 +81,8 @@ TrAddForeignUpdateTargets(PlannerInfo *root, Index rtindex,
 	/* the row's ctid on its shard ... */
 	var = makeVar(rtindex, SelfItemPointerAttributeNumber, TIDOID, -1, InvalidOid, 0);
 	add_row_identity_var(root, var, rtindex, "ctid");
+	if (table->is_reference)
+		return;					/* direct modification only, or refused */
 	/* ... and its tenant, which names the shard */
 	var = makeVar(rtindex, table->tenant_attno, table->tenant_type, -1, InvalidOid, 0);
 	add_row_identity_var(root, var, rtindex, TENANT_JUNK_NAME);
@@ -107,6 +116,15 @@ TrPlanForeignModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 
 	if (plan->returningLists != NIL)
 		returning = TrAllColumns(rel);
+
+	if (table->is_reference && operation != CMD_INSERT)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s of reference table \"%s\" must be computed on the shards",
+						operation == CMD_UPDATE ? "UPDATE" : "DELETE",
+						RelationGetRelationName(rel)),
+				 errdetail("Each shard applies the statement to its copy; a row read from one copy cannot be told apart on the others."),
+				 errhint("Use conditions and new values made of the table's columns, constants, parameters and built-in immutable functions, without reading other tables or using volatile functions.")));
 
 	switch (operation)
 	{
@@ -304,6 +322,53 @@ collect_values(TrModifyState *state, TupleTableSlot *slot)
 	}
 }
 
+/*
+ * copies_of returns the connections of a reference table's copies, ready
+ * to write (the first call of the statement checks that it may)
+ */
+static List *
+copies_of(TrModifyState *state)
+{
+	if (state->copies == NIL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(state));
+
+		state->copies = TrReferenceWriteConns(RelationGetRelationName(state->rel), false);
+		MemoryContextSwitchTo(old);
+	}
+	return state->copies;
+}
+
+/*
+ * insert_reference inserts a row into every copy of a reference table; the
+ * first copy's RETURNING row is the statement's
+ */
+static TupleTableSlot *
+insert_reference(TrModifyState *state, TupleTableSlot *slot)
+{
+	TupleTableSlot *result = NULL;
+	ListCell   *lc;
+
+	if (state->copy != NULL)
+	{
+		foreach(lc, copies_of(state))
+			TrCopyRow(state->copy, lfirst(lc), slot);
+		return slot;
+	}
+	collect_values(state, slot);
+	foreach(lc, copies_of(state))
+	{
+		TupleTableSlot *done = execute(state, lfirst(lc), slot);
+
+		if (lc == list_head(state->copies))
+			result = done;
+		else if ((done != NULL) != (result != NULL))
+			TrReferenceCheckCount(RelationGetRelationName(state->rel),
+								  ShardConnLabel(lfirst(lc)), result ? 1 : 0, done ? 1 : 0);
+	}
+	return result;
+}
+
 TupleTableSlot *
 TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 					TupleTableSlot *planSlot)
@@ -311,6 +376,8 @@ TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 	TrModifyState *state = rinfo->ri_FdwState;
 	ShardConn  *sc;
 
+	if (state->table->is_reference)
+		return insert_reference(state, slot);
 	if (state->copy != NULL)
 	{
 		int64		tenant = tenant_of_slot(state, slot);
@@ -402,7 +469,9 @@ TrEndForeignInsert(EState *estate, ResultRelInfo *rinfo)
 /*
  * TrGetForeignModifyBatchSize lets the executor hand over rows to insert in
  * batches, which go to their shards as multi-row INSERTs: not when the rows
- * must come back (RETURNING).
+ * must come back (RETURNING, a view's WITH CHECK OPTION), nor with row
+ * triggers (a BEFORE trigger may read the table, and must see the rows
+ * inserted before its own).
  */
 int
 TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
@@ -411,26 +480,29 @@ TrGetForeignModifyBatchSize(ResultRelInfo *rinfo)
 	int			ncols;
 
 	if (state == NULL || state->retrieved_attrs != NIL ||
-		(rinfo->ri_TrigDesc && rinfo->ri_TrigDesc->trig_insert_after_row))
+		rinfo->ri_projectReturning != NULL || rinfo->ri_WithCheckOptions != NIL ||
+		(rinfo->ri_TrigDesc && (rinfo->ri_TrigDesc->trig_insert_before_row ||
+								rinfo->ri_TrigDesc->trig_insert_after_row)))
 		return 1;
 	ncols = Max(list_length(state->target_attrs), 1);
 	return Min(INSERT_BATCH_ROWS, PQ_QUERY_PARAM_MAX_LIMIT / ncols);
 }
 
-/* batch_insert sends rows first..first+n-1 of slots to sc as one INSERT */
-static uint64
-batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *rows, int n)
+/*
+ * batch_statement builds the multi-row INSERT of rows rows[0..n-1] of slots,
+ * with its parameters
+ */
+static char *
+batch_statement(TrModifyState *state, TupleTableSlot **slots, int *rows, int n,
+				int *nparams, Oid **types, const char ***values)
 {
-	int			nparams = n * list_length(state->target_attrs);
-	Oid		   *types = palloc(sizeof(Oid) * (nparams + 1));
-	const char **values = palloc(sizeof(char *) * (nparams + 1));
-	char	   *sql;
-	PGresult   *res;
-	uint64		affected;
+	int			p = 0;
 	int			nestlevel = 0;
 	int			r;
-	int			p = 0;
 
+	*nparams = n * list_length(state->target_attrs);
+	*types = palloc(sizeof(Oid) * (*nparams + 1));
+	*values = palloc(sizeof(char *) * (*nparams + 1));
 	if (state->params.needs != 0)
 		nestlevel = EnterRemoteValueSettings(state->params.needs);
 	for (r = 0; r < n; r++)
@@ -444,25 +516,19 @@ batch_insert(TrModifyState *state, ShardConn *sc, TupleTableSlot **slots, int *r
 		{
 			int			attno = lfirst_int(lc);
 
-			types[p] = state->params.types[c];
-			values[p++] = slot->tts_isnull[attno - 1] ? NULL :
+			(*types)[p] = state->params.types[c];
+			(*values)[p++] = slot->tts_isnull[attno - 1] ? NULL :
 				OutputFunctionCall(&state->params.out_funcs[c], slot->tts_values[attno - 1]);
 			c++;
 		}
 	}
 	LeaveRemoteValueSettings(nestlevel);
-	sql = DeparseInsert(state->rel, state->table, state->target_attrs, n, state->do_nothing, NIL);
-
-	res = ShardConnExec(sc, sql, nparams, types, values);
-	affected = strtou64(PQcmdTuples(res), NULL, 10);
-	StatsStatementEnd(&state->stats, affected);
-	PQclear(res);
-	return affected;
+	return DeparseInsert(state->rel, state->table, state->target_attrs, n, state->do_nothing, NIL);
 }
 
 /*
  * TrExecForeignBatchInsert inserts a batch of rows: grouped by the shard that
- * owns their tenants, one multi-row INSERT per shard.
+ * owns their tenants, one multi-row INSERT per shard, all shards at once.
  */
 TupleTableSlot **
 TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
@@ -470,25 +536,67 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 {
 	TrModifyState *state = rinfo->ri_FdwState;
 	int			n = *numSlots;
-	char	  **shard_of_row = palloc(sizeof(char *) * n);
-	bool	   *done = palloc0(sizeof(bool) * n);
-	int		   *rows = palloc(sizeof(int) * n);
+	ShardRoute **route_of_row;
+	bool	   *done;
+	ShardConn **scs;
+	const char **sqls;
+	int		   *nparams;
+	Oid		  **types;
+	const char ***values;
+	PGresult  **results;
+	StatsStatement *stats;
+	int			nshards = 0;
 	uint64		inserted = 0;
 	int			i;
-	MemoryContext old = MemoryContextSwitchTo(state->row_cxt);
+	MemoryContext old;
+
+	/* all of a batch's work in row_cxt, reset after it */
+	old = MemoryContextSwitchTo(state->row_cxt);
+	if (state->table->is_reference)
+	{
+		/* every row to every copy: one multi-row INSERT */
+		int		   *rows = palloc(sizeof(int) * n);
+		int			nparam;
+		Oid		   *typs;
+		const char **vals;
+		char	   *sql;
+
+		List	   *copies = copies_of(state);
+
+		for (i = 0; i < n; i++)
+			rows[i] = i;
+		sql = batch_statement(state, slots, rows, n, &nparam, &typs, &vals);
+		*numSlots = (int) TrReferenceExec(RelationGetRelationName(state->rel), copies,
+										  sql, nparam, typs, vals);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(state->row_cxt);
+		return slots;
+	}
+
+	route_of_row = palloc(sizeof(ShardRoute *) * n);
+	done = palloc0(sizeof(bool) * n);
+	scs = palloc(sizeof(ShardConn *) * n);
+	sqls = palloc(sizeof(char *) * n);
+	nparams = palloc(sizeof(int) * n);
+	types = palloc(sizeof(Oid *) * n);
+	values = palloc(sizeof(char **) * n);
+	results = palloc(sizeof(PGresult *) * n);
+	stats = palloc0(sizeof(StatsStatement) * n);
 
 	for (i = 0; i < n; i++)
 	{
-		ShardRoute *route;
-		int64		tenant = tenant_of_slot(state, slots[i]);
+		ShardRoute *route = RouteTenantOrError(tenant_of_slot(state, slots[i]),
+											   RelationGetRelationName(state->rel), true);
 
-		route = RouteTenantOrError(tenant, RelationGetRelationName(state->rel), true);
-		shard_of_row[i] = pstrdup(route->shard_id);
+		/* a copy: a route is valid until the next RouteTenant call */
+		route_of_row[i] = palloc(sizeof(ShardRoute));
+		*route_of_row[i] = *route;
+		route_of_row[i]->shard_id = pstrdup(route->shard_id);
+		route_of_row[i]->dsn = pstrdup(route->dsn);
 	}
 	for (i = 0; i < n; i++)
 	{
-		ShardRoute *route;
-		ShardConn  *sc;
+		int		   *rows = palloc(sizeof(int) * n);
 		int			nrows = 0;
 		int			j;
 
@@ -496,17 +604,26 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 			continue;
 		for (j = i; j < n; j++)
 		{
-			if (!done[j] && strcmp(shard_of_row[j], shard_of_row[i]) == 0)
+			if (!done[j] && strcmp(route_of_row[j]->shard_id, route_of_row[i]->shard_id) == 0)
 			{
 				rows[nrows++] = j;
 				done[j] = true;
 			}
 		}
-		route = RouteTenant(tenant_of_slot(state, slots[i]));
-		StatsStatementBegin(&state->stats, route->shard_id, NULL, GetMemoryChunkContext(state));
-		sc = ShardConnGet(route->shard_id, route->dsn);
-		ShardConnBegin(sc, SHARD_WRITE);
-		inserted += batch_insert(state, sc, slots, rows, nrows);
+		StatsStatementBegin(&stats[nshards], route_of_row[i]->shard_id, NULL, state->row_cxt);
+		scs[nshards] = ShardConnGet(route_of_row[i]->shard_id, route_of_row[i]->dsn);
+		ShardConnBegin(scs[nshards], SHARD_WRITE);
+		sqls[nshards] = batch_statement(state, slots, rows, nrows, &nparams[nshards],
+										&types[nshards], &values[nshards]);
+		nshards++;
+	}
+	ShardConnExecParams(nshards, scs, sqls, nparams, (const Oid *const *) types,
+						(const char *const *const *) values, results);
+	for (i = 0; i < nshards; i++)
+	{
+		inserted += strtou64(PQcmdTuples(results[i]), NULL, 10);
+		StatsStatementEnd(&stats[i], strtou64(PQcmdTuples(results[i]), NULL, 10));
+		PQclear(results[i]);
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(state->row_cxt);
@@ -547,11 +664,18 @@ TrExecForeignTruncate(List *rels, DropBehavior behavior, bool restart_seqs)
 	int			i;
 
 	foreach(lc, rels)
-		tables = lappend(tables, GetLogicalTableOrError(lfirst(lc)));
+	{
+		LogicalTable *table = GetLogicalTableOrError(lfirst(lc));
+
+		/* every copy of a reference table is emptied, if it may be */
+		if (table->is_reference)
+			(void) TrReferenceWriteShards(RelationGetRelationName((Relation) lfirst(lc)), true);
+		tables = lappend(tables, table);
+	}
 	sql = DeparseTruncate(tables, behavior == DROP_CASCADE);
 
 	/* shards that share a database share its connection: once each */
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 

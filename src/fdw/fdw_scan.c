@@ -45,6 +45,7 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
+#include "tenant_router/deparse.h"
 #include "tenant_router/fdw.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/partial_agg.h"
@@ -92,6 +93,7 @@ typedef struct TrScanState
 	TupleDesc	tupdesc;
 	Oid			table_oid;		/* for the tuples' tableoid, or InvalidOid */
 	char	   *table_name;
+	bool		reference;		/* a reference table: one shard's copy */
 	RemoteParams params;
 	Oid		   *param_typids;
 
@@ -113,6 +115,7 @@ typedef struct TrScanState
 	WaitEventSet *wait_set;
 	MemoryContext batch_cxt;	/* the row being returned */
 	MemoryContext scan_cxt;		/* per (re)scan state */
+	MemoryContextCallback scan_gone;	/* when scan_cxt goes without close_all */
 	Datum	   *values;
 	bool	   *nulls;
 } TrScanState;
@@ -165,6 +168,7 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	strategies = list_nth(fsplan->fdw_private, FdwScanTenantStrategies);
 	merge_keys = list_nth(fsplan->fdw_private, FdwScanMergeKeys);
 	state->table_name = strVal(list_nth(fsplan->fdw_private, FdwScanTableName));
+	state->reference = boolVal(list_nth(fsplan->fdw_private, FdwScanReference));
 	if (list_nth(fsplan->fdw_private, FdwScanColumnKinds) != NIL)
 	{
 		List	   *kinds = list_nth(fsplan->fdw_private, FdwScanColumnKinds);
@@ -242,7 +246,10 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 		start_scan(node, state, true);
 }
 
-/* choose_shards evaluates the tenant conditions and prunes */
+/*
+ * choose_shards evaluates the tenant conditions and prunes; a reference
+ * table is read from one shard
+ */
 static List *
 choose_shards(ForeignScanState *node, TrScanState *state)
 {
@@ -251,6 +258,9 @@ choose_shards(ForeignScanState *node, TrScanState *state)
 	bool	   *nulls = palloc(sizeof(bool) * (state->ntenant + 1));
 	ListCell   *lc;
 	int			i = 0;
+
+	if (state->reference)
+		return TrReferenceReadShards();
 
 	foreach(lc, state->tenant_states)
 	{
@@ -271,9 +281,10 @@ take_result(ScanShard *ss)
 	PGresult   *res;
 
 	Assert(ss->fetching);
+	/* the claim stays until the result is read: an error leaves it to the abort */
+	res = ShardConnResult(ss->sc, true);
 	ShardConnClaimDone(ss->sc, &ss->claim);
 	ss->fetching = false;
-	res = ShardConnResult(ss->sc, true);
 	StatsStatementAddRows(&ss->stats, PQntuples(res));
 	if (PQntuples(res) < FETCH_SIZE)
 	{
@@ -366,8 +377,8 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
 		i++;
 	}
+	state->shards = palloc0(sizeof(ScanShard) * (list_length(shards) + 1));
 	state->nshards = list_length(shards);
-	state->shards = palloc0(sizeof(ScanShard) * (state->nshards + 1));
 	foreach(lc, shards)
 	{
 		ScanShard  *ss = &state->shards[s++];
@@ -389,7 +400,8 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);
 		snprintf(ss->fetch_sql, sizeof(ss->fetch_sql), "FETCH %d FROM %s", FETCH_SIZE,
 				 ss->cursor);
-		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor, state->sql);
+		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor,
+						   DeparseForShard(state->sql, state->nparams, ss->shard));
 		ShardConnQueueParams(ss->sc, declare, state->params.n, state->params.types,
 							 state->params.values);
 		ss->open = true;
@@ -400,6 +412,36 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 	state->current = -1;
 }
 
+/*
+ * scan_memory_gone: the scan's memory is freed without close_all (a
+ * rollback frees a suspended cursor's executor state before the
+ * transaction callbacks clean the connections): give up the claims, whose
+ * FETCHes the cleanup cancels, and free what palloc does not own.
+ */
+static void
+scan_memory_gone(void *arg)
+{
+	TrScanState *state = (TrScanState *) arg;
+	int			i;
+
+	for (i = 0; i < state->nshards; i++)
+	{
+		ScanShard  *ss = &state->shards[i];
+
+		if (ss->fetching)
+			ShardConnClaimDone(ss->sc, &ss->claim);
+		ss->fetching = false;
+		PQclear(ss->ahead);
+		ss->ahead = NULL;
+		PQclear(ss->batch);
+		ss->batch = NULL;
+	}
+	state->nshards = 0;
+	if (state->wait_set != NULL)
+		FreeWaitEventSet(state->wait_set);
+	state->wait_set = NULL;
+}
+
 static void
 start_scan(ForeignScanState *node, TrScanState *state, bool explain_only)
 {
@@ -408,6 +450,9 @@ start_scan(ForeignScanState *node, TrScanState *state, bool explain_only)
 
 	close_all(state);
 	MemoryContextReset(state->scan_cxt);
+	state->scan_gone.func = scan_memory_gone;
+	state->scan_gone.arg = state;
+	MemoryContextRegisterResetCallback(state->scan_cxt, &state->scan_gone);
 	old = MemoryContextSwitchTo(state->scan_cxt);
 	shards = choose_shards(node, state);
 	state->chosen = shards;
@@ -504,7 +549,7 @@ wait_any(TrScanState *state)
 
 	if (state->wait_set != NULL)
 		FreeWaitEventSet(state->wait_set);
-	state->wait_set = CreateWaitEventSet(CurrentMemoryContext, state->nshards + 2);
+	state->wait_set = CreateWaitEventSet(state->scan_cxt, state->nshards + 2);
 	AddWaitEventToSet(state->wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(state->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < state->nshards; i++)
@@ -512,13 +557,14 @@ wait_any(TrScanState *state)
 			AddWaitEventToSet(state->wait_set, WL_SOCKET_READABLE,
 							  ShardConnSocket(state->shards[i].sc), NULL, NULL);
 	(void) WaitEventSetWait(state->wait_set, -1, &event, 1, PG_WAIT_EXTENSION);
+	/* freed before an interrupt can raise an error: it holds a descriptor */
+	FreeWaitEventSet(state->wait_set);
+	state->wait_set = NULL;
 	if (event.events & WL_LATCH_SET)
 	{
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	FreeWaitEventSet(state->wait_set);
-	state->wait_set = NULL;
 }
 
 /*
@@ -753,7 +799,12 @@ TrExplainForeignScan(ForeignScanState *node, ExplainState *es)
 	ForeignScan *fsplan = (ForeignScan *) node->ss.ps.plan;
 	TrScanState *state = node->fdw_state;
 
-	if (state != NULL && state->started)
+	if (state != NULL && state->started && state->reference)
+		ExplainPropertyText("Shards",
+							state->chosen == NIL ? "none" :
+							psprintf("%s (its copy of the reference table)",
+									 ((ShardRow *) linitial(state->chosen))->shard_id), es);
+	else if (state != NULL && state->started)
 		TrExplainShards(state->chosen, es);
 	else
 		ExplainPropertyText("Shards", "chosen at execution by tenant", es);

@@ -186,14 +186,16 @@ add_grouping_paths(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped
 	info->scanrel = input_rel;
 	grouped_rel->fdw_private = info;
 
-	/* grouped by tenant: the shards compute every group whole */
-	if (groups_by_tenant(group_exprs, scan))
+	/* grouped by tenant (or one shard's copy of a reference table): the
+	 * shards compute every group whole */
+	if (scan->table->is_reference || groups_by_tenant(group_exprs, scan))
 	{
 		bool		whole = true;
 
 		foreach(lc, grouped_rel->reltarget->exprs)
 			whole = whole && TrShippable(lfirst(lc), scan->varno, true);
-		foreach(lc, extra->havingQual ? make_ands_implicit((Expr *) extra->havingQual) : NIL)
+		/* havingQual is already an implicit-AND list */
+		foreach(lc, (List *) extra->havingQual)
 		{
 			whole = whole && TrShippable(lfirst(lc), scan->varno, true);
 			info->having = lappend(info->having,

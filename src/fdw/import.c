@@ -66,7 +66,7 @@ import_shard(ImportForeignSchemaStmt *stmt)
 					 errmsg("shard \"%s\" does not exist", shard_id)));
 		return shard;
 	}
-	foreach(lc, CatalogShardsOverlapping(PG_INT64_MIN, PG_INT64_MAX))
+	foreach(lc, CatalogAllShards())
 	{
 		ShardRow   *shard = lfirst(lc);
 

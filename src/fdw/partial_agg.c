@@ -86,8 +86,9 @@ agg_info(Oid aggfnoid, AggInfoRow *info)
 }
 
 static Datum sum_state(Oid aggfnoid, const char *sum_text, int64 count, bool *isnull);
-static Datum call_in_agg(Oid fn, int nargs, Datum *args, bool *nulls, bool *isnull,
-						 MemoryContext aggcxt);
+static AggState *fake_agg(MemoryContext aggcxt);
+static Datum call_in_agg(AggState *agg, Oid fn, int nargs, Datum *args, bool *nulls,
+						 bool *isnull);
 
 /*
  * sum_state_works checks, once per aggregate and backend, that a state
@@ -104,7 +105,7 @@ sum_state_works(Oid aggfnoid)
 	HeapTuple	tuple;
 	Oid			deserialfn;
 	Oid			finalfn;
-	Datum		args[2];
+	Datum		args[2] = {(Datum) 0, (Datum) 0};
 	bool		nulls[2] = {false, true};
 	bool		isnull;
 	Datum		value;
@@ -128,9 +129,11 @@ sum_state_works(Oid aggfnoid)
 	ok = !isnull && OidIsValid(deserialfn) && OidIsValid(finalfn);
 	if (ok)
 	{
-		args[0] = call_in_agg(deserialfn, 2, args, nulls, &isnull, CurrentMemoryContext);
+		AggState   *agg = fake_agg(CurrentMemoryContext);
+
+		args[0] = call_in_agg(agg, deserialfn, 2, args, nulls, &isnull);
 		nulls[0] = isnull;
-		value = call_in_agg(finalfn, 1, args, nulls, &isnull, CurrentMemoryContext);
+		value = call_in_agg(agg, finalfn, 1, args, nulls, &isnull);
 		text = isnull ? "" : DatumGetCString(DirectFunctionCall1(numeric_out, value));
 		ok = strcmp(text, strcmp(name, "avg") == 0 ? "1.5000000000000000" : "6") == 0;
 		if (!ok)
@@ -243,23 +246,33 @@ PartialAggDeparse(StringInfo buf, Aggref *aggref, PartialKind kind, List *dpcont
 }
 
 /*
- * call_in_agg calls an aggregate support function as the executor's
- * Aggregate node would (they insist on an aggregate context).
+ * fake_agg makes the AggState the aggregate support functions insist on
+ * being called from, with its aggregate context aggcxt.
  */
-static Datum
-call_in_agg(Oid fn, int nargs, Datum *args, bool *nulls, bool *isnull,
-			MemoryContext aggcxt)
+static AggState *
+fake_agg(MemoryContext aggcxt)
 {
-	FmgrInfo	flinfo;
 	AggState   *agg = makeNode(AggState);
 	ExprContext *econtext = palloc0(sizeof(ExprContext));
-	LOCAL_FCINFO(fcinfo, 2);
-	Datum		result;
-	int			i;
 
 	econtext->type = T_ExprContext;
 	econtext->ecxt_per_tuple_memory = aggcxt;
 	agg->curaggcontext = econtext;
+	return agg;
+}
+
+/*
+ * call_in_agg calls an aggregate support function as the executor's
+ * Aggregate node would, from agg.
+ */
+static Datum
+call_in_agg(AggState *agg, Oid fn, int nargs, Datum *args, bool *nulls, bool *isnull)
+{
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 2);
+	Datum		result;
+	int			i;
+
 	fmgr_info(fn, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, nargs, InvalidOid, (Node *) agg, NULL);
 	for (i = 0; i < nargs; i++)
@@ -272,23 +285,99 @@ call_in_agg(Oid fn, int nargs, Datum *args, bool *nulls, bool *isnull,
 	return result;
 }
 
+/* call2 calls a transition or combine function on (state, value) */
+static Datum
+call2(AggState *agg, Oid fn, Datum state, bool state_null, Datum value, bool value_null,
+	  bool *isnull)
+{
+	Datum		args[2] = {state, value};
+	bool		nulls[2] = {state_null, value_null};
+
+	return call_in_agg(agg, fn, 2, args, nulls, isnull);
+}
+
+static Numeric
+numeric_from_text(const char *text)
+{
+	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
+											   ObjectIdGetDatum(InvalidOid),
+											   Int32GetDatum(-1)));
+}
+
+/*
+ * int8_sum_state builds the transition state of a sum of int8 equal to
+ * total, which may exceed an int8: total = q * piece + r with piece the
+ * largest int8 of total's sign; the state of r, plus q times the state of
+ * piece by doubling with the combine function (a few dozen calls at most).
+ */
+static Datum
+int8_sum_state(AggState *agg, AggInfoRow *info, Numeric total, bool *isnull)
+{
+	bool		negative = DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(total),
+															NumericGetDatum(int64_to_numeric(0))));
+	int64		piece = negative ? PG_INT64_MIN : PG_INT64_MAX;
+	Numeric		piece_num = int64_to_numeric(piece);
+	Numeric		q_num = DatumGetNumeric(DirectFunctionCall2(numeric_div_trunc,
+															NumericGetDatum(total),
+															NumericGetDatum(piece_num)));
+	int64		q = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(q_num)));
+	Numeric		r = DatumGetNumeric(DirectFunctionCall2(numeric_sub, NumericGetDatum(total),
+														DirectFunctionCall2(numeric_mul,
+																			NumericGetDatum(q_num),
+																			NumericGetDatum(piece_num))));
+	Datum		acc;
+	bool		acc_null;
+	Datum		power;
+	bool		power_null;
+
+	acc = call2(agg, info->transfn, (Datum) 0, true,
+				DirectFunctionCall1(numeric_int8, NumericGetDatum(r)), false, &acc_null);
+	if (q == 0)
+	{
+		*isnull = acc_null;
+		return acc;
+	}
+	power = call2(agg, info->transfn, (Datum) 0, true, Int64GetDatum(piece), false,
+				  &power_null);
+	for (;;)
+	{
+		if (q & 1)
+			acc = call2(agg, info->combinefn, acc, acc_null, power, power_null, &acc_null);
+		q >>= 1;
+		if (q == 0)
+			break;
+		/* power doubles: combined with a copy of itself, never with itself */
+		{
+			bool		copy_null;
+			Datum		copy = call2(agg, info->combinefn, (Datum) 0, true, power, power_null,
+									 &copy_null);
+
+			power = call2(agg, info->combinefn, power, power_null, copy, copy_null,
+						  &power_null);
+		}
+	}
+	*isnull = acc_null;
+	return acc;
+}
+
 /*
  * sum_state builds the serialized state of a sum/avg over int8 or numeric
  * from a shard's sum and count: the transition function fed the sum (for
- * int8, in pieces that fit an int8), serialized, with its count replaced.
+ * int8, see int8_sum_state), serialized, with its count replaced.  The
+ * work is done in a context of its own, freed before returning.
  */
 static Datum
 sum_state(Oid aggfnoid, const char *sum_text, int64 count, bool *isnull)
 {
 	AggInfoRow	info;
-	Datum		state = (Datum) 0;
-	bool		state_null = true;
-	Datum		args[2];
-	bool		nulls[2];
+	Datum		state;
+	bool		state_null;
 	bytea	   *bytes;
 	uint64		n = (uint64) count;
 	int			i;
-	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext work;
+	AggState   *agg;
 
 	if (count == 0 || sum_text == NULL)
 	{
@@ -298,57 +387,32 @@ sum_state(Oid aggfnoid, const char *sum_text, int64 count, bool *isnull)
 	if (!agg_info(aggfnoid, &info))
 		elog(ERROR, "tenant_router: aggregate %u not found", aggfnoid);
 
+	work = AllocSetContextCreate(caller, "tenant_router partial state", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(work);
+	agg = fake_agg(work);
 	if (info.transfn == F_NUMERIC_AVG_ACCUM)
-	{
-		args[0] = state;
-		nulls[0] = true;
-		args[1] = DirectFunctionCall3(numeric_in, CStringGetDatum(sum_text),
-									  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-		nulls[1] = false;
-		state = call_in_agg(info.transfn, 2, args, nulls, &state_null, cxt);
-	}
+		state = call2(agg, info.transfn, (Datum) 0, true,
+					  NumericGetDatum(numeric_from_text(sum_text)), false, &state_null);
 	else
+		state = int8_sum_state(agg, &info, numeric_from_text(sum_text), &state_null);
+	if (!state_null)
 	{
-		/* int8: the sum in pieces of at most an int8 each */
-		Numeric		rest = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-															   CStringGetDatum(sum_text),
-															   ObjectIdGetDatum(InvalidOid),
-															   Int32GetDatum(-1)));
-		Numeric		max = int64_to_numeric(PG_INT64_MAX);
-		Numeric		min = int64_to_numeric(PG_INT64_MIN);
+		Datum		args[2] = {state, (Datum) 0};
+		bool		nulls[2] = {false, true};
 
-		for (;;)
-		{
-			Numeric		piece = rest;
-
-			if (DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(rest),
-												 NumericGetDatum(max))))
-				piece = max;
-			else if (DatumGetBool(DirectFunctionCall2(numeric_lt, NumericGetDatum(rest),
-													  NumericGetDatum(min))))
-				piece = min;
-			args[0] = state;
-			nulls[0] = state_null;
-			args[1] = DirectFunctionCall1(numeric_int8, NumericGetDatum(piece));
-			nulls[1] = false;
-			state = call_in_agg(info.transfn, 2, args, nulls, &state_null, cxt);
-			if (piece == rest)
-				break;
-			rest = DatumGetNumeric(DirectFunctionCall2(numeric_sub, NumericGetDatum(rest),
-													   NumericGetDatum(piece)));
-		}
+		state = call_in_agg(agg, info.serialfn, 1, args, nulls, &state_null);
 	}
-	args[0] = state;
-	nulls[0] = state_null;
-	state = call_in_agg(info.serialfn, 1, args, nulls, &state_null, cxt);
+	MemoryContextSwitchTo(caller);
 	if (state_null)
 	{
+		MemoryContextDelete(work);
 		*isnull = true;
 		return (Datum) 0;
 	}
 
 	/* the serialization starts with the count, an int8 in network order */
 	bytes = DatumGetByteaPCopy(state);
+	MemoryContextDelete(work);
 	if (VARSIZE_ANY_EXHDR(bytes) < 8)
 		elog(ERROR, "tenant_router: unexpected serialized state of aggregate %u",
 			 aggfnoid);

@@ -190,3 +190,18 @@ OutboxUpdateRange(const char *shard_id, int64 range_start, int64 range_end,
 		  "'range_end', $6::bigint)",
 		  3, types, values, version);
 }
+
+/*
+ * OutboxQueue queues event op with payload, a JSON object's text: the
+ * events of pins, moves, merges, modulo changes and pin-only shards, and
+ * SHARD_SPLIT_COMPLETED, SHARD_MOVE_COMPLETED and SHARD_MERGE_COMPLETED
+ * (seed 001's notifications of a completed online operation).
+ */
+void
+OutboxQueue(const char *op, const char *payload, int64 version)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(payload)};
+
+	queue(op, "$4::pg_catalog.jsonb", 1, types, values, version);
+}

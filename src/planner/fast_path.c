@@ -14,7 +14,10 @@
  * (subqueries, CTEs, sublinks, views) must be pinned, to the same value.
  * An INSERT ... VALUES is pinned by the value of its tenant column, the
  * same in every row; its values, defaults included, are computed on the
- * coordinator, row by row.  When the fast path does not take a statement,
+ * coordinator, row by row.  Reference tables need no pin: every shard has
+ * their whole copy, so a statement pinned to one tenant reads them on that
+ * tenant's shard; a write to a reference table goes to every shard, never
+ * through the fast path.  When the fast path does not take a statement,
  * it says why at DEBUG1.
  *
  * The plan is a CustomScan holding the statement's text for the shard,
@@ -483,7 +486,7 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		is_scanned = bms_is_member(rti, scanned);
 		if (!is_scanned && rti != query->resultRelation)
 			continue;			/* a view's placeholder, ON CONFLICT's EXCLUDED */
-		table = rte->relkind == RELKIND_FOREIGN_TABLE ? LookupLogicalTable(rte->relid) : NULL;
+		table = rte->relkind == RELKIND_FOREIGN_TABLE ? LookupRouterTable(rte->relid) : NULL;
 		if (table == NULL)
 		{
 			fail(a, psprintf("table \"%s\" is not a logical table", get_rel_name(rte->relid)));
@@ -491,10 +494,22 @@ analyze_level(Query *query, Level *parent, List *seeds, Analysis *a, bool top)
 		}
 		if (rte->securityQuals != NIL || rte->tablesample != NULL)
 		{
-			fail(a, psprintf("%s on logical table \"%s\"",
+			fail(a, psprintf("%s on %s table \"%s\"",
 							 rte->tablesample ? "TABLESAMPLE" : "row level security",
+							 table->is_reference ? "reference" : "logical",
 							 get_rel_name(rte->relid)));
 			return;
+		}
+		if (table->is_reference)
+		{
+			/* read on the tenant's shard, whose copy is whole */
+			if (rti == query->resultRelation)
+			{
+				fail(a, psprintf("a write to reference table \"%s\" goes to every shard",
+								 get_rel_name(rte->relid)));
+				return;
+			}
+			continue;
 		}
 		if (rti == query->resultRelation)
 		{

@@ -120,7 +120,9 @@ intersect(int64 *points, int n, const int64 *other, int m)
 
 /*
  * PruneShards returns the shards (ShardRow) that can hold rows satisfying
- * every condition, in range order, given the conditions' values.
+ * every condition, given the conditions' values: for ranges, the shards of
+ * the ranges in order, then those of pinned tenants; for points, the shards
+ * of the points, each once.
  */
 List *
 PruneShards(int ncond, const int *strategies, const Datum *values,
@@ -206,6 +208,8 @@ PruneShards(int ncond, const int *strategies, const Datum *values,
 	{
 		ShardRoute *route;
 		ShardRow   *row;
+		ListCell   *lc;
+		bool		listed = false;
 
 		if (points[c] < lo || points[c] > hi ||
 			(c > 0 && points[c] == points[c - 1]))
@@ -213,14 +217,20 @@ PruneShards(int ncond, const int *strategies, const Datum *values,
 		route = RouteTenant(points[c]);
 		if (route == NULL)
 			continue;
-		if (shards != NIL &&
-			strcmp(((ShardRow *) llast(shards))->shard_id, route->shard_id) == 0)
-			continue;			/* points are sorted: same shard as the last */
+		/* pins and remainders: a shard's tenants need not be consecutive */
+		foreach(lc, shards)
+			if (strcmp(((ShardRow *) lfirst(lc))->shard_id, route->shard_id) == 0)
+				listed = true;
+		if (listed)
+			continue;
 		row = palloc0(sizeof(ShardRow));
 		row->shard_id = pstrdup(route->shard_id);
 		row->range_start = route->range_start;
 		row->range_end = route->range_end;
 		row->dsn = pstrdup(route->dsn);
+		row->has_range = route->has_range;
+		row->modulus = route->modulus;
+		row->remainder = route->remainder;
 		shards = lappend(shards, row);
 	}
 	return shards;

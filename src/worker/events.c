@@ -487,17 +487,38 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 	}
 
 	if (strcmp(info->op, "ADD_SHARD") == 0)
-		TopologyAddShard(string_field(payload, "shard_id"),
-						 integer_field(info, payload, "payload", "range_start"),
-						 integer_field(info, payload, "payload", "range_end"),
-						 string_field(payload, "dsn"), TOPOLOGY_FROM_EVENT);
+	{
+		/* null ranges: a pin-only shard */
+		bool		ranged = field(payload, "range_start") || field(payload, "range_end");
+
+		TopologyAddShard(string_field(payload, "shard_id"), ranged,
+						 ranged ? integer_field(info, payload, "payload", "range_start") : 0,
+						 ranged ? integer_field(info, payload, "payload", "range_end") : 0,
+						 string_field(payload, "dsn"),
+						 field(payload, "modulus") ? integer_field(info, payload, "payload", "modulus") : 1,
+						 field(payload, "remainder") ? integer_field(info, payload, "payload", "remainder") : 0,
+						 TOPOLOGY_FROM_EVENT);
+	}
 	else if (strcmp(info->op, "REMOVE_SHARD") == 0)
 		TopologyRemoveShard(string_field(payload, "shard_id"), TOPOLOGY_FROM_EVENT);
 	else if (strcmp(info->op, "UPDATE_SHARD_RANGE") == 0)
 		TopologyUpdateRange(string_field(payload, "shard_id"),
 							integer_field(info, payload, "payload", "range_start"),
 							integer_field(info, payload, "payload", "range_end"),
+							field(payload, "modulus") ? integer_field(info, payload, "payload", "modulus") : -1,
+							field(payload, "remainder") ? integer_field(info, payload, "payload", "remainder") : -1,
 							TOPOLOGY_FROM_EVENT);
+	else if (strcmp(info->op, "PIN_TENANT") == 0)
+		TopologyPinTenant(integer_field(info, payload, "payload", "tenant_id"),
+						  string_field(payload, "shard_id"), TOPOLOGY_FROM_EVENT);
+	else if (strcmp(info->op, "UNPIN_TENANT") == 0)
+		TopologyUnpinTenant(integer_field(info, payload, "payload", "tenant_id"), TOPOLOGY_FROM_EVENT);
+	else if (strcmp(info->op, "UPDATE_SHARD_DSN") == 0)
+		TopologyMoveShard(string_field(payload, "shard_id"), string_field(payload, "dsn"),
+						  TOPOLOGY_FROM_EVENT);
+	else if (strcmp(info->op, "MERGE_SHARD") == 0)
+		TopologyMergeShard(string_field(payload, "shard_id"), string_field(payload, "into_shard_id"),
+						   TOPOLOGY_FROM_EVENT);
 	else
 		reject("unknown op \"%s\"", info->op);
 	MemoryContextSwitchTo(cxt);

@@ -161,6 +161,11 @@ like($err, qr/shard "shard3" already exists/, 'an existing shard id');
 $coord->psql('postgres', "SELECT shard_split('nosuch', 100, 'shard5', '$dsn3')", stderr => \$err);
 like($err, qr/shard "nosuch" does not exist/, 'an unknown shard');
 $coord->psql('postgres', "SELECT shard_split('shard1', 100, 'shard5', '$dsn3')", stderr => \$err);
+like($err, qr/the DSN of shard "shard5" reaches the database of shard "shard3"/, 'the database of another shard');
+$shard4->safe_psql('postgres', 'CREATE DATABASE withrows');
+$shard4->safe_psql('withrows', 'CREATE TABLE users (id bigint); INSERT INTO users VALUES (1)');
+my $dsn_rows = TenantRouter::Test->dsn($shard4, 'withrows');
+$coord->psql('postgres', "SELECT shard_split('shard1', 100, 'shard5', '$dsn_rows')", stderr => \$err);
 like($err, qr/already has rows/, 'a new shard whose tables have rows');
 is($coord->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.shards'), '3',
 	'the topology is unchanged after the refusals');

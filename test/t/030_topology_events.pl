@@ -270,7 +270,10 @@ $shards[3]->safe_psql('postgres', q{
 	CREATE EVENT TRIGGER refuse_ddl ON ddl_command_end EXECUTE FUNCTION refuse_ddl();
 });
 my %pid = map { $_->name => worker_pid($_) } ($a, $b);
-publish_logged(qq({"op": "ADD_SHARD", "payload": {"shard_id": "tmp9", "range_start": 60001, "range_end": 61000, "dsn": "$dsn[1]"}}));
+# a database of its own: two shards in one database are refused
+$shards[1]->safe_psql('postgres', 'CREATE DATABASE tmp9');
+my $dsn_tmp9 = TenantRouter::Test->dsn($shards[1], 'tmp9');
+publish_logged(qq({"op": "ADD_SHARD", "payload": {"shard_id": "tmp9", "range_start": 60001, "range_end": 61000, "dsn": "$dsn_tmp9"}}));
 for my $node ($a, $b)
 {
 	wait_for($node, q{SELECT shard_for(60500) = 'tmp9'}, $node->name . ': shard tmp9 added, to be removed below');

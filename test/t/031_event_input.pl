@@ -41,11 +41,26 @@ sub publish
 	return \%r;
 }
 
+# dsn_for: a database of its own for each shard (two shards in one database
+# are refused); the shard server's own database stays for sec3 below
+my %db_of;
+sub dsn_for
+{
+	my ($id) = @_;
+	if (!exists $db_of{$id})
+	{
+		$db_of{$id} = 'ev' . (scalar(keys %db_of) + 1);
+		$shard->safe_psql('postgres', "CREATE DATABASE $db_of{$id}");
+	}
+	return TenantRouter::Test->dsn($shard, $db_of{$id});
+}
+
 sub add_shard
 {
 	my ($id, $start, $end, $extra) = @_;
 	$extra //= '';
-	return qq({"op": "ADD_SHARD", "payload": {"shard_id": "$id", "range_start": $start, "range_end": $end, "dsn": "$dsn"$extra}});
+	my $id_dsn = dsn_for($id);
+	return qq({"op": "ADD_SHARD", "payload": {"shard_id": "$id", "range_start": $start, "range_end": $end, "dsn": "$id_dsn"$extra}});
 }
 
 sub shards
@@ -70,7 +85,7 @@ like($r->{reason}, qr/invalid byte sequence/, 'invalid UTF-8 in the op: rejected
 $r = publish(qq({"op": "ADD_SHARD", "payload": {"shard_id": "s\xed\xa0\x80", "range_start": 1, "range_end": 2, "dsn": "x"}}));
 like($r->{reason}, qr/invalid byte sequence/, 'an encoded surrogate: rejected');
 
-$node->safe_psql('postgres', "SELECT shard_add('nul1', 1, 100, '$dsn')");
+$node->safe_psql('postgres', "SELECT shard_add('nul1', 1, 100, '" . dsn_for('nul1') . "')");
 $r = publish(qq({"op": "REMOVE_SHARD", "payload": {"shard_id": "nul1"}}\0 and what follows));
 is($r->{status}, 'rejected', 'a NUL byte after the JSON: rejected (not cut there)');
 like($r->{reason}, qr/invalid byte sequence for encoding "UTF8": 0x00/, 'with the reason');
@@ -144,7 +159,8 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE alice LOGIN;
 	CREATE ROLE carol LOGIN IN ROLE tenant_router_admin;
 });
-my $uri = 'postgres://postgres:s3cret-uri@' . ($shard->host =~ s{/}{%2F}gr) . ':' . $shard->port . '/postgres';
+$shard->safe_psql('postgres', 'CREATE DATABASE sec4');
+my $uri = 'postgres://postgres:s3cret-uri@' . ($shard->host =~ s{/}{%2F}gr) . ':' . $shard->port . '/sec4';
 my @secret_events = (
 	[ 'a DSN given as an object',
 	  qq({"op": "ADD_SHARD", "payload": {"shard_id": "sec1", "range_start": 300001, "range_end": 300100, "dsn": {"host": "h", "password": "s3cret-obj"}}}),
@@ -186,7 +202,7 @@ for my $role ('alice', 'carol')
 		"$role sees what names the change: op, shard_id, the range; the DSN object masked");
 	like($events[2], qr/^\{"op": "ADD_SHARD", "payload": \{"dsn": "dbname=postgres host=\S+ port=\d+", "password": "\*{8}", "shard_id": "sec3"/,
 		"$role sees a DSN without password as it is, and the extra password masked");
-	like($events[3], qr/"dsn": "user=postgres password=\*{8} dbname=postgres host=\S+ port=\d+"/,
+	like($events[3], qr/"dsn": "user=postgres password=\*{8} dbname=sec4 host=\S+ port=\d+"/,
 		"$role sees a URI DSN with its password masked");
 	is($events[4], '{"op": "UPDATE_SHARD_RANGE", "auth": {"token": "********"}, "keys": ["********"], "payload": {"shard_id": "sec4", "range_end": 300300, "range_start": 300101}}',
 		"$role sees nested and array strings masked");

@@ -19,7 +19,11 @@ my $shard = TenantRouter::Test->new_shard('shard1');
 my $dsn = TenantRouter::Test->dsn($shard);
 my $node = TenantRouter::Test->new_coordinator('coord', redis => $redis);
 TenantRouter::Test->wait_subscribers($redis, $channel, 1);
-$node->safe_psql('postgres', "SELECT shard_add('base', 1, 99, '$dsn')");
+# base in a database of its own: two shards in one database are refused
+# (the flood's shards come and go one at a time in the other)
+$shard->safe_psql('postgres', 'CREATE DATABASE base');
+my $base_dsn = TenantRouter::Test->dsn($shard, 'base');
+$node->safe_psql('postgres', "SELECT shard_add('base', 1, 99, '$base_dsn')");
 
 my $worker = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'tenant_router topology worker'});

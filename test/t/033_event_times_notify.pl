@@ -76,8 +76,11 @@ is($node->safe_psql('postgres', 'SELECT ' . within('created_at', $t_add) . ' AND
 # coordinator that applies it, by SQL or by event; nothing for a change
 # rolled back; never the DSN.
 #
+# a database of its own: two shards in one database are refused
+$shard->safe_psql('postgres', 'CREATE DATABASE n1');
+my $dsn_n1 = TenantRouter::Test->dsn($shard, 'n1');
 $node->safe_psql('postgres', qq{
-	SELECT shard_add('n1', 400001, 400100, 'password=s3cret $dsn');
+	SELECT shard_add('n1', 400001, 400100, 'password=s3cret $dsn_n1');
 	BEGIN; SELECT shard_update_range('n1', 400001, 400999); ROLLBACK;
 	SELECT shard_update_range('n1', 400001, 400150);
 });

@@ -13,7 +13,7 @@
 #include "tenant_router/connection.h"
 
 extern void AdoptShardTable(ShardConn *sc, LogicalTableRow *table, const char *qualname,
-							int64 range_start, int64 range_end);
+							const ShardRow *shard);
 extern void AdoptSequences(Oid relid, const char *qualname, List *conns);
 
 #endif

@@ -42,6 +42,7 @@ typedef enum ShardXactMode
 extern ShardConn *ShardConnGet(const char *shard_id, const char *dsn);
 extern ShardConn *ShardConnGetSide(const char *shard_id, const char *dsn);
 extern const char *ShardConnLabel(ShardConn *sc);
+extern int	ShardConnBackendPid(ShardConn *sc);
 
 /* remote_xact.c */
 extern void RemoteXactInit(void);
@@ -61,6 +62,9 @@ extern void ShardConnSend(ShardConn *sc, const char *sql, int nparams,
 extern bool ShardConnResultReady(ShardConn *sc);
 extern PGresult *ShardConnResult(ShardConn *sc, bool raise);
 extern pgsocket ShardConnSocket(ShardConn *sc);
+extern void ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls,
+								const int *nparams, const Oid *const *types,
+								const char *const *const *values, PGresult **results);
 extern void ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls,
 							 PGresult **results);
 extern void ShardConnClaimSet(ShardConn *sc, ShardConnClaim *claim);

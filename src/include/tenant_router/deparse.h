@@ -14,6 +14,7 @@
 #include "nodes/primnodes.h"
 #include "utils/relcache.h"
 
+#include "tenant_router/catalog.h"
 #include "tenant_router/route_cache.h"
 
 /* a key the shards sort a scan by */
@@ -39,5 +40,6 @@ extern char *DeparseDirectModify(Relation rel, LogicalTable *table, Index varno,
 								 CmdType operation, List *attrs, List *exprs, List *conds,
 								 int nparams, List *returning);
 extern char *DeparseTruncate(List *tables, bool cascade);
+extern char *DeparseForShard(const char *sql, int nparams, const ShardRow *shard);
 
 #endif

@@ -22,8 +22,10 @@ enum FdwScanPrivate
 	FdwScanMergeKeys,			/* (column, sort op, collation, nulls first)
 								 * of each key the shards sort by, or NIL */
 	FdwScanTableName,			/* the logical table, for messages (String) */
-	FdwScanColumnKinds			/* PartialKind of each output column, or NIL
+	FdwScanColumnKinds,			/* PartialKind of each output column, or NIL
 								 * for columns returned as they are (IntList) */
+	FdwScanReference			/* a reference table: read from one shard
+								 * (Boolean) */
 };
 
 /* ModifyTable.fdw_privlist entries */
@@ -93,5 +95,14 @@ struct ShardConn;
 extern TrCopy *TrCopyBegin(Relation rel, LogicalTable *table, List *attrs);
 extern void TrCopyRow(TrCopy *copy, struct ShardConn *sc, TupleTableSlot *slot);
 extern uint64 TrCopyEnd(TrCopy *copy);
+
+/* fdw_reference.c */
+extern List *TrReferenceReadShards(void);
+extern List *TrReferenceWriteShards(const char *table_name, bool allow_none);
+extern List *TrReferenceWriteConns(const char *table_name, bool allow_none);
+extern uint64 TrReferenceExec(const char *table_name, List *conns, const char *sql,
+							  int nparams, const Oid *types, const char *const *values);
+extern void TrReferenceCheckCount(const char *table_name, const char *shard_label,
+								  uint64 expected, uint64 affected);
 
 #endif

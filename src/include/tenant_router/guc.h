@@ -30,6 +30,7 @@ typedef enum MultiShardWrites
 } MultiShardWrites;
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
+extern char *TenantRouterOperationPauseBefore;
 extern int	TenantRouterProbeInterval;
 extern int	TenantRouterProbeTimeout;
 extern int	TenantRouterRedisDb;
@@ -37,6 +38,7 @@ extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
+extern int	TenantRouterShardLockTimeout;
 extern int	TenantRouterStatsMaxShards;
 extern int	TenantRouterStatsMaxTenants;
 extern char *TenantRouterTopologyChannel;

@@ -13,20 +13,25 @@
 
 #define SHARD_ID_MAXLEN 64
 
-/* what the router knows about a shard's range */
+/* what the router knows about a shard */
 typedef struct ShardRoute
 {
 	int64		range_start;
 	int64		range_end;
 	char	   *shard_id;
 	char	   *dsn;			/* shared by every shard with this DSN */
+	bool		has_range;		/* false: a pin-only shard */
+	int32		modulus;		/* it owns the tenants of its range whose */
+	int32		remainder;		/* remainder by modulus is remainder */
 } ShardRoute;
 
-/* what the router knows about a logical table */
+/* what the router knows about a logical table, or a reference table */
 typedef struct LogicalTable
 {
 	Oid			relid;			/* hash key */
-	bool		is_logical;		/* false: cached "not a logical table" */
+	bool		is_logical;		/* false: cached "not a table of the router" */
+	bool		is_reference;	/* a reference table: a copy on every shard,
+								 * no tenant column (tenant_* unset) */
 	AttrNumber	tenant_attno;
 	Oid			tenant_type;	/* int2, int4 or int8 */
 	char	   *tenant_column;	/* quoted for SQL */
@@ -40,6 +45,7 @@ extern ShardRoute *RouteTenant(int64 tenant);
 extern ShardRoute *RouteTenantOrError(int64 tenant, const char *table_name,
 									  bool inserting);
 extern LogicalTable *LookupLogicalTable(Oid relid);
+extern LogicalTable *LookupRouterTable(Oid relid);
 extern int64 TenantDatumToInt64(Datum value, Oid typid);
 
 #endif

@@ -11,9 +11,20 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 
+extern void ShardRemoteCommand(ShardConn *sc, const char *sql);
+extern void ShardRemoteDdl(ShardConn *sc, const char *sql);
+extern char *ShardRemoteValue(ShardConn *sc, const char *sql, const char *param);
+extern char *ShardTableName(Oid relid);
+
 extern void ShardSyncTable(ShardConn *sc, LogicalTableRow *table,
-						   int64 range_start, int64 range_end, bool autocommit);
-extern void ShardSyncAllTables(const char *shard_id, const char *dsn,
-							   int64 range_start, int64 range_end);
+						   const ShardRow *shard, bool autocommit);
+extern void ShardSyncAllTables(const ShardRow *shard);
+extern void ShardSetOwnership(ShardConn *sc, LogicalTableRow *table,
+							  const ShardRow *owner, bool validate);
+extern void ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table,
+								const ShardRow *owner);
+extern int64 ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table,
+								 const ShardRow *owner);
+extern void ShardValidateOwnership(ShardConn *sc, LogicalTableRow *table);
 
 #endif

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# bench/split_load.sh — shard_split() under a prepared insert load.
+#
+#   bench/split_load.sh [SECONDS]      (default 20 seconds of load)
+#
+# Starts its own coordinator, three shards and Redis (test/harness.sh) in a
+# temporary directory and stops them afterwards.  Four pgbench clients
+# insert rows with prepared statements, autocommit: two for tenants that
+# stay on shard1 (1..5000), two for tenants that move (5001..10000).  A few
+# seconds in, shard1 is split at 5000 to shard3.  Printed: how long the split
+# took, the client errors (pgbench aborts a client at its first error), the
+# longest statement of a moving tenant (its stall at the switch), and the
+# p50/p99 latency of the staying tenants before the split and while it runs.
+#
+# Requires the extension to be installed (make install).
+set -euo pipefail
+
+LOAD_SECONDS=${1:-${BENCH_SECONDS:-20}}
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/.." && pwd)
+dir=$(mktemp -d /tmp/tenant_router_bench.XXXXXX)
+[ "$(id -u)" = 0 ] && chown postgres: "$dir"
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- env PATH="$PATH" "$@"; else "$@"; fi; }
+cleanup() { "$top/test/harness.sh" stop "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
+
+echo "starting coordinator, 3 shards and redis under $dir ..."
+"$top/test/harness.sh" start "$dir" --shards 3 >/dev/null
+# shellcheck disable=SC1091
+source "$dir/env.sh"
+coord="-h 127.0.0.1 -p $TR_COORD_PORT -U postgres -d postgres"
+psqlq() { psql -X -q -v ON_ERROR_STOP=1 $coord "$@" >/dev/null; }
+
+psqlq <<SQL
+SET client_min_messages = error;
+CREATE EXTENSION tenant_router;
+SELECT shard_add('shard1', 1, 10000, '$TR_SHARD1_DSN');
+CREATE TABLE bench_log (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL,
+                        username text NOT NULL, created_at timestamptz DEFAULT now());
+CREATE INDEX ON bench_log (tenant_id);
+SELECT logical_table_add('bench_log');
+INSERT INTO bench_log (tenant_id, username) SELECT 1 + g % 10000, 'initial' FROM generate_series(1, 100000) g;
+SQL
+
+cat >"$dir/stay.sql" <<'SQL'
+\set tid random(1, 5000)
+INSERT INTO bench_log (tenant_id, username) VALUES (:tid, 'stay');
+SQL
+cat >"$dir/move.sql" <<'SQL'
+\set tid random(5001, 10000)
+INSERT INTO bench_log (tenant_id, username) VALUES (:tid, 'move');
+SQL
+chown postgres: "$dir"/*.sql 2>/dev/null || true
+
+run_load() {	# name: two clients of name.sql, per-statement log
+	(cd "$dir" && as_pg pgbench -n -M prepared -c 2 -j 2 -T "$LOAD_SECONDS" -l \
+		--log-prefix="$dir/$1" -f "$dir/$1.sql" $coord >"$dir/$1.out" 2>&1) || true
+}
+
+start=$(date +%s.%N)
+run_load stay &
+stay_pid=$!
+run_load move &
+move_pid=$!
+sleep $((LOAD_SECONDS / 4))
+split_start=$(date +%s.%N)
+psql -X -q -v ON_ERROR_STOP=1 $coord -c "SELECT shard_split('shard1', 5000, 'shard3', '$TR_SHARD3_DSN')" >/dev/null
+split_end=$(date +%s.%N)
+wait $stay_pid $move_pid
+
+# log lines: client transaction latency_us script epoch_s epoch_us
+latencies() {	# name from_epoch to_epoch: the latencies (ms) of statements ending in the window
+	cat "$dir/$1".* 2>/dev/null | awk -v from="$2" -v to="$3" \
+		'{ t = $5 + $6 / 1e6; if (t >= from && t <= to) printf "%.3f\n", $3 / 1000 }' | sort -n
+}
+pct() {	# p: the p-th percentile of stdin
+	awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } i = int(NR * p / 100); if (i < 1) i = 1; print v[i] }'
+}
+
+errors() { grep -c "aborted in command" "$dir/$1.out" || true; }
+echo
+printf 'split took %.2f s\n' "$(echo "$split_end - $split_start" | bc)"
+echo "client errors (clients aborted, of 2 each): staying tenants $(errors stay), moving tenants $(errors move)"
+grep -ho "ERROR: .*" "$dir"/stay.out "$dir"/move.out | sort | uniq -c | head -5 || true
+echo "longest statement of a moving tenant: $(latencies move 0 9999999999 | tail -1) ms"
+echo "staying tenants, before the split: p50 $(latencies stay "$start" "$split_start" | pct 50) ms, p99 $(latencies stay "$start" "$split_start" | pct 99) ms"
+echo "staying tenants, during the split: p50 $(latencies stay "$split_start" "$split_end" | pct 50) ms, p99 $(latencies stay "$split_start" "$split_end" | pct 99) ms, max $(latencies stay "$split_start" "$split_end" | tail -1) ms"
+echo "rows: $(psql -X -A -t $coord -c 'SELECT count(*) FROM bench_log') read through the coordinator"

@@ -1,0 +1,116 @@
+/*-------------------------------------------------------------------------
+ *
+ * operation.h
+ *	  Online topology operations (split, ...): rows of some tenants move
+ *	  from a source shard to a target while writes go on, in named phases
+ *	  sharing one state, recorded in tenant_router.operation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TENANT_ROUTER_OPERATION_H
+#define TENANT_ROUTER_OPERATION_H
+
+#include "nodes/pg_list.h"
+
+#include "tenant_router/catalog.h"
+#include "tenant_router/connection.h"
+#include "tenant_router/route_cache.h"
+
+/* the kinds of online operation */
+typedef enum OperationKind
+{
+	OPERATION_SPLIT,
+	OPERATION_SPLIT_MODULO,
+	OPERATION_MOVE,
+	OPERATION_MERGE,
+	OPERATION_PIN,
+	OPERATION_UNPIN
+} OperationKind;
+
+/* what the caller of an online operation asked for */
+typedef struct OperationArgs
+{
+	OperationKind kind;
+	char		shard_id[SHARD_ID_MAXLEN];	/* the source */
+	char		target_id[SHARD_ID_MAXLEN]; /* the new or receiving shard */
+	int64		split_at;
+	int64		tenant;
+	char	   *dsn;			/* the target's, for a new database */
+} OperationArgs;
+
+typedef struct Operation Operation;
+
+/*
+ * The state of one online operation.  The first block says what moves; the
+ * kind's prepare fills it in.  The second block is what exists on the
+ * shards at this moment: the undo state, kept true by every phase, so that
+ * the undo removes exactly what was made.  Everything lives in cxt.
+ */
+struct Operation
+{
+	/* what moves, from where to where */
+	OperationKind kind;
+	const char *operation;		/* "split", ...: in messages and the record */
+	int64		op_id;
+	char		name[64];		/* publication, replication slot, subscription */
+	char	   *marker;			/* the marker table, on both shards */
+	ShardRow   *source;			/* the shard rows leave, as in the catalog */
+	ShardRow   *source_after;	/* what it owns afterwards; NULL: nothing */
+	ShardRow   *target;			/* the shard rows go to, owning what it will */
+	ShardRow   *target_before;	/* its catalog row now; NULL: a new database */
+	ShardRow   *moving;			/* the tenants that move: those it owns */
+	bool		has_tenant;		/* a pin: the one tenant that moves */
+	int64		tenant;
+	const char *state;			/* the shards' state meanwhile, or NULL */
+	void		(*flip) (Operation *op);	/* the catalog change; SPI connected */
+
+	List	   *tables;			/* LogicalTableRow */
+	ShardConn  *source_conn;	/* statements that commit on their own */
+	ShardConn  *switch_conn;	/* the switch's transaction */
+	ShardConn  *target_conn;
+
+	/* what exists on the shards now */
+	bool		target_changed; /* target tables created, or their constraint set */
+	bool		target_filled;	/* the target may hold copied rows */
+	bool		published;		/* publication and the source's marker table */
+	List	   *identity_restore;	/* statements restoring REPLICA IDENTITY */
+	List	   *identity_full;	/* and making it FULL meanwhile */
+	bool		slot_created;
+	bool		subscribed;		/* subscription and the target's marker table */
+	bool		switching;		/* the switch transaction is open */
+	bool		switched;		/* it committed: the source gave the rows away */
+	bool		flipped;		/* the catalog change committed */
+	bool		undoing;
+
+	const char *phase;
+	const char *error;			/* why it rolled back */
+	int64		rows_copied;
+	int			copied_tables;	/* tables whose copy is counted */
+	MemoryContext cxt;
+};
+
+/* a phase, or a step of one: true when done, false to be called again */
+typedef struct OperationStep
+{
+	const char *phase;
+	bool		(*run) (Operation *op);
+} OperationStep;
+
+/* operation.c */
+extern const OperationStep OperationSteps[];
+extern const int OperationStepCount;
+extern void OperationConnect(Operation *op);
+extern void OperationUndo(Operation *op);
+extern ShardRow *OperationKeepShard(Operation *op, const ShardRow *row);
+extern char *OperationMovingSql(Operation *op, const char *tenant_column);
+extern void OperationQueueCompleted(Operation *op, const char *event, int64 version);
+
+/* the kinds: prepare validates and fills op in (SPI connected, shards locked) */
+extern void SplitPrepare(Operation *op, const OperationArgs *args);
+extern void SplitModuloPrepare(Operation *op, const OperationArgs *args);
+extern void MovePrepare(Operation *op, const OperationArgs *args);
+extern void MergePrepare(Operation *op, const OperationArgs *args);
+extern void PinPrepare(Operation *op, const OperationArgs *args);
+extern void UnpinPrepare(Operation *op, const OperationArgs *args);
+
+#endif
