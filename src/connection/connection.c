@@ -259,11 +259,12 @@ sc_connect(ShardConn *sc)
 }
 
 /*
- * socket_has_input tells whether an idle connection's socket has anything to
- * read (a shard says something only when it goes away) or is broken.
+ * ShardConnSocketHasInput tells whether an idle connection's socket has
+ * anything to read (a shard says something only when it goes away) or is
+ * broken.
  */
-static bool
-socket_has_input(PGconn *conn)
+bool
+ShardConnSocketHasInput(PGconn *conn)
 {
 	struct pollfd pfd;
 
@@ -307,7 +308,7 @@ get_conn(const char *shard_id, const char *dsn, bool side)
 	 * separate reads, hence two.
 	 */
 	if (sc->conn != NULL && sc->xact_state == REMOTE_XACT_NONE && sc->claim == NULL &&
-		socket_has_input(sc->conn) &&
+		ShardConnSocketHasInput(sc->conn) &&
 		(PQconsumeInput(sc->conn) == 0 || PQconsumeInput(sc->conn) == 0 ||
 		 PQstatus(sc->conn) != CONNECTION_OK))
 		ShardConnDisconnect(sc);

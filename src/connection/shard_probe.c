@@ -25,8 +25,6 @@
  */
 #include "postgres.h"
 
-#include <poll.h>
-
 #include "common/hashfn.h"
 #include "libpq/libpq-be-fe-helpers.h"
 #include "miscadmin.h"
@@ -156,21 +154,6 @@ probe_list(List *shards)
 	return probes;
 }
 
-/*
- * closed_while_idle tells whether an idle connection has input: a shard
- * says something unasked only when it goes away.
- */
-static bool
-closed_while_idle(PGconn *conn)
-{
-	struct pollfd pfd;
-
-	pfd.fd = PQsocket(conn);
-	pfd.events = POLLIN;
-	pfd.revents = 0;
-	return pfd.fd < 0 || poll(&pfd, 1, 0) != 0 || PQstatus(conn) != CONNECTION_OK;
-}
-
 static void
 send_probe(ProbeConn *pc)
 {
@@ -187,7 +170,9 @@ probe_start(ProbeConn *pc)
 	const char *keywords[] = {"fallback_application_name", "dbname", NULL};
 	const char *values[] = {"tenant_router probe", pc->dsn, NULL};
 
-	if (pc->conn != NULL && closed_while_idle(pc->conn))
+	/* a shard says something unasked only when it goes away */
+	if (pc->conn != NULL &&
+		(ShardConnSocketHasInput(pc->conn) || PQstatus(pc->conn) != CONNECTION_OK))
 		probe_disconnect(pc);
 	if (pc->conn != NULL)
 	{
