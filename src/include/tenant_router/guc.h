@@ -33,6 +33,8 @@ typedef enum MultiShardWrites
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
 extern char *TenantRouterOperationPauseBefore;
+extern int	TenantRouterProbeInterval;
+extern int	TenantRouterProbeTimeout;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
@@ -40,6 +42,9 @@ extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
 extern int	TenantRouterShardLockTimeout;
 extern bool TenantRouterSingleCoordinator;
+extern int	TenantRouterStatsMaxShards;
+extern int	TenantRouterStatsMaxTenants;
 extern char *TenantRouterTopologyChannel;
+extern bool TenantRouterTrackStats;
 
 #endif
