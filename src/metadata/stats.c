@@ -547,36 +547,48 @@ tenant_router_shard_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	StatsShardEntry *entry;
+	StatsShardEntry *copies;
+	int			n = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
+
+	/*
+	 * The entries are copied out under the lock and the rows built after
+	 * it: a new shard's entry needs the lock exclusively, and must not wait
+	 * for a tuplestore that may spill to disk.
+	 */
 	LWLockAcquire(stats_lock, LW_SHARED);
+	copies = palloc(sizeof(StatsShardEntry) * Max(hash_get_num_entries(shard_table.hash), 1));
 	hash_seq_init(&status, shard_table.hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
-		StatsShardEntry copy;
-		Datum		values[10];
-		bool		nulls[10];
-
 		if (entry->key.dbid != MyDatabaseId)
 			continue;
 		SpinLockAcquire(&entry->c.mutex);
-		copy = *entry;
+		copies[n++] = *entry;
 		SpinLockRelease(&entry->c.mutex);
-
-		values[0] = CStringGetTextDatum(copy.key.shard_id);
-		nulls[0] = false;
-		/* reachable: its last answer is later than its last failure */
-		nulls[1] = copy.last_success == 0 && copy.last_error_at == 0;
-		values[1] = BoolGetDatum(copy.last_success > copy.last_error_at);
-		values[2] = timestamp_or_null(copy.last_success, &nulls[2]);
-		values[3] = CStringGetTextDatum(copy.last_error);
-		nulls[3] = copy.last_error_at == 0;
-		values[4] = timestamp_or_null(copy.last_error_at, &nulls[4]);
-		put_counters(&copy.c, &values[5], &nulls[5]);
-		values[9] = timestamp_or_null(copy.c.since, &nulls[9]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(stats_lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		StatsShardEntry *copy = &copies[i];
+		Datum		values[10];
+		bool		nulls[10];
+
+		values[0] = CStringGetTextDatum(copy->key.shard_id);
+		nulls[0] = false;
+		/* reachable: its last answer is later than its last failure */
+		nulls[1] = copy->last_success == 0 && copy->last_error_at == 0;
+		values[1] = BoolGetDatum(copy->last_success > copy->last_error_at);
+		values[2] = timestamp_or_null(copy->last_success, &nulls[2]);
+		values[3] = CStringGetTextDatum(copy->last_error);
+		nulls[3] = copy->last_error_at == 0;
+		values[4] = timestamp_or_null(copy->last_error_at, &nulls[4]);
+		put_counters(&copy->c, &values[5], &nulls[5]);
+		values[9] = timestamp_or_null(copy->c.since, &nulls[9]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 	return (Datum) 0;
 }
 
@@ -591,32 +603,43 @@ tenant_router_tenant_stats(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS status;
 	StatsTenantEntry *entry;
+	StatsTenantEntry *copies;
+	TimestampTz *lasts;
+	long		size;
+	int			n = 0;
 
 	InitMaterializedSRF(fcinfo, 0);
+
+	/* copied out under the lock, as in tenant_router_shard_stats */
 	LWLockAcquire(stats_lock, LW_SHARED);
+	size = Max(hash_get_num_entries(tenant_table.hash), 1);
+	copies = palloc(sizeof(StatsTenantEntry) * size);
+	lasts = palloc(sizeof(TimestampTz) * size);
 	hash_seq_init(&status, tenant_table.hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
-		StatsTenantEntry copy;
-		TimestampTz last;
-		Datum		values[7];
-		bool		nulls[7];
-
 		if (entry->key.dbid != MyDatabaseId)
 			continue;
 		SpinLockAcquire(&entry->c.mutex);
-		copy = *entry;
-		last = tenant_table.used[entry->c.slot];
+		copies[n] = *entry;
+		lasts[n] = tenant_table.used[entry->c.slot];
 		SpinLockRelease(&entry->c.mutex);
-
-		values[0] = Int64GetDatum(copy.key.tenant);
-		nulls[0] = false;
-		put_counters(&copy.c, &values[1], &nulls[1]);
-		values[5] = timestamp_or_null(last, &nulls[5]);
-		values[6] = timestamp_or_null(copy.c.since, &nulls[6]);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		n++;
 	}
 	LWLockRelease(stats_lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[7];
+		bool		nulls[7];
+
+		values[0] = Int64GetDatum(copies[i].key.tenant);
+		nulls[0] = false;
+		put_counters(&copies[i].c, &values[1], &nulls[1]);
+		values[5] = timestamp_or_null(lasts[i], &nulls[5]);
+		values[6] = timestamp_or_null(copies[i].c.since, &nulls[6]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 	return (Datum) 0;
 }
 
