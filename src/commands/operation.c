@@ -58,6 +58,7 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/operation.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/shard_ddl.h"
 
@@ -648,13 +649,15 @@ op_switch(Operation *op)
 	return true;
 }
 
-/* op_flip changes the catalog (the kind's flip) and records it, at once */
+/*
+ * op_flip changes the catalog (the kind's flip) and records it, at once, in
+ * its place in the order of topology changes (commands/ordered_change.c)
+ */
 static bool
 op_flip(Operation *op)
 {
 	SPI_connect();
-	op->flip(op);
-	OperationRecordFlip(op);
+	OrderedFlip(op);
 	SPI_finish();
 	return true;
 }

@@ -53,6 +53,7 @@
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
+#include "tenant_router/stats.h"
 
 /* ForeignScan.fdw_private of a direct modification */
 enum FdwDirectPrivate
@@ -76,6 +77,7 @@ typedef struct DirectShard
 	ShardConn  *sc;
 	bool		in_flight;
 	PGresult   *result;
+	StatsStatement stats;		/* the statement on this shard, for the statistics */
 } DirectShard;
 
 typedef struct DirectState
@@ -400,6 +402,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		values[state->nparams + 1] = Int64GetDatum(ds->shard->range_end);
 		nulls[state->nparams + 1] = false;
 		RemoteParamsFill(&state->params, values, nulls);
+		StatsStatementBegin(&ds->stats, ds->shard->shard_id, NULL, state->cxt);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
 		ShardConnSend(ds->sc, DeparseForShard(state->sql, state->nparams, ds->shard),
@@ -415,6 +418,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		if (ds->in_flight)
 			direct_release(&ds->claim);
 		affected = strtou64(PQcmdTuples(ds->result), NULL, 10);
+		StatsStatementEnd(&ds->stats, affected);
 		if (state->reference && i > 0)
 		{
 			/* a reference table's count and rows: the first copy's */

@@ -43,6 +43,7 @@
 #include "tenant_router/fdw.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
+#include "tenant_router/stats.h"
 
 #define TENANT_JUNK_NAME "tenant_router_tenant"
 /* rows per multi-row INSERT sent to a shard */
@@ -67,6 +68,7 @@ typedef struct TrModifyState
 	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
 	List	   *copies;			/* a reference table: the connections of its
 								 * copies, once the first row is written */
+	StatsStatement stats;		/* the statement on the shard, for the statistics */
 } TrModifyState;
 
 void
@@ -232,6 +234,7 @@ shard_of(TrModifyState *state, int64 tenant)
 										   state->operation == CMD_INSERT);
 	ShardConn  *sc;
 
+	StatsStatementBegin(&state->stats, route->shard_id, &tenant, GetMemoryChunkContext(state));
 	sc = ShardConnGet(route->shard_id, route->dsn);
 	ShardConnBegin(sc, SHARD_WRITE);
 	return sc;
@@ -267,6 +270,7 @@ execute(TrModifyState *state, ShardConn *sc, TupleTableSlot *slot)
 	res = ShardConnExec(sc, state->sql, state->params.n, state->params.types,
 						state->params.values);
 	affected = strtou64(PQcmdTuples(res), NULL, 10);
+	StatsStatementEnd(&state->stats, affected);
 	if (affected > 0 && state->retrieved_attrs != NIL && PQntuples(res) > 0)
 	{
 		TupleDesc	tupdesc = slot->tts_tupleDescriptor;
@@ -540,6 +544,7 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 	Oid		  **types;
 	const char ***values;
 	PGresult  **results;
+	StatsStatement *stats;
 	int			nshards = 0;
 	uint64		inserted = 0;
 	int			i;
@@ -576,6 +581,7 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 	types = palloc(sizeof(Oid *) * n);
 	values = palloc(sizeof(char **) * n);
 	results = palloc(sizeof(PGresult *) * n);
+	stats = palloc0(sizeof(StatsStatement) * n);
 
 	for (i = 0; i < n; i++)
 	{
@@ -604,6 +610,7 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 				done[j] = true;
 			}
 		}
+		StatsStatementBegin(&stats[nshards], route_of_row[i]->shard_id, NULL, state->row_cxt);
 		scs[nshards] = ShardConnGet(route_of_row[i]->shard_id, route_of_row[i]->dsn);
 		ShardConnBegin(scs[nshards], SHARD_WRITE);
 		sqls[nshards] = batch_statement(state, slots, rows, nrows, &nparams[nshards],
@@ -615,6 +622,7 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 	for (i = 0; i < nshards; i++)
 	{
 		inserted += strtou64(PQcmdTuples(results[i]), NULL, 10);
+		StatsStatementEnd(&stats[i], strtou64(PQcmdTuples(results[i]), NULL, 10));
 		PQclear(results[i]);
 	}
 	MemoryContextSwitchTo(old);

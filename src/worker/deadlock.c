@@ -614,7 +614,8 @@ extension_ready(void)
 /*
  * someone_waits tells whether a backend of this coordinator waits for
  * something outside it (wait event Extension, tenant_router's waits for a
- * shard; the detector's and the topology worker's own idle waits aside):
+ * shard; the idle waits of the detector, the topology worker and the health
+ * worker aside):
  * without one, no transaction of this coordinator can be a victim.
  */
 static bool
@@ -626,7 +627,8 @@ someone_waits(void)
 					"WHERE wait_event_type OPERATOR(pg_catalog.=) 'Extension' "
 					"AND wait_event OPERATOR(pg_catalog.=) 'Extension' "
 					"AND backend_type OPERATOR(pg_catalog.<>) ALL "
-					"('{tenant_router topology worker," DETECTOR_NAME "}'::pg_catalog.text[])",
+					"('{tenant_router topology worker,tenant_router health worker,"
+					DETECTOR_NAME "}'::pg_catalog.text[])",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tenant_router: could not read pg_stat_activity");
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -15,6 +15,7 @@ extern char *TenantRouterDatabase;
 extern int	TenantRouterDeadlockCheckInterval;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
+extern int	TenantRouterLogRetention;
 
 /* tenant_router.multi_shard_reads */
 typedef enum MultiShardReads
@@ -33,12 +34,18 @@ typedef enum MultiShardWrites
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
 extern char *TenantRouterOperationPauseBefore;
+extern int	TenantRouterProbeInterval;
+extern int	TenantRouterProbeTimeout;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
 extern int	TenantRouterShardLockTimeout;
+extern bool TenantRouterSingleCoordinator;
+extern int	TenantRouterStatsMaxShards;
+extern int	TenantRouterStatsMaxTenants;
 extern char *TenantRouterTopologyChannel;
+extern bool TenantRouterTrackStats;
 
 #endif
