@@ -39,6 +39,7 @@
 #include "tenant_router/guc.h"
 #include "tenant_router/health_worker.h"
 #include "tenant_router/shard_probe.h"
+#include "tenant_router/worker.h"
 
 /* how long the worker sleeps while the probe is off (a reload wakes it) */
 #define PROBE_OFF_WAIT_MS 60000
@@ -47,17 +48,7 @@
 void
 HealthWorkerInit(void)
 {
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "tenant_router");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "TenantRouterHealthWorkerMain");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "tenant_router health worker");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "tenant_router health worker");
-	RegisterBackgroundWorker(&bgw);
+	WorkerRegister("TenantRouterHealthWorkerMain", "tenant_router health worker");
 }
 
 /*

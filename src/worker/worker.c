@@ -74,9 +74,12 @@
 #define MESSAGE_BATCH 1000
 #define APPLY_PER_PASS 1000
 
-/* WorkerInit registers the worker; called from _PG_init. */
+/*
+ * WorkerRegister registers one of the extension's static background workers
+ * (connected to a database, restarted 5 s after it exits).
+ */
 void
-WorkerInit(void)
+WorkerRegister(const char *function_name, const char *name)
 {
 	BackgroundWorker bgw;
 
@@ -85,10 +88,17 @@ WorkerInit(void)
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 5;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "tenant_router");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "TenantRouterWorkerMain");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "tenant_router topology worker");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "tenant_router topology worker");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "%s", function_name);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "%s", name);
 	RegisterBackgroundWorker(&bgw);
+}
+
+/* WorkerInit registers the worker; called from _PG_init. */
+void
+WorkerInit(void)
+{
+	WorkerRegister("TenantRouterWorkerMain", "tenant_router topology worker");
 }
 
 static void
