@@ -61,6 +61,7 @@
 #include "tenant_router/deadlock.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/remote_deadlock.h"
+#include "tenant_router/worker.h"
 
 #define DETECTOR_NAME "tenant_router deadlock detector"
 /* the detector's own wait for a shard to connect, at most */
@@ -143,17 +144,7 @@ static List *last_victims = NIL;	/* RemoteXactIds of this coordinator taken
 void
 DeadlockDetectorInit(void)
 {
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "tenant_router");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "TenantRouterDeadlockMain");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, DETECTOR_NAME);
-	snprintf(bgw.bgw_type, BGW_MAXLEN, DETECTOR_NAME);
-	RegisterBackgroundWorker(&bgw);
+	WorkerRegister("TenantRouterDeadlockMain", DETECTOR_NAME);
 }
 
 /*
