@@ -19,6 +19,7 @@
 
 #include "tenant_router/connection.h"
 #include "tenant_router/ddl_propagation.h"
+#include "tenant_router/deadlock.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/fast_path.h"
 #include "tenant_router/health_worker.h"
@@ -38,6 +39,7 @@ bool		TenantRouterAutoCleanup = true;
 int			TenantRouterConnectTimeout = 10;
 int			TenantRouterCommitTimeout = 30000;
 char	   *TenantRouterDatabase = NULL;
+int			TenantRouterDeadlockCheckInterval = 1000;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
 int			TenantRouterLogRetention = 600;
@@ -98,6 +100,7 @@ _PG_init(void)
 	StatsInit();
 	WorkerInit();
 	HealthWorkerInit();
+	DeadlockDetectorInit();
 	DdlPropagationInit();
 }
 
@@ -143,6 +146,18 @@ define_settings(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.deadlock_check_interval",
+							"Time between two looks of the deadlock detector for cycles of waits spanning shards.",
+							"A cycle is broken once two looks in a row have seen it, by failing one transaction "
+							"of it with 40P01. 0 turns the detector off (and the naming of transactions on the "
+							"shards it needs).",
+							&TenantRouterDeadlockCheckInterval,
+							1000,
+							0, 3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("tenant_router.enable_fast_path",
 							 "Sends statements pinned to one tenant whole to its shard.",

@@ -213,11 +213,22 @@ sc_connect(ShardConn *sc)
 	PGconn	   *volatile conn;
 	PGresult   *volatile res = NULL;
 
-	/* later keywords win over the DSN, earlier ones are defaults */
-	keywords[0] = "fallback_application_name";
-	values[0] = "tenant_router";
-	keywords[1] = "dbname";
-	values[1] = sc->dsn;
+	/*
+	 * Later keywords win over the DSN: the session's name tells the other
+	 * sessions of the shard which coordinator backend it serves, the DSN's
+	 * own name after it (remote_deadlock.c).
+	 */
+	if (sc->app_suffix == NULL)
+	{
+		char	   *suffix = RemoteSessionSuffix(sc->dsn);
+
+		sc->app_suffix = MemoryContextStrdup(TopMemoryContext, suffix);
+		pfree(suffix);
+	}
+	keywords[0] = "dbname";
+	values[0] = sc->dsn;
+	keywords[1] = "application_name";
+	values[1] = RemoteSessionName(sc->app_suffix);
 	keywords[2] = NULL;
 	values[2] = NULL;
 

@@ -72,6 +72,7 @@ struct ShardConn
 	PGconn	   *conn;			/* NULL when not connected */
 	char	   *dsn;
 	char		label[SHARD_ID_MAXLEN]; /* the shard named in messages */
+	char	   *app_suffix;		/* the DSN's application_name, or "" */
 
 	/* remote_command.c */
 	bool		in_pipeline;	/* the command in flight was pipelined */
@@ -125,6 +126,12 @@ extern void RemoteReportPrefixError(ShardConn *sc) pg_attribute_noreturn();
 extern void RemoteFinishCommand(ShardConn *sc);
 extern void RemoteEndCommand(ShardConn *sc);
 extern void RemoteForgetStale(ShardConn *sc, PGresult *res);
+
+/* remote_deadlock.c */
+extern char *RemoteSessionSuffix(const char *dsn);
+extern char *RemoteSessionName(const char *suffix);
+extern char *RemoteXactNameSql(const char *suffix);
+extern void RemoteDeadlockCheck(void);
 
 /* remote_cancel.c */
 extern bool RemoteSendCancel(ShardConn *sc, TimestampTz deadline);

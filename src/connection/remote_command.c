@@ -185,6 +185,7 @@ RemoteGetResult(ShardConn *sc)
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			RemoteDeadlockCheck();
 		}
 		if ((event.events & WL_SOCKET_READABLE) && PQconsumeInput(sc->conn) == 0)
 			break;				/* broken: PQgetResult reports it */
@@ -703,6 +704,8 @@ ShardConnSend(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 bool
 ShardConnResultReady(ShardConn *sc)
 {
+	/* a caller waiting on several shards (a scan) is woken by a deadlock's victim mark */
+	RemoteDeadlockCheck();
 	if (!RemoteReadPrefix(sc, false))
 		return false;
 	if (sc->cmd.error != NULL)

@@ -31,6 +31,7 @@ wait_writeable(ShardConn *sc)
 	{
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
+		RemoteDeadlockCheck();
 	}
 }
 
@@ -113,6 +114,7 @@ flush_copy(ShardConn *sc)
 		{
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			RemoteDeadlockCheck();
 		}
 		if ((events & WL_SOCKET_READABLE) && !PQconsumeInput(sc->conn))
 			ShardConnLost(sc);

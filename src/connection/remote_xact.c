@@ -34,6 +34,7 @@
 
 #include "connection_internal.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/remote_deadlock.h"
 
 /* how long cleanup after an error waits for a shard */
 #define CLEANUP_TIMEOUT_MS 30000
@@ -122,6 +123,7 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 {
 	int			curlevel = GetCurrentTransactionNestLevel();
 	char		sql[64];
+	char	   *name_sql;
 
 	if (mode == SHARD_AUTOCOMMIT)
 	{
@@ -149,6 +151,12 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 		snprintf(sql, sizeof(sql), "START TRANSACTION ISOLATION LEVEL %s%s",
 				 level, XactReadOnly ? " READ ONLY" : "");
 		ShardConnQueue(sc, sql);
+		/* the session names this transaction, for the deadlock detector */
+		if ((name_sql = RemoteXactNameSql(sc->app_suffix)) != NULL)
+		{
+			ShardConnQueue(sc, name_sql);
+			pfree(name_sql);
+		}
 		sc->xact_depth = 1;
 		sc->xact_state = REMOTE_XACT_OPEN;
 		open_remote_xacts++;
@@ -499,12 +507,13 @@ tr_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
 /*
  * RemoteXactInit installs the transaction callbacks and the nest-level
  * hooks (saving and chaining the previous hooks), and reserves the shared
- * memory of two-phase commit; called from _PG_init.
+ * memory of two-phase commit and of deadlock victims; called from _PG_init.
  */
 void
 RemoteXactInit(void)
 {
 	TwoPhaseInit();
+	RemoteDeadlockInit();
 	RegisterXactCallback(xact_callback, NULL);
 	RegisterSubXactCallback(subxact_callback, NULL);
 

@@ -12,6 +12,7 @@ extern bool TenantRouterAutoCleanup;
 extern int	TenantRouterConnectTimeout;
 extern int	TenantRouterCommitTimeout;
 extern char *TenantRouterDatabase;
+extern int	TenantRouterDeadlockCheckInterval;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
 extern int	TenantRouterLogRetention;
