@@ -46,6 +46,7 @@ char	   *TenantRouterRedisPassword = NULL;
 int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
 int			TenantRouterShardLockTimeout = 10000;
+int			TenantRouterSwitchWaitTimeout = 5000;
 char	   *TenantRouterTopologyChannel = NULL;
 
 static const struct config_enum_entry multi_shard_reads_options[] = {
@@ -167,7 +168,7 @@ define_settings(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tenant_router.operation_pause_before",
-							   "For tests: an online operation waits before this phase until it is cancelled.",
+							   "For tests: an online operation waits before this phase (or \"phase/step\") until it is cancelled.",
 							   NULL,
 							   &TenantRouterOperationPauseBefore,
 							   "",
@@ -227,6 +228,16 @@ define_settings(void)
 							"0 waits without limit.  A statement that waits longer fails with 55P03.",
 							&TenantRouterShardLockTimeout,
 							10000,
+							0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.switch_wait_timeout",
+							"Longest wait of a write whose tenant an online operation is moving, for its new shard.",
+							"A write refused by the old shard after the switch runs on the new shard once routing sends it there; past this wait it fails with 40001.  0 fails at once.",
+							&TenantRouterSwitchWaitTimeout,
+							5000,
 							0, INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,

@@ -88,6 +88,7 @@ struct ShardConn
 	int			xact_depth;		/* 0: no remote transaction; n: savepoint level */
 	ShardBroken broken;			/* remote transaction unusable: fail until its end */
 	bool		wrote;			/* written in this local transaction */
+	int			xact_statements;	/* statements sent in the remote transaction */
 	char		gid[GID_MAXLEN];	/* while prepared */
 };
 
@@ -108,6 +109,7 @@ extern void TwoPhaseFinish(bool commit);
 extern void TwoPhaseReset(void);
 
 /* remote_command.c */
+extern bool RemoteTenantMoved(const PGresult *res, bool inserting);
 extern PGresult *RemoteGetResult(ShardConn *sc);
 extern void RemoteReport(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
 extern void RemoteForgetPrepared(ShardConn *sc);

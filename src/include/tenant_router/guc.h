@@ -37,6 +37,7 @@ extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
 extern int	TenantRouterShardLockTimeout;
+extern int	TenantRouterSwitchWaitTimeout;
 extern char *TenantRouterTopologyChannel;
 
 #endif
