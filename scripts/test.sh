@@ -38,6 +38,11 @@ cd "$TR_ROOT"
 say "Checking that source folders depend downward only"
 scripts/check-layers.sh
 
+# the worker waits for a catalog at the version the library is built for
+control_version=$(sed -n "s/^default_version = '\(.*\)'$/\1/p" tenant_router.control)
+grep -q "TENANT_ROUTER_CATALOG_VERSION \"$control_version\"" src/include/tenant_router/catalog.h ||
+	die "TENANT_ROUTER_CATALOG_VERSION in src/include/tenant_router/catalog.h is not default_version $control_version of tenant_router.control"
+
 if [ $build = 1 ]; then
 	say "Checking Debian packages"
 	scripts/install-deps.sh

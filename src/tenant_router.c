@@ -33,6 +33,7 @@ void		_PG_init(void);
 /* settings */
 bool		TenantRouterAutoCleanup = true;
 int			TenantRouterConnectTimeout = 10;
+int			TenantRouterCommitTimeout = 30000;
 char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
@@ -99,6 +100,18 @@ define_settings(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.commit_timeout",
+							"Longest wait for the shards to answer a commit (COMMIT or PREPARE TRANSACTION).",
+							"Past it the commit fails: the transaction is rolled back, or, when a single shard "
+							"was written and committed in one phase, fails with 08007 (its outcome there is unknown). "
+							"0 waits without limit.",
+							&TenantRouterCommitTimeout,
+							30000,
+							0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("tenant_router.connect_timeout",
 							"Longest wait for a connection to a shard.",

@@ -111,6 +111,8 @@ extern void TwoPhaseReset(void);
 /* remote_command.c */
 extern bool RemoteTenantMoved(const PGresult *res, bool inserting);
 extern PGresult *RemoteGetResult(ShardConn *sc);
+extern void RemoteSetDeadline(TimestampTz at, int errcode);
+extern void RemoteClearDeadline(void);
 extern void RemoteReport(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
 extern void RemoteForgetPrepared(ShardConn *sc);
 extern void RemoteForgetUnconfirmed(ShardConn *sc);

@@ -110,6 +110,58 @@ RemoteForgetUnconfirmed(ShardConn *sc)
 }
 
 /*
+ * The deadline of the waits of a commit (RemoteSetDeadline): 0 for none.
+ */
+static struct
+{
+	TimestampTz at;
+	int			errcode;		/* of the error past it */
+} deadline;
+
+/*
+ * RemoteSetDeadline bounds every wait for a shard's answer until
+ * RemoteClearDeadline: past at, the connection is closed and an error with
+ * errcode raised (the commit's waits, which statement_timeout does not
+ * cover).  at 0 clears it.
+ */
+void
+RemoteSetDeadline(TimestampTz at, int errcode)
+{
+	deadline.at = at;
+	deadline.errcode = errcode;
+}
+
+void
+RemoteClearDeadline(void)
+{
+	deadline.at = 0;
+}
+
+static void
+deadline_passed(ShardConn *sc)
+{
+	int			code = deadline.errcode;
+
+	deadline.at = 0;
+	if (sc->xact_depth > 0 || sc->xact_state != REMOTE_XACT_NONE)
+		sc->broken = SHARD_LOST;
+	ShardConnDisconnect(sc);
+	if (code == ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN)
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg("shard \"%s\" did not answer COMMIT within tenant_router.commit_timeout (%d ms)",
+						sc->label, TenantRouterCommitTimeout),
+				 errdetail("Whether the shard committed the transaction's writes is unknown; its connection was closed."),
+				 errhint("Check the shard, then whether the writes are there; raise tenant_router.commit_timeout if its commits are slow.")));
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("shard \"%s\" did not answer the commit within tenant_router.commit_timeout (%d ms)",
+					sc->label, TenantRouterCommitTimeout),
+			 errdetail("The transaction is rolled back; a part prepared on a shard that cannot be reached is rolled back by tenant_router.recover_prepared_transactions() or the topology worker."),
+			 errhint("Check the shard; raise tenant_router.commit_timeout if its commits are slow.")));
+}
+
+/*
  * RemoteGetResult waits for the next result while processing interrupts; a
  * broken connection raises the connection error.
  */
@@ -121,8 +173,18 @@ RemoteGetResult(ShardConn *sc)
 	while (PQisBusy(sc->conn))
 	{
 		WaitEvent	event;
+		long		timeout = -1;
 
-		(void) WaitEventSetWait(sc->wait_set, -1, &event, 1, PG_WAIT_EXTENSION);
+		if (deadline.at != 0)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (now >= deadline.at)
+				deadline_passed(sc);
+			timeout = Max(TimestampDifferenceMilliseconds(now, deadline.at), 1);
+		}
+		if (WaitEventSetWait(sc->wait_set, timeout, &event, 1, PG_WAIT_EXTENSION) == 0)
+			continue;			/* the deadline */
 		if (event.events & WL_LATCH_SET)
 		{
 			ResetLatch(MyLatch);

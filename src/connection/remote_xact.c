@@ -279,6 +279,7 @@ reset_xact_state(void)
 	list_free(xact_writers);
 	xact_writers = NIL;
 	TwoPhaseReset();
+	RemoteClearDeadline();
 }
 
 static void
@@ -287,6 +288,7 @@ pre_commit(void)
 	List	   *readers = NIL;
 	List	   *writers = NIL;
 	ListCell   *lc;
+	TimestampTz commit_deadline = 0;
 
 	ShardConnForEach(collect_open, &readers);
 	foreach(lc, xact_writers)
@@ -298,13 +300,32 @@ pre_commit(void)
 			writers = lappend(writers, sc);
 	}
 
+	/*
+	 * statement_timeout does not cover the commit: tenant_router.commit_timeout
+	 * bounds the waits for the shards' answers.
+	 */
+	if (TenantRouterCommitTimeout > 0)
+		commit_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  TenantRouterCommitTimeout);
+
 	/* the shards only read first: if one fails, nothing is committed yet */
 	if (readers != NIL)
+	{
+		RemoteSetDeadline(commit_deadline, ERRCODE_CONNECTION_FAILURE);
 		commit_all(list_length(readers), RemoteConnArray(readers));
+	}
 	if (list_length(writers) == 1)
+	{
+		/* one phase: a COMMIT without answer may have committed or not */
+		RemoteSetDeadline(commit_deadline, ERRCODE_TRANSACTION_RESOLUTION_UNKNOWN);
 		commit_all(1, RemoteConnArray(writers));
+	}
 	else if (writers != NIL)
+	{
+		RemoteSetDeadline(commit_deadline, ERRCODE_CONNECTION_FAILURE);
 		TwoPhasePrepare(writers);
+	}
+	RemoteClearDeadline();
 }
 
 static void

@@ -12,8 +12,10 @@
  * row triggers or check options on the coordinator.  Each shard runs
  * "UPDATE ... WHERE <conditions> AND <the shard's range> [RETURNING ...]"
  * in its remote transaction, as a write: a statement that changes rows on
- * several shards commits with two-phase commit.  RETURNING rows come back
- * shard after shard; the row count is the sum.
+ * several shards commits with two-phase commit.  The shard first by id runs
+ * first, then the others all at once, so that concurrent statements over
+ * the same shards queue instead of deadlocking across them.  RETURNING rows
+ * come back shard after shard; the row count is the sum.
  *
  * A statement that its one shard refuses because an online operation moved
  * the tenant it names (tenant_column = value), before it did anything else
@@ -268,6 +270,13 @@ direct_abandon(ShardConnClaim *claim)
 	((DirectShard *) claim)->in_flight = false;
 }
 
+/* compare_shard_ids orders shards by id, the order every backend sends in */
+static int
+compare_shard_ids(const ListCell *a, const ListCell *b)
+{
+	return strcmp(((ShardRow *) lfirst(a))->shard_id, ((ShardRow *) lfirst(b))->shard_id);
+}
+
 /*
  * direct_memory_gone: the query's memory is freed without
  * TrEndDirectModify (an error): give up the claims, whose statements the
@@ -418,6 +427,12 @@ send_all(ForeignScanState *node, DirectState *state)
 		shards = PruneShards(state->ntenant, state->tenant_strategies, tenant_values,
 							 tenant_nulls, state->tenant_types);
 	state->chosen = shards;
+	/* sent in one order everywhere (see below); a reference table's has its own */
+	if (!state->reference)
+	{
+		shards = list_copy(shards);
+		list_sort(shards, compare_shard_ids);
+	}
 
 	i = 0;
 	foreach(lc, state->param_states)
@@ -432,8 +447,14 @@ send_all(ForeignScanState *node, DirectState *state)
 	{
 		DirectShard *ds = &state->shards[i++];
 
-		/* a reference table's first copy first (fdw_reference.c says why) */
-		if (state->reference && ds == &state->shards[1] && state->shards[0].in_flight)
+		/*
+		 * The first shard's rows first, then the others' all at once: two
+		 * statements over the same shards then queue on the first one
+		 * instead of each taking the rows of a different shard first and
+		 * waiting for the other's for ever (no shard sees that deadlock).
+		 * The same for a reference table's first copy (fdw_reference.c).
+		 */
+		if (ds == &state->shards[1] && state->shards[0].in_flight)
 			direct_release(&state->shards[0].claim);
 		ds->claim.release = direct_release;
 		ds->claim.abandon = direct_abandon;

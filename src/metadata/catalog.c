@@ -559,35 +559,6 @@ CatalogPins(void)
 	return pins;
 }
 
-/* CatalogPinnedShard returns the shard tenant is pinned to, or NULL. */
-char *
-CatalogPinnedShard(int64 tenant)
-{
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tuple;
-	char	   *shard_id = NULL;
-
-	lookup_oids(false);
-	if (!OidIsValid(pin_relid))
-		return NULL;
-	rel = table_open(pin_relid, AccessShareLock);
-	ScanKeyInit(&key, Anum_pin_tenant_id, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(tenant));
-	scan = systable_beginscan(rel, pin_pkey_relid, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-	{
-		bool		isnull;
-
-		shard_id = TextDatumGetCString(heap_getattr(tuple, Anum_pin_shard_id,
-													RelationGetDescr(rel), &isnull));
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return shard_id;
-}
-
 /* TenantRemainder returns tenant mod modulus, in 0..modulus-1 for negative tenants too. */
 int32
 TenantRemainder(int64 tenant, int32 modulus)

@@ -48,6 +48,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
@@ -166,16 +167,38 @@ forget_stream_event(RedisEvent *event)
  * reset with the loop's context instead of piling up.
  */
 
-/* extension_ready tells whether the extension exists in the worker's database */
+/*
+ * extension_ready tells whether the extension exists in the worker's
+ * database at this library's catalog version; *old_version receives the
+ * version of a catalog that exists but awaits ALTER EXTENSION UPDATE (the
+ * worker would fail on every pass there: it waits instead, and the events
+ * wait in the stream).
+ */
 static bool
-extension_ready(void)
+extension_ready(char **old_version)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	bool		ready;
+	char	   *version = NULL;
 
+	*old_version = NULL;
 	WorkerStartTransaction();
 	ready = OidIsValid(get_namespace_oid("tenant_router", true)) &&
 		OidIsValid(get_relname_relid("worker_state", get_namespace_oid("tenant_router", true)));
+	if (ready)
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension "
+						"WHERE extname = 'tenant_router'", true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+			version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		ready = version != NULL && strcmp(version, TENANT_ROUTER_CATALOG_VERSION) == 0;
+		if (version != NULL && !ready)
+			*old_version = MemoryContextStrdup(cxt, version);
+		SPI_finish();
+		PopActiveSnapshot();
+	}
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return ready;
@@ -465,9 +488,16 @@ reload_settings(void)
 static bool
 extension_found(void)
 {
-	bool		ready = extension_ready();
+	char	   *old_version;
+	bool		ready = extension_ready(&old_version);
 
-	if (!ready && !loop.waiting_logged)
+	if (!ready && !loop.waiting_logged && old_version != NULL)
+		ereport(LOG,
+				(errmsg("tenant_router: waiting for ALTER EXTENSION tenant_router UPDATE in database \"%s\"",
+						TenantRouterDatabase),
+				 errdetail("The catalog is at version %s; this library needs version %s.",
+						   old_version, TENANT_ROUTER_CATALOG_VERSION)));
+	else if (!ready && !loop.waiting_logged)
 		ereport(LOG,
 				(errmsg("tenant_router: waiting for CREATE EXTENSION tenant_router in database \"%s\"",
 						TenantRouterDatabase)));

@@ -164,4 +164,31 @@ is(prepared_on($shard1), '0', 'nothing left prepared on the other shard');
 like($err, qr/0A000.*more than one shard.*multi_shard_writes/s, 'refuse: the error names the setting');
 is(rows_on($shard1, 6) . rows_on($shard2, 6), '00', 'refuse: nothing changed');
 
+# Concurrent statements over the same shards queue instead of deadlocking
+# across them (the first shard's rows are taken first): four clients
+# updating every row of two shards all finish (shard3, which cannot
+# prepare, is left out).  A hang fails the run.
+$coord->safe_psql('postgres', q{
+	CREATE TABLE acct (tenant_id bigint NOT NULL, id int NOT NULL, bal bigint NOT NULL,
+					   PRIMARY KEY (tenant_id, id));
+	SELECT logical_table_add('acct');
+	INSERT INTO acct SELECT g * 100, 1, 1000 FROM generate_series(1, 200) g;
+});
+my $script = $coord->basedir . '/update_all.sql';
+append_to_file($script, "UPDATE acct SET bal = bal + 1 WHERE tenant_id <= 20000;\n");
+my ($pgb_out, $pgb_err) = ('', '');
+my $pgb = IPC::Run::start(
+	[ 'pgbench', '--no-vacuum', '--client=4', '--jobs=2', '--transactions=40',
+	  '--max-tries=10', '--file', $script, '-h', $coord->host, '-p', $coord->port, 'postgres' ],
+	'>', \$pgb_out, '2>', \$pgb_err, IPC::Run::timeout(120));
+eval { $pgb->finish; };
+my $hung = $@;
+$pgb->kill_kill if $hung;
+is($hung, '', 'four clients updating every row of two shards at once do not hang');
+my ($processed) = $pgb_out =~ m{processed: (\d+)/160};
+ok(defined $processed && $processed >= 150, 'nearly all of them commit (retried on a shard\'s own 40P01)')
+  or diag($pgb_out . $pgb_err);
+is($coord->safe_psql('postgres', 'SELECT sum(bal) FROM acct'), 200 * (1000 + ($processed // 0)),
+	'every committed update changed every row once');
+
 done_testing();

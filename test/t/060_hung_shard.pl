@@ -2,7 +2,8 @@
 # coordinator backend: statement_timeout, pg_cancel_backend and
 # pg_terminate_backend work while a statement waits on it and while the
 # transaction's abort cleans up after it, and a new connection to it gives
-# up after tenant_router.connect_timeout.
+# up after tenant_router.connect_timeout; COMMIT gives up after
+# tenant_router.commit_timeout.
 use strict;
 use warnings;
 
@@ -107,5 +108,49 @@ cont_shard($shard1);
 $cached->quit;
 is($coord->safe_psql('postgres', 'SELECT v FROM t WHERE tenant_id = 5'), '1',
 	'the shard serves again once resumed');
+
+# COMMIT, which statement_timeout does not cover, waits at most
+# tenant_router.commit_timeout for a shard.  The shard is stopped between
+# the write and the COMMIT, from the session's own script.
+sub commit_with_shard1_stopped
+{
+	my ($writes) = @_;
+	# the postmaster and its children at that moment (the session's backend too)
+	my ($pm) = split /\n/, slurp_file($shard1->data_dir . '/postmaster.pid');
+	$stopped = $shard1;
+	my $t0 = time;
+	my ($rc, $out, $err) = $coord->psql('postgres', qq{
+		\\set VERBOSITY verbose
+		SET tenant_router.commit_timeout = '2s';
+		BEGIN;
+		$writes;
+		\\! kill -STOP $pm \$(ps -o pid= --ppid $pm)
+		COMMIT;
+	}, on_error_stop => 0, timeout => 60, timed_out => \my $timed_out);
+	my $elapsed = time - $t0;
+	cont_shard($shard1);
+	$err .= 'psql timed out' if $timed_out;
+	return ($err, $elapsed);
+}
+
+# two-phase commit: fails, and changes nothing
+($err, $elapsed) = commit_with_shard1_stopped('UPDATE t SET v = v + 10 WHERE tenant_id IN (5, 15000)');
+like($err, qr/08006: shard "shard1" did not answer the commit within tenant_router.commit_timeout/,
+	'a two-phase COMMIT with a stopped shard fails (08006)');
+cmp_ok($elapsed, '<', 10, "after tenant_router.commit_timeout ($elapsed s)");
+$coord->safe_psql('postgres', 'SELECT tenant_router.recover_prepared_transactions()');
+is($coord->safe_psql('postgres', q{SELECT string_agg(v::text, ',' ORDER BY tenant_id) FROM t}),
+	'1,2', 'nothing changed on either shard');
+is($shard1->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts')
+	  + $shard2->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'),
+	0, 'no prepared transaction is left');
+
+# one-phase commit of a single shard: its outcome is unknown (08007)
+($err, $elapsed) = commit_with_shard1_stopped('UPDATE t SET v = 100 WHERE tenant_id = 5');
+like($err, qr/08007: shard "shard1" did not answer COMMIT within tenant_router.commit_timeout/,
+	'a one-phase COMMIT with a stopped shard fails with transaction_resolution_unknown');
+cmp_ok($elapsed, '<', 10, "after tenant_router.commit_timeout ($elapsed s)");
+is($coord->safe_psql('postgres', 'SELECT v FROM t WHERE tenant_id = 15000'), '2',
+	'the coordinator goes on');
 
 done_testing();

@@ -44,7 +44,14 @@ is($coord->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extn
 	'0.1', 'installed at 0.1');
 my $before = $coord->safe_psql('postgres', 'SELECT count(*), sum(balance) FROM accounts');
 
+# the worker does not run the new version's work on the old catalog: it waits
+ok($coord->wait_for_log(qr/waiting for ALTER EXTENSION tenant_router UPDATE in database "postgres"/),
+	'the worker waits for the update of a 0.1 catalog');
+my $log_offset = -s $coord->logfile;
+
 $coord->safe_psql('postgres', 'ALTER EXTENSION tenant_router UPDATE');
+ok($coord->wait_for_log(qr/extension found in database "postgres"/, $log_offset),
+	'the worker goes on once the catalog is updated');
 is($coord->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'tenant_router'"),
 	$current, "updated to $current");
 is($coord->safe_psql('postgres', 'SELECT count(*), sum(balance) FROM accounts'), $before,

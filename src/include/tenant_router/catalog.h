@@ -12,6 +12,8 @@
 
 #define TENANT_ROUTER_SCHEMA "tenant_router"
 #define TENANT_ROUTER_SERVER "tenant_router"
+/* the catalog version this library is built for (default_version of the control file) */
+#define TENANT_ROUTER_CATALOG_VERSION "0.2"
 
 /* the largest modulus of shards sharing a range */
 #define SHARD_MODULUS_MAX 1024
@@ -70,7 +72,6 @@ extern List *CatalogShardRanges(int64 lo, int64 hi);
 extern List *CatalogPinsOf(const char *shard_id);
 extern List *CatalogShardsWithIdentity(const char *db_identity);
 extern List *CatalogPins(void);
-extern char *CatalogPinnedShard(int64 tenant);
 extern void CatalogLoadPins(ShardRow *shard, const char *also_shard_id);
 extern int32 TenantRemainder(int64 tenant, int32 modulus);
 extern bool ShardRangeOwns(const ShardRow *shard, int64 tenant);

@@ -10,6 +10,7 @@
 
 extern bool TenantRouterAutoCleanup;
 extern int	TenantRouterConnectTimeout;
+extern int	TenantRouterCommitTimeout;
 extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
