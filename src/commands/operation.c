@@ -96,6 +96,8 @@
 #define SWITCH_LOCK_MS 100
 /* the advisory lock of an operation's fence on the source: this plus its id */
 #define FENCE_LOCK_BASE INT64CONST(0x7466000000000000)
+/* how long a publication publishes nothing but the marker before it is dropped */
+#define PUBLICATION_DROP_MS 100
 /* how long the copy waits before its progress is recorded */
 #define PROGRESS_MS 1000
 /* how long dropping a replication slot waits for its sender to let go */
@@ -797,6 +799,29 @@ op_flip(Operation *op)
 }
 
 /*
+ * drop_publication drops the operation's publication on the source, if
+ * there, while the source's tables are being written.  A write that builds
+ * its table's list of publications reads which publications have the table,
+ * then looks each up: a publication dropped in between fails the write
+ * ("cache lookup failed for publication", seen under load).  So the
+ * publication is first made to publish nothing but the marker table (a lock
+ * that lets writes go on), and dropped a moment later, once the writes that
+ * read the old list have looked it up.
+ */
+static void
+drop_publication(Operation *op)
+{
+	if (!remote_true(op->source_conn,
+					 psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s)",
+							  quote_literal_cstr(op->name))))
+		return;
+	ShardRemoteCommand(op->source_conn,
+					   psprintf("ALTER PUBLICATION %s SET TABLE %s", op->name, op->marker));
+	poll_wait(op, PUBLICATION_DROP_MS);
+	ShardRemoteCommand(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
+}
+
+/*
  * op_stop_replication drops the subscription (and the target's marker
  * table), then the publication and the source's marker table: after the
  * switch they carry nothing any more.
@@ -805,7 +830,7 @@ static bool
 op_stop_replication(Operation *op)
 {
 	drop_subscription(op);
-	ShardRemoteCommand(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
+	drop_publication(op);
 	ShardRemoteCommand(op->source_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
 	return true;
 }
@@ -910,7 +935,7 @@ undo_publication(Operation *op)
 {
 	ListCell   *lc;
 
-	ShardRemoteCommand(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
+	drop_publication(op);
 	ShardRemoteCommand(op->source_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
 	foreach(lc, op->identity_restore)
 		ShardRemoteDdl(op->source_conn, lfirst(lc));

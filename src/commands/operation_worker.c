@@ -51,6 +51,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -76,6 +77,7 @@ typedef struct OperationShared
 	Oid			dbid;
 	pid_t		caller_pid;
 	char		pause_before[64];
+	int			shard_lock_timeout; /* the caller's tenant_router.shard_lock_timeout */
 	/* the answer */
 	bool		answered;
 	int			sqlerrcode;		/* 0: done */
@@ -188,6 +190,7 @@ OperationLaunch(const OperationArgs *args, const char *function)
 	if (TenantRouterOperationPauseBefore != NULL)
 		strlcpy(shared->pause_before, TenantRouterOperationPauseBefore,
 				sizeof(shared->pause_before));
+	shared->shard_lock_timeout = TenantRouterShardLockTimeout;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -571,6 +574,9 @@ TenantRouterOperationMain(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(shared->dbid, BOOTSTRAP_SUPERUSERID, 0);
 	pgstat_report_appname("tenant_router operation");
+	/* the caller's setting bounds the waits of its operation (the switch's too) */
+	SetConfigOption("tenant_router.shard_lock_timeout",
+					psprintf("%d", shared->shard_lock_timeout), PGC_USERSET, PGC_S_SESSION);
 
 	PG_TRY();
 	{

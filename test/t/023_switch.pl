@@ -9,7 +9,9 @@
 # acknowledged counted exactly once.  Then what cannot be retried: a
 # transaction that already used the old shard gets 40001; a write that
 # waits longer than tenant_router.switch_wait_timeout gets 40001; a write
-# waiting when the operation rolls back goes through where it was; a
+# waiting when the operation rolls back goes through where it was; between
+# the switch and the narrowing the fence alone refuses the moving tenants,
+# in READ COMMITTED and REPEATABLE READ, and lets the others through; a
 # coordinator that never learns the new topology gets 40001, and its writes
 # never land.
 use strict;
@@ -216,6 +218,41 @@ $op->quit;
 is($a->safe_psql('postgres', 'SELECT count(*) FROM items WHERE tenant_id = 3001 AND v = 6'), '1', 'and is there');
 is($shard1->safe_psql('postgres', 'SELECT count(*) FROM items WHERE tenant_id = 3001 AND v = 6'), '1', 'on s1');
 
+# the fence itself: a split held between its switch (committed) and the
+# narrowing of the source's constraint; the old shard refuses the moving
+# tenants through the fence's triggers alone, in READ COMMITTED and in
+# REPEATABLE READ (where the trigger reads the fence's row FOR SHARE)
+ok($a->poll_query_until('postgres', 'SELECT count(*) = 0 FROM tenant_router.operations WHERE finished_at IS NULL'),
+	'the cancelled split has rolled back');
+my $offset = -s $a->logfile;
+$op = $a->background_psql('postgres', on_error_stop => 0);
+$op->query_safe("SET tenant_router.operation_pause_before = 'switch/narrow'");
+$op->{stdin} .= "SELECT shard_split('s1', 2500, 's4', '$dsn_quarter');\n";
+$op->{run}->pump_nb;
+$a->wait_for_log(qr{pauses before "switch/narrow"}, $offset);
+is($shard1->safe_psql('postgres', "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'tenant_router_op%fence_insert'"),
+	'2', 'held after the switch: the fence is on the source\'s tables');
+for my $level ('read committed', 'repeatable read')
+{
+	my ($stdout, $stderr);
+	$a->psql('postgres',
+		"\\set VERBOSITY verbose\nSET tenant_router.switch_wait_timeout = '200ms'; "
+		  . "BEGIN ISOLATION LEVEL $level; INSERT INTO items (tenant_id, v) VALUES (3002, 7); COMMIT",
+		stdout => \$stdout, stderr => \$stderr);
+	like($stderr, qr/ERROR:\s+40001: tenant 3002 has moved to another shard/,
+		"$level: the fence refuses a moving tenant once the switch has committed");
+	is(sql_state($a, "BEGIN ISOLATION LEVEL $level; INSERT INTO items (tenant_id, v) VALUES (100, 7); COMMIT"),
+		'', "$level: a staying tenant is written");
+}
+$a->safe_psql('postgres',
+	"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT shard_split%' AND backend_type = 'client backend'");
+$op->quit;
+ok($a->poll_query_until('postgres', 'SELECT count(*) = 0 FROM tenant_router.operations WHERE finished_at IS NULL'),
+	'that split rolls back too');
+is($a->safe_psql('postgres', 'SELECT string_agg(tenant_id::text, \' \') FROM items WHERE v = 7'), '100 100',
+	'the staying tenant\'s rows are there, the moving tenant\'s are not');
+$a->safe_psql('postgres', 'DELETE FROM items WHERE v = 7');
+
 # a coordinator that never learns the new topology: its writes for the
 # moved tenants get 40001 and never land
 my $wait = "SET tenant_router.switch_wait_timeout = '200ms';";
@@ -233,6 +270,52 @@ is($a->safe_psql('postgres', 'SELECT sum(n) FROM counters'), $done{update}, 'nor
 is($shard2->safe_psql('postgres', 'SELECT count(*) FROM items WHERE v = 99')
 	  . $shard1->safe_psql('postgres', 'SELECT count(*) FROM items WHERE v = 99 AND tenant_id = 42'),
 	'00', 'not even on the old databases');
+
+# A write of a moving tenant in flight (on the source, it holds the fence's
+# advisory lock shared until its transaction ends) holds the switch back:
+# the switch tries again and again, for at most
+# tenant_router.shard_lock_timeout (the caller's) in all, then the operation
+# rolls back (55P03); if the write ends in time, the switch goes on.  A
+# transaction open on the coordinator cannot stand in for it here: logical
+# replication's copy waits for every transaction open on the source.  The
+# session below takes the lock of the next operation, as the fence's
+# trigger does.
+sub split_held_back
+{
+	my ($lock_timeout) = @_;
+	my $op_id = $a->safe_psql('postgres', 'SELECT last_value + 1 FROM tenant_router.operation_id_seq');
+	my $writer = $shard1->background_psql('postgres');
+	$writer->query_safe("SELECT pg_advisory_lock_shared(x'7466000000000000'::bigint + $op_id)");
+	my $split = $a->background_psql('postgres', on_error_stop => 0);
+	$split->query_safe("SET tenant_router.shard_lock_timeout = '$lock_timeout'");
+	$split->{stdin} .= "\\set VERBOSITY verbose\nSELECT shard_split('s1', 2500, 's4', '$dsn_quarter');\n\\echo split done\n";
+	$split->{run}->pump_nb;
+	return ($split, $writer);
+}
+
+my ($split, $writer) = split_held_back('700ms');
+$split->{run}->pump until $split->{stdout} =~ /split done/ || $split->{timeout}->is_expired;
+like($split->{stderr}, qr/ERROR:\s+55P03: the switch of the split of shard "s1" could not hold back the writes of the moving tenants/,
+	'a split whose switch is held back by a write in flight fails with 55P03');
+$split->quit;
+$writer->quit;
+is($a->safe_psql('postgres', "SELECT shard_for(3004) || count(*) FROM tenant_router.shards WHERE shard_id = 's4'"), 's10',
+	'and rolls back');
+is($a->safe_psql('postgres', 'INSERT INTO items (tenant_id, v) VALUES (3004, 8) RETURNING v'), '8',
+	'the moving tenants are written on the old shard again');
+
+($split, $writer) = split_held_back('10s');
+ok($a->poll_query_until('postgres', q{SELECT phase = 'switch' FROM tenant_router.operations WHERE finished_at IS NULL}),
+	'the switch waits for a write in flight');
+usleep(300_000);
+$writer->quit;
+$split->{run}->pump until $split->{stdout} =~ /split done/ || $split->{timeout}->is_expired;
+is($split->{stderr}, '', 'once it ends, the split goes on');
+$split->quit;
+is($a->safe_psql('postgres', 'SELECT shard_for(3004) || (SELECT count(*) FROM items WHERE tenant_id = 3004 AND v = 8)'),
+	's41', 'and the row written meanwhile moves with its tenant');
+is($shard2->safe_psql('quarter', 'SELECT count(*) FROM items WHERE tenant_id = 3004 AND v = 8'), '1',
+	'to the new shard');
 
 # TRUNCATE waits for no operation
 is(sql_state($a, 'TRUNCATE items'), '', 'TRUNCATE works once no operation runs');
