@@ -414,3 +414,75 @@ REVOKE EXECUTE ON FUNCTION tenant_router.notify_pin() FROM PUBLIC;
 CREATE TRIGGER pin_notify
     AFTER INSERT OR UPDATE OR DELETE ON tenant_router.pin
     FOR EACH ROW EXECUTE FUNCTION tenant_router.notify_pin();
+
+/* ---- One order of topology changes (order helper): the log on Redis ---- */
+
+/*
+ * epoch: the log on Redis the catalog follows (drawn by the coordinator that
+ * seeded it); stream_id is the last entry of that log the catalog holds.
+ * NULL until the worker first joins a log.
+ */
+ALTER TABLE tenant_router.worker_state ADD COLUMN epoch text;
+
+CREATE OR REPLACE VIEW tenant_router.event_stats AS
+    SELECT w.applied, w.rejected, w.ignored, w.published,
+           (SELECT count(*) FROM tenant_router.outbox) AS outbox_pending,
+           w.last_event_at, w.stream_key, w.stream_id, w.epoch
+      FROM tenant_router.worker_state w;
+
+/* ---- Shard health and statistics ---- */
+
+/*
+ * Kept in shared memory by every backend and the health worker's probe
+ * (src/metadata/stats.c), never written to a table; per database.  The
+ * functions show no DSN, so they and the views are for everyone;
+ * stats_reset() for superusers and tenant_router_admin.
+ */
+CREATE FUNCTION tenant_router.shard_stats_data(
+    OUT shard_id text, OUT reachable boolean, OUT last_success timestamptz,
+    OUT last_error text, OUT last_error_at timestamptz,
+    OUT statements bigint, OUT rows bigint, OUT errors bigint,
+    OUT total_time double precision, OUT stats_since timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'tenant_router_shard_stats'
+    LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION tenant_router.tenant_stats_data(
+    OUT tenant_id bigint,
+    OUT statements bigint, OUT rows bigint, OUT errors bigint,
+    OUT total_time double precision, OUT last_statement_at timestamptz,
+    OUT stats_since timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'tenant_router_tenant_stats'
+    LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION tenant_router.stats_reset()
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'tenant_router_stats_reset'
+    LANGUAGE C STRICT VOLATILE;
+REVOKE EXECUTE ON FUNCTION tenant_router.stats_reset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenant_router.stats_reset() TO tenant_router_admin;
+
+-- shard_health: every shard of the catalog; reachable is NULL until the
+-- coordinator has tried it (the worker's probe does within seconds)
+CREATE VIEW tenant_router.shard_health AS
+    SELECT s.shard_id, s.state, h.reachable, h.last_success, h.last_error, h.last_error_at
+      FROM tenant_router.shard s
+      LEFT JOIN tenant_router.shard_stats_data() h USING (shard_id);
+
+-- shard_stats: every shard of the catalog, zero until counted
+CREATE VIEW tenant_router.shard_stats AS
+    SELECT s.shard_id, coalesce(h.statements, 0) AS statements, coalesce(h.rows, 0) AS rows,
+           coalesce(h.errors, 0) AS errors, coalesce(h.total_time, 0) AS total_time,
+           h.stats_since
+      FROM tenant_router.shard s
+      LEFT JOIN tenant_router.shard_stats_data() h USING (shard_id);
+
+-- tenant_stats: shard_id is the shard that owns the tenant now
+CREATE VIEW tenant_router.tenant_stats AS
+    SELECT tenant_id, shard_for(tenant_id) AS shard_id, statements, rows, errors, total_time,
+           last_statement_at, stats_since
+      FROM tenant_router.tenant_stats_data();
+
+GRANT SELECT ON tenant_router.shard_health, tenant_router.shard_stats,
+    tenant_router.tenant_stats TO PUBLIC;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — throughput of the router against its baselines, in one run.
 #
-#   bench/run.sh [SECONDS]        (default 10 seconds per measurement)
+#   bench/run.sh [SECONDS] [all|stats]   (default 10 seconds per measurement, all)
 #
 # Starts its own coordinator, two shards and Redis (test/harness.sh) in a
 # temporary directory and stops them afterwards. Measures with pgbench:
@@ -12,7 +12,9 @@
 #     pgfdw    native range partitioning over postgres_fdw foreign tables on
 #              the same coordinator (the same shard tables),
 # then the router with 10 000 shards against 2 (prepared, 1 and 4 clients),
-# the first query of new sessions (pgbench -C) and a backend's memory.
+# the first query of new sessions (pgbench -C) and a backend's memory, and
+# the router with tenant_router.track_stats on against off (prepared point
+# SELECT, 1 and 4 clients; "stats" runs only that part).
 # Ratios are printed against the baseline measured in the same run.
 #
 # Requires the extension to be installed (make install) and postgres_fdw
@@ -20,6 +22,8 @@
 set -euo pipefail
 
 SECONDS_PER_RUN=${1:-${BENCH_SECONDS:-10}}
+PARTS=${2:-all}
+case "$PARTS" in all | stats) ;; *) echo "usage: bench/run.sh [SECONDS] [all|stats]" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
 dir=$(mktemp -d /tmp/tenant_router_bench.XXXXXX)
@@ -121,6 +125,87 @@ tps() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+# ---------------------------------------------------------------- statistics
+# The router with tenant_router.track_stats on against off (PGOPTIONS, so the
+# same server and the same shards), prepared point SELECT of random tenants
+# (20 000 of them: twice tenant_router.stats_max_tenants, so that eviction is
+# part of the cost), STATS_ROUNDS (default 5) rounds of on, off, off, on so
+# that drift of the machine favours neither.  Printed: the mean tps of each,
+# their ratio, the median and range of the rounds' own ratios, and the CPU
+# time the coordinator's processes spent per statement (from /proc: what
+# other load on the machine changes least).
+coord_pid=$(head -1 "$dir/coordinator/postmaster.pid")
+hz=$(getconf CLK_TCK)
+coord_ticks() {	# CPU ticks of the coordinator: its live processes, and its children reaped
+	local t=0 p
+	t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$coord_pid/stat")
+	for p in $(ps -o pid= --ppid "$coord_pid"); do
+		t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+coord_children() { ps -o pid= --ppid "$coord_pid" | wc -l; }
+stats_run() {	# clients [PGOPTIONS]: "tps cpu_us_per_statement"
+	local t0 t1 out n0 i
+	n0=$(coord_children)
+	t0=$(coord_ticks)
+	out=$(PGOPTIONS=${2:-} pgbench $coord -n -M prepared -c "$1" -j "$1" -T "$SECONDS_PER_RUN" \
+		-f "$scripts/router_select.sql" postgres 2>&1)
+	# the run's backends count once reaped (then in the postmaster's cutime)
+	for i in $(seq 100); do
+		[ "$(coord_children)" -le "$n0" ] && break
+		sleep 0.05
+	done
+	t1=$(coord_ticks)
+	awk -v t="$((t1 - t0))" -v hz="$hz" '
+		/^tps = / { tps = $3 }
+		/actually processed/ { n = $NF }
+		END { printf "%s %.1f\n", tps, (n > 0 ? t / hz * 1e6 / n : 0) }' <<<"$out"
+}
+stats_on_off() {
+	local off='-c tenant_router.track_stats=off' rounds=${STATS_ROUNDS:-5} clients r n
+	local a b c d results
+	# off must count nothing, on must count
+	psqlq $coord -c "SELECT tenant_router.stats_reset()"
+	PGOPTIONS=$off RUN_SECONDS=1 tps router select prepared 1 >/dev/null
+	n=$(psql -X -A -t $coord -c "SELECT count(*) FROM tenant_router.tenant_stats")
+	[ "$n" = 0 ] || { echo "track_stats = off counted $n tenants" >&2; exit 1; }
+	RUN_SECONDS=1 tps router select prepared 1 >/dev/null
+	n=$(psql -X -A -t $coord -c "SELECT count(*) FROM tenant_router.tenant_stats")
+	[ "$n" -gt 0 ] || { echo "track_stats = on counted nothing" >&2; exit 1; }
+
+	echo
+	echo "router with statistics on against off (prepared point SELECT, $rounds rounds of on, off, off, on, ${SECONDS_PER_RUN}s runs)"
+	printf '%-7s %9s %9s %7s %7s  %-13s %-13s %7s  %s\n' clients "tps on" "tps off" on/off median \
+		"us/stmt on" "us/stmt off" on/off "rounds' tps on/off"
+	for clients in 1 4; do
+		results=''
+		for r in $(seq "$rounds"); do
+			a=$(stats_run "$clients")
+			b=$(stats_run "$clients" "$off")
+			c=$(stats_run "$clients" "$off")
+			d=$(stats_run "$clients")
+			results="$results$a $b $c $d"$'\n'
+		done
+		# each line: tps cpu (on) tps cpu (off) tps cpu (off) tps cpu (on)
+		awk -v clients="$clients" '
+			NF == 8 {
+				n++; on += $1 + $7; off += $3 + $5; con += $2 + $8; coff += $4 + $6
+				r[n] = ($1 + $7) / ($3 + $5); list = list sprintf(" %.3f", r[n])
+			}
+			END {
+				for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+				med = n % 2 ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+				printf "%-7s %9.0f %9.0f %7.3f %7.3f  %-13.1f %-13.1f %7.3f %s\n", clients,
+					on / (2 * n), off / (2 * n), on / off, med, con / (2 * n), coff / (2 * n), con / coff, list
+			}' <<<"$results"
+	done
+}
+if [ "$PARTS" = stats ]; then
+	stats_on_off
+	exit 0
+fi
+
 echo
 echo "pgbench, ${SECONDS_PER_RUN}s per run, tps (ratio to direct)"
 printf '%-8s %-9s %7s %12s %20s %20s\n' workload mode clients direct router postgres_fdw
@@ -207,3 +292,5 @@ mem10k=$(backend_memory bench10k | tr -d ' ')
 printf '%-40s %12.0f %12.0f (%5s)\n' "new session + first query (pgbench -C)" "$conn2" "$conn10k" "$(ratio "$conn10k" "$conn2")"
 printf '%-40s %9.0f kB %9.0f kB (%5s)\n' "backend memory after its first query" "$first2" "$first10k" "$(ratio "$first10k" "$first2")"
 printf '%-40s %9.0f kB %9.0f kB (%5s)\n' "backend memory after 2000 queries" "$mem2" "$mem10k" "$(ratio "$mem10k" "$mem2")"
+
+stats_on_off

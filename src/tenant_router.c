@@ -4,7 +4,7 @@
  *	  Module load: refuses to load unless preloaded, defines the settings
  *	  (tenant_router.*), and has each part install its hooks and register
  *	  what it needs (remote transactions, planner hook, custom scan, routing
- *	  cache, outbox, worker).
+ *	  cache, outbox, statistics, topology worker, health worker).
  *
  * Invariants: every hook saves the previous one and calls it; the settings
  * are defined in alphabetical order and the prefix is reserved.
@@ -21,9 +21,12 @@
 #include "tenant_router/ddl_propagation.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/fast_path.h"
+#include "tenant_router/health_worker.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/router_scan.h"
+#include "tenant_router/stats.h"
+#include "tenant_router/topology_log.h"
 #include "tenant_router/worker.h"
 
 PG_MODULE_MAGIC;
@@ -37,18 +40,25 @@ int			TenantRouterCommitTimeout = 30000;
 char	   *TenantRouterDatabase = NULL;
 bool		TenantRouterEnableFastPath = true;
 int			TenantRouterEventLogSize = 1000;
+int			TenantRouterLogRetention = 600;
 int			TenantRouterMultiShardReads = MULTI_SHARD_READS_ALLOW;
 int			TenantRouterMultiShardWrites = MULTI_SHARD_WRITES_2PC;
 char	   *TenantRouterNodeName = NULL;
 char	   *TenantRouterOperationPauseBefore = NULL;
+int			TenantRouterProbeInterval = 2000;
+int			TenantRouterProbeTimeout = 1000;
 int			TenantRouterRedisDb = 0;
 char	   *TenantRouterRedisHost = NULL;
 char	   *TenantRouterRedisPassword = NULL;
 int			TenantRouterRedisPort = 6379;
 bool		TenantRouterRemotePrepare = true;
 int			TenantRouterShardLockTimeout = 10000;
+bool		TenantRouterSingleCoordinator = false;
+int			TenantRouterStatsMaxShards = 1000;
+int			TenantRouterStatsMaxTenants = 10000;
 int			TenantRouterSwitchWaitTimeout = 5000;
 char	   *TenantRouterTopologyChannel = NULL;
+bool		TenantRouterTrackStats = true;
 
 static const struct config_enum_entry multi_shard_reads_options[] = {
 	{"allow", MULTI_SHARD_READS_ALLOW, false},
@@ -85,7 +95,10 @@ _PG_init(void)
 	RegisterRouterScan();
 	RouteCacheInit();
 	OutboxInit();
+	TopologyLogInit();
+	StatsInit();
 	WorkerInit();
+	HealthWorkerInit();
 	DdlPropagationInit();
 }
 
@@ -151,6 +164,16 @@ define_settings(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("tenant_router.log_retention",
+							"How long the topology log on Redis keeps an entry once a newer snapshot holds it.",
+							"A coordinator away for less reads the changes it missed; one away longer starts from the snapshot.",
+							&TenantRouterLogRetention,
+							600,
+							0, INT_MAX / 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	DefineCustomEnumVariable("tenant_router.multi_shard_reads",
 							 "Whether a statement may read from more than one shard.",
 							 "\"refuse\" makes a statement that would read several shards an error, against accidental full scans.",
@@ -188,6 +211,26 @@ define_settings(void)
 							   PGC_SUSET,
 							   GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.probe_interval",
+							"Time between two probes of every shard by the health worker.",
+							"Every shard is sent \"SELECT 1\" this often, and shows as unreachable in tenant_router.shard_health when it does not answer; 0 turns the probe off.",
+							&TenantRouterProbeInterval,
+							2000,
+							0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.probe_timeout",
+							"Longest wait for the shards' answers to a probe.",
+							"A shard that has not connected and answered by then is reported unreachable.",
+							&TenantRouterProbeTimeout,
+							1000,
+							10, 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("tenant_router.redis_db",
 							"Redis database number that holds the topology stream.",
@@ -246,6 +289,35 @@ define_settings(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("tenant_router.single_coordinator",
+							 "Declares this coordinator the only one on its topology channel.",
+							 "When on, a topology change made in SQL takes effect at once and is published later, even while Redis is unreachable; when off (the default), it first takes its place in the order kept on Redis, and is refused while Redis is unreachable.",
+							 &TenantRouterSingleCoordinator,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.stats_max_shards",
+							"Number of shards whose health and statistics are kept in shared memory.",
+							"When a new shard finds them all taken, about 5% of them, those used least recently, are forgotten.",
+							&TenantRouterStatsMaxShards,
+							1000,
+							10, 1000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.stats_max_tenants",
+							"Number of tenants whose statistics are kept in shared memory.",
+							"When a new tenant finds them all taken, about 5% of them, those whose last statement is the oldest, are forgotten.",
+							&TenantRouterStatsMaxTenants,
+							10000,
+							10, 10000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("tenant_router.switch_wait_timeout",
 							"Longest wait of a write whose tenant an online operation is moving, for its new shard.",
 							"A write refused by the old shard after the switch runs on the new shard once routing sends it there; past this wait it fails with 40001.  0 fails at once.",
@@ -264,6 +336,15 @@ define_settings(void)
 							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("tenant_router.track_stats",
+							 "Counts statements, rows, errors and time per shard and per tenant.",
+							 "Shown in tenant_router.shard_stats and tenant_router.tenant_stats; shard health is recorded either way.",
+							 &TenantRouterTrackStats,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("tenant_router");
 }

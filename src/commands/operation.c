@@ -83,6 +83,7 @@
 #include "tenant_router/operation.h"
 #include "tenant_router/operation_worker.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/reference_catalog.h"
 #include "tenant_router/reference_table.h"
@@ -781,7 +782,8 @@ op_narrow_tables(Operation *op)
 }
 
 /*
- * op_flip changes the catalog (the kind's flip) and records it, at once; a
+ * op_flip changes the catalog (the kind's flip) and records it, at once, in
+ * its place in the order of topology changes (commands/ordered_change.c); a
  * new database as target gets the reference tables' rows written since its
  * copy was made, in the same transaction (with the reference writes of this
  * coordinator held back until it commits).
@@ -792,8 +794,7 @@ op_flip(Operation *op)
 	if (op->target_before == NULL)
 		ReferenceTablesRefresh(op->target_conn, op->source_conn);
 	SPI_connect();
-	op->flip(op);
-	OperationRecordFlip(op);
+	OrderedFlip(op);
 	SPI_finish();
 	return true;
 }

@@ -30,6 +30,7 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/operation.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/shard_ddl.h"
 #include "tenant_router/topology.h"
@@ -339,7 +340,7 @@ tenant_router_tenant_pin(PG_FUNCTION_ARGS)
 	if (!known)
 		TopologyUnknownShard(shard_id);
 	if (owner == NULL || strcmp(owner, shard_id) == 0)
-		TopologyPinTenant(tenant, shard_id, TOPOLOGY_FROM_SQL);
+		OrderedPinTenant(tenant, shard_id);
 	else
 	{
 		OperationArgs args;
@@ -374,7 +375,7 @@ tenant_router_tenant_unpin(PG_FUNCTION_ARGS)
 	owner = owner ? pstrdup(owner) : NULL;
 	SPI_finish();
 	if (pinned == NULL || owner == NULL || strcmp(owner, pinned) == 0)
-		TopologyUnpinTenant(tenant, TOPOLOGY_FROM_SQL);
+		OrderedUnpinTenant(tenant);
 	else
 	{
 		OperationArgs args;

@@ -34,6 +34,7 @@
 
 #include "tenant_router/adopt.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/reference_table.h"
 #include "tenant_router/remote_session.h"
 #include "tenant_router/shard_ddl.h"
@@ -530,9 +531,13 @@ ShardSyncTable(ShardConn *sc, LogicalTableRow *table, const ShardRow *shard,
 void
 ShardSyncAllTables(const ShardRow *shard)
 {
-	ShardConn  *sc = ShardConnGet(shard->shard_id, shard->dsn);
+	ShardConn  *sc;
 	ListCell   *lc;
 
+	/* a change of the order applied elsewhere first: its shard work is done */
+	if (TopologyShardWorkDone)
+		return;
+	sc = ShardConnGet(shard->shard_id, shard->dsn);
 	/* reference tables first: foreign keys of logical tables may need them */
 	ReferenceTablesSyncShard(sc, shard->shard_id, shard->dsn);
 	foreach(lc, CatalogLogicalTables())

@@ -30,6 +30,7 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/dsn.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_ddl.h"
@@ -365,12 +366,17 @@ static List *known_sessions = NIL;	/* in TopMemoryContext */
 char *
 TopologyCheckDsn(const char *shard_id, const char *dsn)
 {
-	ShardConn  *sc = ShardConnGet(shard_id, dsn);
+	ShardConn  *sc;
 	PGresult   *res;
 	char	   *identity;
 	const char *session[3];
 	List	   *others;
 	ListCell   *lc;
+
+	/* a change of the order applied elsewhere first, which checked the DSN */
+	if (TopologyShardWorkDone)
+		return NULL;
+	sc = ShardConnGet(shard_id, dsn);
 
 	/* the session's identity, asked once per session (floods of events add many shards) */
 	for (lc = list_head(known_sessions); lc != NULL; lc = lnext(known_sessions, lc))
@@ -757,6 +763,10 @@ TopologyCleanupIfPending(const char *shard_id)
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
 	static SPIPlanPtr plan = NULL;	/* every range change asks */
 
+	/* a change of the order applied elsewhere first: the shards are done */
+	if (TopologyShardWorkDone)
+		return;
+
 	if (plan == NULL)
 	{
 		plan = SPI_prepare("SELECT 1 FROM tenant_router.pending_cleanup WHERE shard_id = $1",
@@ -837,29 +847,27 @@ tenant_router_shard_add(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("range_start and range_end of shard_add() must be both null or both not null"),
 				 errhint("NULL for both adds a shard that owns only the tenants pinned to it (tenant_pin).")));
-	TopologyAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), !PG_ARGISNULL(1),
-					 PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
-					 PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
-					 text_to_cstring(PG_GETARG_TEXT_PP(3)),
-					 PG_NARGS() > 4 ? PG_GETARG_INT32(4) : 1,
-					 PG_NARGS() > 5 ? PG_GETARG_INT32(5) : 0,
-					 TOPOLOGY_FROM_SQL);
+	OrderedAddShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), !PG_ARGISNULL(1),
+					PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1),
+					PG_ARGISNULL(2) ? 0 : PG_GETARG_INT64(2),
+					text_to_cstring(PG_GETARG_TEXT_PP(3)),
+					PG_NARGS() > 4 ? PG_GETARG_INT32(4) : 1,
+					PG_NARGS() > 5 ? PG_GETARG_INT32(5) : 0);
 	PG_RETURN_VOID();
 }
 
 Datum
 tenant_router_shard_remove(PG_FUNCTION_ARGS)
 {
-	TopologyRemoveShard(text_to_cstring(PG_GETARG_TEXT_PP(0)), TOPOLOGY_FROM_SQL);
+	OrderedRemoveShard(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
 }
 
 Datum
 tenant_router_shard_update_range(PG_FUNCTION_ARGS)
 {
-	TopologyUpdateRange(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-						PG_GETARG_INT64(1), PG_GETARG_INT64(2), -1, -1,
-						TOPOLOGY_FROM_SQL);
+	OrderedUpdateRange(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					   PG_GETARG_INT64(1), PG_GETARG_INT64(2), -1, -1);
 	PG_RETURN_VOID();
 }
 

@@ -33,6 +33,7 @@
 #include "connection_internal.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/remote_session.h"
+#include "tenant_router/stats.h"
 
 static HTAB *ConnHash = NULL;
 
@@ -86,6 +87,8 @@ ShardConnLost(ShardConn *sc)
 
 	if (sc->xact_depth > 0 || sc->xact_state != REMOTE_XACT_NONE)
 		sc->broken = SHARD_LOST;
+	if (sc->conn != NULL)
+		StatsShardFailed(sc->label, msg);
 	ShardConnDisconnect(sc);
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -115,6 +118,7 @@ connect_failed(ShardConn *sc, PGconn *conn, const char *why)
 
 	if (conn)
 		libpqsrv_disconnect(conn);
+	StatsShardFailed(sc->label, msg);
 	ereport(ERROR,
 			(errcode(ERRCODE_CONNECTION_FAILURE),
 			 errmsg("could not connect to shard \"%s\"", sc->label),
@@ -242,6 +246,7 @@ sc_connect(ShardConn *sc)
 				 errdetail_internal("%s", msg)));
 	}
 	PQclear(res);
+	StatsShardAnswered(sc->label);
 	PQsetNoticeReceiver(conn, notice_receiver, sc);
 	sc->conn = conn;
 	sc->next_stmt = 0;
@@ -254,11 +259,12 @@ sc_connect(ShardConn *sc)
 }
 
 /*
- * socket_has_input tells whether an idle connection's socket has anything to
- * read (a shard says something only when it goes away) or is broken.
+ * ShardConnSocketHasInput tells whether an idle connection's socket has
+ * anything to read (a shard says something only when it goes away) or is
+ * broken.
  */
-static bool
-socket_has_input(PGconn *conn)
+bool
+ShardConnSocketHasInput(PGconn *conn)
 {
 	struct pollfd pfd;
 
@@ -302,7 +308,7 @@ get_conn(const char *shard_id, const char *dsn, bool side)
 	 * separate reads, hence two.
 	 */
 	if (sc->conn != NULL && sc->xact_state == REMOTE_XACT_NONE && sc->claim == NULL &&
-		socket_has_input(sc->conn) &&
+		ShardConnSocketHasInput(sc->conn) &&
 		(PQconsumeInput(sc->conn) == 0 || PQconsumeInput(sc->conn) == 0 ||
 		 PQstatus(sc->conn) != CONNECTION_OK))
 		ShardConnDisconnect(sc);

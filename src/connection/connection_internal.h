@@ -96,6 +96,7 @@ struct ShardConn
 extern void ShardConnDisconnect(ShardConn *sc);
 extern void ShardConnLost(ShardConn *sc) pg_attribute_noreturn();
 extern char *ShardConnLibpqMessage(PGconn *conn);
+extern bool ShardConnSocketHasInput(PGconn *conn);
 extern void ShardConnForEach(void (*fn) (ShardConn *sc, void *arg), void *arg);
 
 /* remote_xact.c */

@@ -140,15 +140,22 @@ wait_idle(ShardConn *sc, TimestampTz deadline, bool *failed)
 	{
 		PGresult   *res;
 
-		if (abandon_wait(deadline))
-			return false;
 		while (PQisBusy(sc->conn))
 		{
 			long		timeout;
 			int			rc;
 
+			/*
+			 * Past the deadline, what has already arrived is still read (it
+			 * never blocks): an answer that came while another connection
+			 * of the same wait was waited for is not given up.
+			 */
 			if (abandon_wait(deadline))
-				return false;
+			{
+				if (!PQconsumeInput(sc->conn) || PQisBusy(sc->conn))
+					return false;
+				break;
+			}
 			timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 			rc = WaitLatchOrSocket(MyLatch,
 								   WL_LATCH_SET | WL_SOCKET_READABLE |

@@ -40,6 +40,7 @@
 
 #include "connection_internal.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/stats.h"
 
 /* remote prepared statements kept per connection */
 #define MAX_PREPARED_PER_CONN 1000
@@ -226,6 +227,7 @@ RemoteReport(ShardConn *sc, PGresult *res, const char *sql)
 	hint = hint ? pstrdup(hint) : NULL;
 	context = context ? pstrdup(context) : NULL;
 	PQclear(res);
+	StatsNoteShardError(sc->label);
 
 	ereport(ERROR,
 			(errcode(code),

@@ -7,10 +7,13 @@
  * PREPARE TRANSACTION on each written shard, all at once, under a gid
  * naming this coordinator, its database, the incarnation of its shared
  * memory and the local transaction ("tr_<system id>_<database oid>_
- * <incarnation>_<full xid>_<n>": an xid assigned but never logged can be
- * assigned again after a crash, even one the postmaster survives, while the
- * incarnation, a random number drawn each time shared memory is set up,
- * does not repeat); then a row per gid in
+ * <node>_<incarnation>_<full xid>_<n>": the node is a hash of
+ * tenant_router.node_name, which tells apart coordinators cloned from one
+ * another (same system identifier, same catalog: neither may resolve the
+ * other's gids); an xid assigned but never logged can be assigned again
+ * after a crash, even one the postmaster survives, while the incarnation, a
+ * random number drawn each time shared memory is set up, does not repeat);
+ * then a row per gid in
  * tenant_router.commit_record, inserted in the local transaction, so that
  * the local commit is the decision; then, once the local transaction has
  * committed, COMMIT PREPARED on each shard, all at once.  A failure before
@@ -35,6 +38,7 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -50,8 +54,14 @@
 #include "utils/timestamp.h"
 
 #include "connection_internal.h"
+#include "tenant_router/guc.h"
+#include "tenant_router/outbox.h"
 
-/* how long the second phase waits for a shard */
+/*
+ * How long the second phase waits for the shards: tenant_router.commit_timeout,
+ * or this when it is 0 (the second phase never raises an error, so it never
+ * waits without end: a shard that does not answer resolves later).
+ */
 #define SECOND_PHASE_TIMEOUT_MS 30000
 
 static List *xact_prepared = NIL;	/* connections holding a prepared transaction */
@@ -128,11 +138,19 @@ commit_record_relid(void)
 	return relid;
 }
 
-/* gid_prefix returns the prefix of the gids of this coordinator and database */
+/*
+ * gid_prefix returns the prefix of the gids of this coordinator and
+ * database.  Recovery resolves only gids under it: a clone of this server
+ * has the same system identifier and database oid, and only its node name
+ * (OriginName) tells it apart.
+ */
 static char *
 gid_prefix(void)
 {
-	return psprintf("tr_" UINT64_FORMAT "_%u_", GetSystemIdentifier(), MyDatabaseId);
+	char	   *node = OriginName();
+
+	return psprintf("tr_" UINT64_FORMAT "_%u_%016" INT64_MODIFIER "x_", GetSystemIdentifier(),
+					MyDatabaseId, hash_bytes_extended((unsigned char *) node, strlen(node), 0));
 }
 
 /*
@@ -291,7 +309,9 @@ TwoPhaseFinish(bool commit)
 	ok = palloc(sizeof(bool) * n);
 	for (i = 0; i < n; i++)
 		sqls[i] = psprintf("%s PREPARED '%s'", commit ? "COMMIT" : "ROLLBACK", scs[i]->gid);
-	RemoteExecAllBounded(n, scs, sqls, SECOND_PHASE_TIMEOUT_MS, ok);
+	RemoteExecAllBounded(n, scs, sqls,
+						 TenantRouterCommitTimeout > 0 ? TenantRouterCommitTimeout : SECOND_PHASE_TIMEOUT_MS,
+						 ok);
 	for (i = 0; i < n; i++)
 	{
 		ShardConn  *sc = scs[i];

@@ -36,6 +36,7 @@
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/router_scan.h"
+#include "tenant_router/stats.h"
 #include "tenant_router/switch_retry.h"
 
 typedef struct RouterScanState
@@ -60,6 +61,7 @@ typedef struct RouterScanState
 	int64		tenant;
 	bool		tenant_known;
 	TimestampTz retry_deadline; /* of a write refused because its tenant moved */
+	StatsStatement stats;		/* the statement on its shard, for the statistics */
 } RouterScanState;
 
 static void begin_router_scan(CustomScanState *node, EState *estate, int eflags);
@@ -199,6 +201,9 @@ next_row(RouterScanState *state)
 								 (state->flags & ROUTER_INSERT) != 0, &state->retry_deadline);
 		old = MemoryContextSwitchTo(state->exec_cxt);
 		state->shard_id = pstrdup(route->shard_id);
+		/* the old shard's part ended, refused; the new shard's begins */
+		StatsStatementEnd(&state->stats, 0);
+		StatsStatementBegin(&state->stats, state->shard_id, &state->tenant, state->exec_cxt);
 		send_statement(state, ShardConnGet(route->shard_id, route->dsn), false);
 		MemoryContextSwitchTo(old);
 		row = ShardStreamNext(state->stream);
@@ -216,6 +221,7 @@ start(RouterScanState *state)
 	Datum		tenant_value;
 	bool		tenant_null;
 	ShardRoute *route;
+	const char *dsn;
 	ShardConn  *sc;
 	ListCell   *lc;
 	int			i = 0;
@@ -265,7 +271,7 @@ start(RouterScanState *state)
 					 errhint("Add shards with shard_add().")));
 		any = linitial(shards);
 		state->shard_id = pstrdup(any->shard_id);
-		sc = ShardConnGet(any->shard_id, any->dsn);
+		dsn = any->dsn;
 	}
 	else
 	{
@@ -274,8 +280,11 @@ start(RouterScanState *state)
 		route = RouteTenantOrError(state->tenant, state->table_name,
 								   (state->flags & ROUTER_INSERT) != 0);
 		state->shard_id = pstrdup(route->shard_id);
-		sc = ShardConnGet(route->shard_id, route->dsn);
+		dsn = route->dsn;
 	}
+	StatsStatementBegin(&state->stats, state->shard_id, tenant_null ? NULL : &state->tenant,
+						state->exec_cxt);
+	sc = ShardConnGet(state->shard_id, dsn);
 
 	state->retry_deadline = 0;
 	send_statement(state, sc, tenant_null);
@@ -300,10 +309,12 @@ exec_router_scan(CustomScanState *node)
 	{
 		if (state->flags & ROUTER_COUNT_ROWS)
 			node->ss.ps.state->es_processed += ShardStreamRowsAffected(state->stream);
+		StatsStatementEnd(&state->stats, ShardStreamRowsAffected(state->stream));
 		ShardStreamClose(state->stream);
 		state->stream = NULL;
 		return ExecClearTuple(slot);
 	}
+	StatsStatementAddRows(&state->stats, 1);
 	ExecClearTuple(slot);
 	RemoteRowDecode(row, 0, state->retrieved_attrs, state->attinmeta,
 					slot->tts_values, slot->tts_isnull, NULL);
@@ -315,6 +326,7 @@ end_router_scan(CustomScanState *node)
 {
 	RouterScanState *state = (RouterScanState *) node;
 
+	StatsStatementEnd(&state->stats, 0);
 	if (state->stream != NULL)
 	{
 		ShardStreamClose(state->stream);

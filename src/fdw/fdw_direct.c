@@ -58,6 +58,7 @@
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
+#include "tenant_router/stats.h"
 #include "tenant_router/switch_retry.h"
 
 /* ForeignScan.fdw_private of a direct modification */
@@ -83,6 +84,7 @@ typedef struct DirectShard
 	char	   *sql;
 	bool		in_flight;
 	PGresult   *result;			/* or the refusal: its tenant moved */
+	StatsStatement stats;		/* the statement on this shard, for the statistics */
 } DirectShard;
 
 typedef struct DirectState
@@ -384,11 +386,15 @@ refused(DirectState *state, const Datum *tenant_values, const bool *tenant_nulls
 			tenant = TenantDatumToInt64(tenant_values[i], state->tenant_types[i]);
 		}
 	for (i = 0; i < state->nshards; i++)
+	{
+		/* each shard's part ends here; a statement sent again begins anew */
+		StatsStatementEnd(&state->shards[i].stats, 0);
 		if (&state->shards[i] != ds)
 		{
 			PQclear(state->shards[i].result);
 			state->shards[i].result = NULL;
 		}
+	}
 	state->nshards = 0;
 	if (!has_tenant || nshards > 1)
 	{
@@ -465,6 +471,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		values[state->nparams + 1] = Int64GetDatum(ds->shard->range_end);
 		nulls[state->nparams + 1] = false;
 		RemoteParamsFill(&state->params, values, nulls);
+		StatsStatementBegin(&ds->stats, ds->shard->shard_id, NULL, state->cxt);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
 		ds->sql = DeparseForShard(state->sql, state->nparams, ds->shard);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
@@ -487,6 +494,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		uint64		affected;
 
 		affected = strtou64(PQcmdTuples(ds->result), NULL, 10);
+		StatsStatementEnd(&ds->stats, affected);
 		if (state->reference && i > 0)
 		{
 			/* a reference table's count and rows: the first copy's */

@@ -48,6 +48,7 @@
 #include "tenant_router/fdw.h"
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
+#include "tenant_router/stats.h"
 #include "tenant_router/switch_retry.h"
 
 #define TENANT_JUNK_NAME "tenant_router_tenant"
@@ -73,6 +74,7 @@ typedef struct TrModifyState
 	TrCopy	   *copy;			/* COPY FROM: rows streamed to the shards */
 	List	   *copies;			/* a reference table: the connections of its
 								 * copies, once the first row is written */
+	StatsStatement stats;		/* the statement on the shard, for the statistics */
 } TrModifyState;
 
 void
@@ -238,6 +240,7 @@ shard_of(TrModifyState *state, int64 tenant)
 										   state->operation == CMD_INSERT);
 	ShardConn  *sc;
 
+	StatsStatementBegin(&state->stats, route->shard_id, &tenant, GetMemoryChunkContext(state));
 	sc = ShardConnGet(route->shard_id, route->dsn);
 	ShardConnBegin(sc, SHARD_WRITE);
 	return sc;
@@ -285,10 +288,15 @@ execute(TrModifyState *state, ShardConn *sc, TupleTableSlot *slot, const int64 *
 												 RelationGetRelationName(state->rel), true,
 												 &deadline);
 
+			/* the old shard's part ended, refused; the new shard's begins */
+			StatsStatementEnd(&state->stats, 0);
+			StatsStatementBegin(&state->stats, route->shard_id, tenant,
+								GetMemoryChunkContext(state));
 			sc = ShardConnGet(route->shard_id, route->dsn);
 			ShardConnBegin(sc, SHARD_WRITE);
 		}
 	affected = strtou64(PQcmdTuples(res), NULL, 10);
+	StatsStatementEnd(&state->stats, affected);
 	if (affected > 0 && state->retrieved_attrs != NIL && PQntuples(res) > 0)
 	{
 		TupleDesc	tupdesc = slot->tts_tupleDescriptor;
@@ -567,6 +575,7 @@ insert_rows(TrModifyState *state, TupleTableSlot **slots, const int64 *tenants,
 	PGresult  **results = palloc(sizeof(PGresult *) * n);
 	int		  **group_rows = palloc(sizeof(int *) * n);
 	int		   *group_size = palloc(sizeof(int) * n);
+	StatsStatement *stats = palloc0(sizeof(StatsStatement) * n);
 	int			nshards = 0;
 	bool		waited = false;
 	uint64		inserted = 0;
@@ -599,6 +608,7 @@ insert_rows(TrModifyState *state, TupleTableSlot **slots, const int64 *tenants,
 				done[j] = true;
 			}
 		}
+		StatsStatementBegin(&stats[nshards], route_of_row[i]->shard_id, NULL, state->row_cxt);
 		scs[nshards] = ShardConnGet(route_of_row[i]->shard_id, route_of_row[i]->dsn);
 		ShardConnBegin(scs[nshards], SHARD_WRITE);
 		sqls[nshards] = batch_statement(state, slots, group_rows[nshards], group_size[nshards],
@@ -608,12 +618,17 @@ insert_rows(TrModifyState *state, TupleTableSlot **slots, const int64 *tenants,
 	ShardConnExecParamsHoldMoved(nshards, scs, sqls, nparams, (const Oid *const *) types,
 								 (const char *const *const *) values, results);
 	for (i = 0; i < nshards; i++)
+	{
 		if (PQresultStatus(results[i]) != PGRES_FATAL_ERROR)
 		{
 			inserted += strtou64(PQcmdTuples(results[i]), NULL, 10);
+			StatsStatementEnd(&stats[i], strtou64(PQcmdTuples(results[i]), NULL, 10));
 			PQclear(results[i]);
 			results[i] = NULL;
 		}
+		else
+			StatsStatementEnd(&stats[i], 0);	/* refused: sent again below */
+	}
 	*nrefused = 0;
 	for (i = 0; i < nshards; i++)
 	{

@@ -53,6 +53,7 @@
 #include "tenant_router/route_cache.h"
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
+#include "tenant_router/stats.h"
 
 #define FETCH_SIZE 1000
 
@@ -75,6 +76,7 @@ typedef struct ScanShard
 	PGresult   *batch;			/* the batch being returned */
 	int			next;			/* its next row */
 	TupleTableSlot *head;		/* merge: this shard's next row */
+	StatsStatement stats;		/* the scan on this shard, for the statistics */
 } ScanShard;
 
 typedef struct TrScanState
@@ -283,8 +285,12 @@ take_result(ScanShard *ss)
 	res = ShardConnResult(ss->sc, true);
 	ShardConnClaimDone(ss->sc, &ss->claim);
 	ss->fetching = false;
+	StatsStatementAddRows(&ss->stats, PQntuples(res));
 	if (PQntuples(res) < FETCH_SIZE)
+	{
 		ss->exhausted = true;
+		StatsStatementEnd(&ss->stats, 0);
+	}
 	Assert(ss->ahead == NULL);
 	ss->ahead = res;
 }
@@ -322,6 +328,7 @@ close_shard(ScanShard *ss)
 {
 	if (ss->fetching)
 		take_result(ss);
+	StatsStatementEnd(&ss->stats, 0);
 	if (ss->open)
 	{
 		char		sql[64];
@@ -387,6 +394,7 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		nulls[state->nparams + 1] = false;
 		RemoteParamsFill(&state->params, values, nulls);
 
+		StatsStatementBegin(&ss->stats, ss->shard->shard_id, NULL, state->scan_cxt);
 		ss->sc = ShardConnGet(ss->shard->shard_id, ss->shard->dsn);
 		ShardConnBegin(ss->sc, SHARD_READ);
 		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);

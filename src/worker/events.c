@@ -11,11 +11,21 @@
  * (seed 001's notification of a completed operation) are recorded and
  * ignored, with the reason "notification";
  * extra fields are allowed, and "origin" and "version" (added by the
- * coordinators that publish) make an event from this coordinator an echo to
- * ignore, and one from another coordinator with a version not above the last
- * applied from it stale.  It is parsed by PostgreSQL's jsonb input and
- * applied by the same code as the SQL functions, in a subtransaction: a
- * rejected event changes nothing.
+ * coordinators that publish) make an event with a version not above the
+ * last applied from its origin stale.  It is parsed by PostgreSQL's jsonb
+ * input and applied by the same code as the SQL functions, in a
+ * subtransaction: a rejected event changes nothing.
+ *
+ * Events come from the log, in its order (worker/order.c), and every
+ * coordinator decides each the same way: the same catalog, the same
+ * validation.  A batch first takes the topology lock and reads the
+ * catalog's position: the entries up to it are passed over, applied
+ * already by the admin function that put them in the order here
+ * (commands/ordered_change.c).  An event this coordinator published from
+ * its outbox (a change in force here before it was ordered) is applied
+ * again where the log puts it, like everywhere else: the same change twice
+ * changes nothing more, and the log's order is the one every coordinator
+ * ends with.
  *
  * Events are applied in order, several in one transaction (group commit:
  * one WAL flush for up to EVENT_BATCH events or EVENT_BATCH_MS), each in a
@@ -49,6 +59,9 @@
 #include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonfuncs.h"
 #include "utils/jsonb.h"
@@ -61,8 +74,9 @@
 #include "tenant_router/dsn.h"
 #include "tenant_router/events.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
-#include "tenant_router/redis.h"
+#include "tenant_router/topology_log.h"
 #include "tenant_router/topology.h"
 #include "tenant_router/worker.h"
 
@@ -73,6 +87,26 @@
 /* a batch's transaction takes at most this many events, or this long */
 #define EVENT_BATCH 100
 #define EVENT_BATCH_MS 50
+
+/*
+ * How an entry is applied: decided here (its first application, or this
+ * coordinator's own change that its caller's transaction did not keep), or
+ * as it came out where it was first applied -- applied: its catalog change
+ * only, the shard work being done; rejected or ignored: only recorded.
+ */
+typedef enum ApplyMode
+{
+	APPLY_DECIDE,
+	APPLY_FOLLOW,
+	APPLY_RECORD_ONLY
+} ApplyMode;
+
+/* how long an entry ordered elsewhere from the channel waits for its outcome */
+#define ORDERER_WAIT_MS 50
+#define ORDERER_POLL_MS 2
+
+/* the longest reason an outcome keeps */
+#define OUTCOME_REASON_BYTES 1000
 
 /* what the parse of an event found, for the log */
 typedef struct EventInfo
@@ -400,19 +434,18 @@ redact(Jsonb *event, RedactFor who)
 }
 
 /*
- * parse_and_apply parses an event and applies it; it raises an error for an
- * event to reject and returns a reason for one to ignore, or NULL.  What it
- * finds goes into info, in the current memory context (it returns to it
- * after each SPI call, which leaves SPI's memory current).
+ * parse_and_apply parses an event and applies it (as mode says); it raises
+ * an error for an event to reject and returns a reason for one to ignore,
+ * or NULL.  What it finds goes into info, in the current memory context (it
+ * returns to it after each SPI call, which leaves SPI's memory current).
  */
 static const char *
-parse_and_apply(RedisEvent *e, EventInfo *info)
+parse_and_apply(RedisEvent *e, EventInfo *info, ApplyMode mode)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	Jsonb	   *event;
 	JsonbValue *v;
 	JsonbContainer *payload = NULL;
-	char	   *me;
 
 	if (e->event == NULL)
 		reject("%s", "the stream entry has no \"event\" field");
@@ -456,14 +489,13 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 		reject("%s", "field \"payload\" must be a JSON object");
 	if (field(payload, "shard_id") != NULL && field(payload, "shard_id")->type == jbvString)
 		info->shard_id = string_field(payload, "shard_id");
-
-	/* this coordinator's own event, come back */
-	me = OriginName();
-	if (info->origin != NULL && strcmp(info->origin, me) == 0)
-		return "published by this coordinator";
+	if (mode == APPLY_RECORD_ONLY)
+		return NULL;
 
 	/* an event from another coordinator not newer than the last applied */
-	if (info->origin != NULL && info->has_version)
+	/* (a change a coordinator ordered is in the log once: never a replay) */
+	if (info->origin != NULL && info->has_version && mode == APPLY_DECIDE &&
+		(e->kind == NULL || strcmp(e->kind, "change") != 0))
 	{
 		Oid			types[1] = {TEXTOID};
 		Datum		values[1] = {CStringGetTextDatum(info->origin)};
@@ -531,7 +563,7 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
 		if (SPI_execute_plan(prepared(&origin_set_plan,
 									  "INSERT INTO tenant_router.origin_progress (origin, version) "
 									  "VALUES ($1, $2) ON CONFLICT (origin) DO UPDATE "
-									  "SET version = excluded.version", 2, types),
+									  "SET version = GREATEST(tenant_router.origin_progress.version, excluded.version)", 2, types),
 							 values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "tenant_router: could not record origin_progress");
 		MemoryContextSwitchTo(cxt);
@@ -545,7 +577,8 @@ parse_and_apply(RedisEvent *e, EventInfo *info)
  * returns to cxt.
  */
 static const char *
-apply_in_subtransaction(RedisEvent *e, EventInfo *info, char **reason, MemoryContext cxt)
+apply_in_subtransaction(RedisEvent *e, EventInfo *info, ApplyMode mode, char **reason,
+						MemoryContext cxt)
 {
 	ResourceOwner owner = CurrentResourceOwner;
 	const char *status;
@@ -554,7 +587,9 @@ apply_in_subtransaction(RedisEvent *e, EventInfo *info, char **reason, MemoryCon
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		*reason = (char *) parse_and_apply(e, info);
+		TopologyShardWorkDone = mode == APPLY_FOLLOW;
+		*reason = (char *) parse_and_apply(e, info, mode);
+		TopologyShardWorkDone = false;
 		ReleaseCurrentSubTransaction();
 		status = *reason ? "ignored" : "applied";
 	}
@@ -562,6 +597,7 @@ apply_in_subtransaction(RedisEvent *e, EventInfo *info, char **reason, MemoryCon
 	{
 		ErrorData  *edata;
 
+		TopologyShardWorkDone = false;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -600,7 +636,9 @@ record_event(RedisEvent *e, EventInfo *info, const char *status, const char *rea
 	bool		isnull;
 	int64		id;
 
-	values[0] = CStringGetTextDatum(e->id != NULL ? "stream" : "channel");
+	/* an event ordered from a channel message came by the channel */
+	values[0] = CStringGetTextDatum(e->id != NULL && (e->kind == NULL || strcmp(e->kind, "raw") != 0) ?
+									"stream" : "channel");
 	values[1] = info->op ? CStringGetTextDatum(info->op) : (nulls[1] = 'n', (Datum) 0);
 	values[2] = info->shard_id ? CStringGetTextDatum(info->shard_id) : (nulls[2] = 'n', (Datum) 0);
 	values[3] = info->origin ? CStringGetTextDatum(info->origin) : (nulls[3] = 'n', (Datum) 0);
@@ -643,7 +681,7 @@ finish_batch(BatchTotals *totals)
 	if (totals->stream_id != NULL)
 	{
 		values[4] = CStringGetTextDatum(totals->stream_id);
-		values[5] = CStringGetTextDatum(RedisStreamKey());
+		values[5] = CStringGetTextDatum(TopologyLogStreamKey());
 	}
 	else
 		nulls[4] = nulls[5] = 'n';
@@ -720,9 +758,118 @@ log_outcome(EventOutcome *o)
 					o->reason ? ": " : "", o->reason ? o->reason : "")));
 }
 
+/* the outcomes decided here, to record once their transactions committed */
+static MemoryContext decided_cxt = NULL;
+static List *decided_ids = NIL;
+static List *decided_outcomes = NIL;
+/* the first entry that came out here otherwise than where it was first applied */
+static char *diverged_at = NULL;
+
+/* apply_mode says how an entry is applied, from its recorded outcome */
+static ApplyMode
+apply_mode(RedisEvent *e)
+{
+	char	   *me;
+
+	if (e->outcome == NULL)
+		return APPLY_DECIDE;
+	/* this coordinator's own change, which its caller's transaction did not keep */
+	me = OriginName();
+	if (e->kind != NULL && strcmp(e->kind, "change") == 0 && e->node != NULL &&
+		strcmp(e->node, me) == 0)
+		return APPLY_DECIDE;
+	return strcmp(e->outcome, "applied") == 0 ? APPLY_FOLLOW : APPLY_RECORD_ONLY;
+}
+
+/* outcome_text returns an entry's outcome as recorded: status, and reason */
+static char *
+outcome_text(const char *status, const char *reason)
+{
+	if (reason == NULL)
+		return pstrdup(status);
+	return psprintf("%s: %.*s", status,
+					pg_mbcliplen(reason, strlen(reason), OUTCOME_REASON_BYTES), reason);
+}
+
+/* recorded_status sets status and reason from an outcome recorded elsewhere */
+static void
+recorded_status(const char *outcome, const char **status, char **reason)
+{
+	const char *colon = strchr(outcome, ':');
+
+	*status = strncmp(outcome, "ignored", 7) == 0 ? "ignored" : "rejected";
+	*reason = colon ? pstrdup(colon[1] == ' ' ? colon + 2 : colon + 1) :
+		pstrdup("as where it was first applied");
+}
+
+/* decided notes the outcome of an entry decided here, once committed */
+static void
+decided(RedisEvent *e, const char *status, const char *reason)
+{
+	MemoryContext old;
+
+	if (e->id == NULL || apply_mode(e) != APPLY_DECIDE || e->outcome != NULL)
+		return;
+	old = MemoryContextSwitchTo(decided_cxt);
+	decided_ids = lappend(decided_ids, pstrdup(e->id));
+	decided_outcomes = lappend(decided_outcomes, outcome_text(status, reason));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * diverged notes that an entry came out here otherwise than where it was
+ * first applied: the catalog is wrong from there on, until the worker
+ * adopts a snapshot (worker/order.c).
+ */
+static void
+diverged(const char *id, const char *here, const char *there)
+{
+	ereport(WARNING,
+			(errmsg("tenant_router: entry %s of the topology log came out here as \"%s\", but as \"%s\" where it was first applied",
+					id, here, there),
+			 errdetail("This coordinator adopts the topology snapshot once it holds that entry.")));
+	if (diverged_at == NULL || StreamIdCompare(id, diverged_at) < 0)
+		diverged_at = MemoryContextStrdup(TopMemoryContext, id);
+}
+
+/* TopologyEventsDiverged returns the first entry that came out otherwise here, or NULL */
+char *
+TopologyEventsDiverged(void)
+{
+	return diverged_at;
+}
+
+/* TopologyEventsConverged forgets that the catalog diverged (a snapshot was adopted) */
+void
+TopologyEventsConverged(void)
+{
+	diverged_at = NULL;
+}
+
+/*
+ * lock_position takes the topology lock and returns the catalog's position
+ * in the order, in cxt; SPI connected.
+ */
+static char *
+lock_position(MemoryContext cxt)
+{
+	char	   *position;
+
+	if (SPI_execute("SELECT version FROM tenant_router.topology FOR UPDATE", false, 0) !=
+		SPI_OK_SELECT ||
+		SPI_execute("SELECT stream_id FROM tenant_router.worker_state", false, 1) !=
+		SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "tenant_router: could not read the topology position");
+	position = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 1));
+	MemoryContextSwitchTo(cxt);
+	return position;
+}
+
 /*
  * apply_batch applies and records events[first..], at most max of them, in
- * one transaction, and returns how many it handled.  If the transaction
+ * one transaction, and returns how many it handled (passing over those the
+ * catalog's position covers).  If the transaction
  * fails, the events it held are applied again one per transaction; a single
  * event whose transaction fails is recorded as rejected.
  */
@@ -743,21 +890,37 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 
 	PG_TRY();
 	{
+		char	   *position;
+
 		WorkerStartTransaction();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_connect();
+		position = lock_position(cxt);
 		while (handled < max && first + handled < nevents)
 		{
 			RedisEvent *e = events[first + handled];
 			EventOutcome *o = &outcomes[handled];
 			char	   *reason = NULL;
 			const char *status;
+			ApplyMode	mode;
 
+			if (e->id != NULL && StreamIdCompare(e->id, position) <= 0)
+			{
+				/* applied by the admin function that ordered it */
+				o->status = NULL;
+				handled++;
+				continue;
+			}
 			MemoryContextReset(event_cxt);
 			memset(info, 0, sizeof(EventInfo));
 			CommandCounterIncrement();
 			PushActiveSnapshot(GetTransactionSnapshot());
-			status = apply_in_subtransaction(e, info, &reason, event_cxt);
+			mode = apply_mode(e);
+			status = apply_in_subtransaction(e, info, mode, &reason, event_cxt);
+			if (mode == APPLY_RECORD_ONLY)
+				recorded_status(e->outcome, &status, &reason);
+			else if (e->outcome != NULL && strcmp(outcome_text(status, reason), e->outcome) != 0)
+				diverged(e->id, outcome_text(status, reason), e->outcome);
 			totals.last_log_id = record_event(e, info, status, reason);
 			PopActiveSnapshot();
 
@@ -776,7 +939,8 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 				TimestampDifferenceExceeds(started, GetCurrentTimestamp(), EVENT_BATCH_MS))
 				break;
 		}
-		finish_batch(&totals);
+		if (totals.applied + totals.rejected + totals.ignored > 0)
+			finish_batch(&totals);
 		SPI_finish();
 		PopActiveSnapshot();
 		committing = true;
@@ -798,7 +962,11 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 		log_trimmed_upto = Max(log_trimmed_upto,
 							   totals.last_log_id - TenantRouterEventLogSize);
 		for (i = 0; i < handled; i++)
-			log_outcome(&outcomes[i]);
+			if (outcomes[i].status != NULL)
+			{
+				decided(events[first + i], outcomes[i].status, outcomes[i].reason);
+				log_outcome(&outcomes[i]);
+			}
 	}
 	else if (max > 1)
 	{
@@ -821,6 +989,7 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 		o.shard_id = info->shard_id;
 		o.reason = committing ? psprintf("commit failed: %s", failure->message) : failure->message;
 		record_rejected(events[first], info, o.reason);
+		decided(events[first], o.status, o.reason);
 		log_outcome(&o);
 		handled = 1;
 	}
@@ -829,28 +998,96 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 }
 
 /*
- * ApplyTopologyEvents applies and records events (a list of RedisEvent), in
- * order, several per transaction.  It never raises an error for a bad
- * event, nor for one whose transaction fails to commit (that one is rolled
- * back and recorded as rejected, its stream entry passed).
+ * record_decided records the outcomes decided here; an entry recorded
+ * otherwise meanwhile (applied at the same time elsewhere, and decided
+ * otherwise there) makes this catalog diverge.  False if Redis failed.
  */
-void
-ApplyTopologyEvents(List *events)
+static bool
+record_decided(char **why)
+{
+	char	  **recorded;
+	bool		ok = TopologyLogPutOutcomes(decided_ids, decided_outcomes, &recorded, why);
+
+	for (int i = 0; ok && i < list_length(decided_ids); i++)
+		if (recorded[i] != NULL && strcmp(recorded[i], list_nth(decided_outcomes, i)) != 0)
+			diverged(list_nth(decided_ids, i), list_nth(decided_outcomes, i), recorded[i]);
+	decided_ids = decided_outcomes = NIL;
+	return ok;
+}
+
+/*
+ * awaiting_orderer tells whether an entry has no outcome yet and was put in
+ * the order, from a channel message, by another coordinator: that one is
+ * about to apply it, shard work included.
+ */
+static bool
+awaiting_orderer(RedisEvent **events, char **outcomes, int n)
+{
+	char	   *me = OriginName();
+
+	for (int i = 0; i < n; i++)
+		if (outcomes[i] == NULL && events[i]->kind != NULL &&
+			strcmp(events[i]->kind, "raw") == 0 && events[i]->node != NULL &&
+			strcmp(events[i]->node, me) != 0)
+			return true;
+	return false;
+}
+
+/*
+ * ApplyTopologyEvents applies and records entries of the log (a list of
+ * RedisEvent), in order, several per transaction: each as it came out
+ * where it was first applied, or decided here and recorded as such (see
+ * ApplyMode).  It never raises an error for a bad event, nor for one whose
+ * transaction fails to commit (that one is rolled back and recorded as
+ * rejected, its stream entry passed).  False if Redis failed: *why says
+ * why.
+ */
+bool
+ApplyTopologyEvents(List *events, char **why)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext cxt;
 	int			n = list_length(events);
 	RedisEvent **array;
+	List	   *ids = NIL;
+	char	  **outcomes;
+	TimestampTz deadline;
 	int			i = 0;
 	ListCell   *lc;
 
 	if (events == NIL)
-		return;
-	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
+		return true;
 	array = palloc(sizeof(RedisEvent *) * n);
-
 	foreach(lc, events)
+	{
 		array[i++] = lfirst(lc);
+		ids = lappend(ids, ((RedisEvent *) lfirst(lc))->id);
+	}
+	if (!TopologyLogGetOutcomes(ids, &outcomes, why))
+		return false;
+
+	/*
+	 * An event ordered from the channel by another coordinator is applied
+	 * there at once: its outcome comes within milliseconds, and then this
+	 * coordinator has only the catalog to change.  It waits that long, no
+	 * more (that one may be behind), then decides itself.
+	 */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ORDERER_WAIT_MS);
+	while (awaiting_orderer(array, outcomes, n) && GetCurrentTimestamp() < deadline)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ORDERER_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (!TopologyLogGetOutcomes(ids, &outcomes, why))
+			return false;
+	}
+	for (i = 0; i < n; i++)
+		array[i]->outcome = outcomes[i];
+
+	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
+	decided_cxt = caller;
+	decided_ids = decided_outcomes = NIL;
 	for (i = 0; i < n;)
 	{
 		MemoryContextSwitchTo(cxt);
@@ -860,4 +1097,5 @@ ApplyTopologyEvents(List *events)
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(cxt);
 	pfree(array);
+	return record_decided(why);
 }

@@ -4,6 +4,13 @@
  *	  Publishes the outbox (metadata/outbox.c) on Redis: the topology
  *	  events of this coordinator's committed SQL changes, oldest first.
  *
+ * They are changes already in force here: made while the coordinator was
+ * declared the only one (tenant_router.single_coordinator), or without
+ * Redis, or before the coordinator ordered its changes.  Each is appended
+ * to the log (kind "outbox": this coordinator skips its own) and published
+ * in one script.  An ordered change never stays in the outbox: it leaves it
+ * in the transaction that put it in the order (commands/ordered_change.c).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -15,7 +22,7 @@
 
 #include "tenant_router/guc.h"
 #include "tenant_router/publish.h"
-#include "tenant_router/redis.h"
+#include "tenant_router/topology_log.h"
 #include "tenant_router/worker.h"
 
 /*
@@ -29,7 +36,6 @@ int
 OutboxPublish(char **errmsg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	char	   *stream_key = RedisStreamKey();
 	int			published = 0;
 	bool		failed = false;
 	uint64		n;
@@ -55,7 +61,7 @@ OutboxPublish(char **errmsg)
 	{
 		char	   *why = NULL;
 
-		if (!RedisPublish(stream_key, TenantRouterTopologyChannel, events[i], &why))
+		if (!TopologyLogPublish(events[i], NULL, &why))
 		{
 			/* the message outlives SPI's memory, freed by SPI_finish */
 			if (errmsg)

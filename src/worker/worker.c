@@ -4,20 +4,23 @@
  *	  The topology worker: a background worker that keeps the catalog of
  *	  tenant_router.database in step with the control plane on Redis.
  *
- * It subscribes to tenant_router.topology_channel and applies the events
- * published there (events.c); it reads the stream "<channel>:log" from the
- * last entry it applied, after every (re)connection, before each batch of
- * channel messages and every 5 s, so that events published while it was
- * away, and entries a publisher appended to the stream but never published,
- * are not lost; it publishes the events of this coordinator's SQL changes
- * from the outbox; it finishes shard splits (shard_cleanup(), unless
- * tenant_router.auto_cleanup is off); and it resolves prepared transactions
- * left in doubt on the shards.  Its loop is pg_cron's: interrupts,
- * invalidations, a reload on SIGHUP (reconnecting if the Redis settings
- * changed), then named steps -- ensure_redis, drain_channel,
- * catch_up_if_due, publish_outbox, cleanups_if_due, recover_if_due -- then
- * a wait on its latch and the Redis socket together (exiting if the
- * postmaster died), and the loop's memory reset every pass.
+ * It follows the one order of topology changes kept on Redis (order.c):
+ * it joins the log after every (re)connection (seeding an empty Redis,
+ * adopting the snapshot of a log it does not follow), puts the events that
+ * were only PUBLISHed on tenant_router.topology_channel in the order, and
+ * applies the log's entries in order (events.c), when a message comes, when
+ * a backend that orders a change waits for it, and every 5 s (an entry a
+ * control plane appended without publishing it); it keeps the snapshot; it
+ * publishes the events of this coordinator's SQL changes left in the
+ * outbox; it finishes shard splits (shard_cleanup(), unless
+ * tenant_router.auto_cleanup is off); and it resolves prepared
+ * transactions left in doubt on the shards.  Its loop is pg_cron's:
+ * interrupts, invalidations, a reload on SIGHUP (reconnecting if the Redis
+ * settings changed), then named steps -- ensure_redis, drain_channel,
+ * catch_up, publish_outbox, cleanups_if_due, recover_if_due -- then a wait
+ * on its latch and the Redis socket together (exiting if the postmaster
+ * died; not waiting while messages or entries are left for the next pass),
+ * and the loop's memory reset every pass.
  *
  * Redis being down stops nothing but the worker's own work: routing goes on
  * from the catalog.  The worker retries with backoff (100 ms doubling to
@@ -29,7 +32,6 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -50,13 +52,14 @@
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
-#include "tenant_router/events.h"
 #include "tenant_router/guc.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/order.h"
 #include "tenant_router/outbox.h"
 #include "tenant_router/publish.h"
 #include "tenant_router/redis.h"
 #include "tenant_router/topology.h"
+#include "tenant_router/topology_log.h"
 #include "tenant_router/worker.h"
 
 #define BACKOFF_MIN_MS 100
@@ -65,27 +68,18 @@
 #define CLEANUP_EVERY_MS 10000
 /* how often prepared transactions left in doubt are looked for */
 #define RECOVER_EVERY_MS 10000
-#define STREAM_BATCH 100
-/* how often the worker reads the stream with no channel message to prompt it */
+/* how often the worker reads the log with no message to prompt it */
 #define CATCH_UP_EVERY_MS 5000
-/* stream entries remembered, so that their channel copies are not applied twice */
-#define STREAM_QUEUE_SIZE 65536
+/* channel messages handled, and log entries applied, in one pass at most */
+#define MESSAGE_BATCH 1000
+#define APPLY_PER_PASS 1000
 
 /*
- * The hashes of the events applied from the stream whose channel copies
- * have not come yet, oldest first: a ring of STREAM_QUEUE_SIZE, the oldest
- * dropped when it is full.  The channel delivers in stream order, so a
- * channel message is the copy of the first entry that matches it, and the
- * entries before that one will get no copy (appended but never published,
- * or published while the subscription was down).
+ * WorkerRegister registers one of the extension's static background workers
+ * (connected to a database, restarted 5 s after it exits).
  */
-static uint64 stream_queue[STREAM_QUEUE_SIZE];
-static int	stream_queue_head = 0;
-static int	stream_queue_len = 0;
-
-/* WorkerInit registers the worker; called from _PG_init. */
 void
-WorkerInit(void)
+WorkerRegister(const char *function_name, const char *name)
 {
 	BackgroundWorker bgw;
 
@@ -94,10 +88,17 @@ WorkerInit(void)
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 5;
 	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "tenant_router");
-	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "TenantRouterWorkerMain");
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "tenant_router topology worker");
-	snprintf(bgw.bgw_type, BGW_MAXLEN, "tenant_router topology worker");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "%s", function_name);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "%s", name);
 	RegisterBackgroundWorker(&bgw);
+}
+
+/* WorkerInit registers the worker; called from _PG_init. */
+void
+WorkerInit(void)
+{
+	WorkerRegister("TenantRouterWorkerMain", "tenant_router topology worker");
 }
 
 static void
@@ -117,48 +118,6 @@ WorkerStartTransaction(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-}
-
-static uint64
-event_hash(RedisEvent *e)
-{
-	return hash_bytes_extended((const unsigned char *) e->event, e->len, 0);
-}
-
-/* remember_stream_event queues an event applied from the stream */
-static void
-remember_stream_event(RedisEvent *event)
-{
-	if (stream_queue_len == STREAM_QUEUE_SIZE)
-	{
-		stream_queue_head = (stream_queue_head + 1) % STREAM_QUEUE_SIZE;
-		stream_queue_len--;
-	}
-	stream_queue[(stream_queue_head + stream_queue_len) % STREAM_QUEUE_SIZE] = event_hash(event);
-	stream_queue_len++;
-}
-
-/*
- * forget_stream_event tells whether a channel message is the copy of an
- * event applied from the stream; if so it drops that entry and the older
- * ones, whose copies will not come.
- */
-static bool
-forget_stream_event(RedisEvent *event)
-{
-	uint64		h = event_hash(event);
-	int			i;
-
-	for (i = 0; i < stream_queue_len; i++)
-	{
-		if (stream_queue[(stream_queue_head + i) % STREAM_QUEUE_SIZE] == h)
-		{
-			stream_queue_head = (stream_queue_head + i + 1) % STREAM_QUEUE_SIZE;
-			stream_queue_len -= i + 1;
-			return true;
-		}
-	}
-	return false;
 }
 
 /*
@@ -202,107 +161,6 @@ extension_ready(char **old_version)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return ready;
-}
-
-/* stream_position returns the last stream entry applied from key */
-static char *
-stream_position(const char *key, MemoryContext cxt)
-{
-	char	   *id = "0-0";
-
-	WorkerStartTransaction();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	if (SPI_execute("SELECT stream_key, stream_id FROM tenant_router.worker_state", true, 1) ==
-		SPI_OK_SELECT && SPI_processed == 1)
-	{
-		char	   *stored_key = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-		/* another channel's stream: start from its beginning */
-		if (stored_key != NULL && strcmp(stored_key, key) == 0)
-			id = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
-													   SPI_tuptable->tupdesc, 2));
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
-	return id;
-}
-
-/*
- * catch_up applies the stream's entries after the last one applied; false
- * if Redis failed.  After a (re)connection it first says whether entries
- * the worker never read were trimmed away.
- */
-static bool
-catch_up(bool after_connect, char **why)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	char	   *key = RedisStreamKey();
-	char	   *last = stream_position(key, cxt);
-
-	/*
-	 * A new subscription gets no copy of an event published before it, and
-	 * every event published since is still in the stream, after last.
-	 */
-	if (after_connect)
-		stream_queue_len = 0;
-	if (after_connect && strcmp(last, "0-0") != 0)
-	{
-		bool		trimmed;
-
-		if (!RedisStreamTrimmedAfter(key, last, &trimmed, why))
-			return false;
-		if (trimmed)
-			ereport(WARNING,
-					(errmsg("tenant_router: stream \"%s\" lost entries after %s, the last one applied",
-							key, last),
-					 errdetail("Topology events published while the worker was away may have been missed."),
-					 errhint("Compare tenant_router.shards with the control plane's topology.")));
-	}
-	for (;;)
-	{
-		List	   *entries = NIL;
-		ListCell   *lc;
-
-		if (!RedisStreamRead(key, last, STREAM_BATCH, &entries, why))
-			return false;
-		ApplyTopologyEvents(entries);
-		foreach(lc, entries)
-		{
-			RedisEvent *e = lfirst(lc);
-
-			if (e->event != NULL)
-				remember_stream_event(e);
-			last = e->id;
-		}
-		if (list_length(entries) < STREAM_BATCH)
-			return true;
-		last = pstrdup(last);
-		RedisFreeEvents(entries);
-	}
-}
-
-/*
- * apply_messages applies channel messages, after reading the stream: those
- * the stream already had are skipped.
- */
-static bool
-apply_messages(List *messages, char **why)
-{
-	List	   *fresh = NIL;
-	ListCell   *lc;
-
-	if (messages == NIL)
-		return true;
-	if (!catch_up(false, why))
-		return false;
-	foreach(lc, messages)
-		if (!forget_stream_event(lfirst(lc)))
-			fresh = lappend(fresh, lfirst(lc));
-	ApplyTopologyEvents(fresh);
-	return true;
 }
 
 /*
@@ -442,6 +300,7 @@ static struct
 	TimestampTz now;
 	char	   *redis_settings;	/* host, port, db, password, channel */
 	bool		readable;		/* the Redis socket was readable */
+	bool		catch_up_now;	/* messages came, or entries are left to apply */
 	bool		waiting_logged; /* said that the extension is missing */
 	bool		outage_logged;	/* said that Redis is unreachable */
 	TimestampTz outage_since;
@@ -521,7 +380,7 @@ ensure_redis(void)
 		return RedisConnected();
 
 	loop.attempts++;
-	if (RedisConnect(&loop.why) && catch_up(true, &loop.why))
+	if (RedisConnect(&loop.why) && OrderJoin(&loop.why))
 	{
 		if (loop.outage_logged)
 			ereport(LOG,
@@ -537,6 +396,7 @@ ensure_redis(void)
 		loop.attempts = 0;
 		loop.backoff_ms = BACKOFF_MIN_MS;
 		loop.readable = false;
+		loop.catch_up_now = true;
 		loop.next_catch_up = TimestampTzPlusMilliseconds(loop.now, CATCH_UP_EVERY_MS);
 		return true;
 	}
@@ -570,27 +430,44 @@ redis_lost(void)
 	loop.backoff_ms = BACKOFF_MIN_MS * 2;
 }
 
-/* drain_channel applies the channel messages that have arrived */
+/*
+ * drain_channel puts the channel messages that have arrived (a pass's worth)
+ * in the order, unless they are copies of entries
+ */
 static bool
 drain_channel(void)
 {
 	List	   *messages = NIL;
 
-	return RedisReadMessages(loop.readable, &messages, &loop.why) &&
-		apply_messages(messages, &loop.why);
+	if (!RedisReadMessages(loop.readable, MESSAGE_BATCH, &messages, &loop.why))
+		return false;
+	if (messages != NIL)
+		loop.catch_up_now = true;
+	return OrderMessages(messages, &loop.why);
 }
 
 /*
- * catch_up_if_due reads the stream every CATCH_UP_EVERY_MS: entries
- * appended to it but never published
+ * catch_up applies the log's entries after the catalog's position (a pass's
+ * worth) when messages came, when a backend asks, and every
+ * CATCH_UP_EVERY_MS; then and after applying, it keeps the snapshot.
  */
 static bool
-catch_up_if_due(void)
+catch_up(void)
 {
-	if (loop.now < loop.next_catch_up)
+	bool		requested = TopologyLogTakeCatchUpRequest();
+	bool		due = loop.now >= loop.next_catch_up;
+	bool		more = false;
+
+	if (!loop.catch_up_now && !requested && !due)
 		return true;
-	loop.next_catch_up = TimestampTzPlusMilliseconds(loop.now, CATCH_UP_EVERY_MS);
-	return catch_up(false, &loop.why);
+	if (due)
+		loop.next_catch_up = TimestampTzPlusMilliseconds(loop.now, CATCH_UP_EVERY_MS);
+	if ((requested || due) && !OrderKeepSnapshot(loop.now, true, &loop.why))
+		return false;
+	if (!OrderCatchUp(APPLY_PER_PASS, &more, &loop.why))
+		return false;
+	loop.catch_up_now = more;
+	return OrderKeepSnapshot(GetCurrentTimestamp(), false, &loop.why);
 }
 
 /* publish_outbox publishes this coordinator's committed SQL changes */
@@ -643,11 +520,14 @@ wait_for_work(bool ready)
 	{
 		events |= WL_SOCKET_READABLE;
 		timeout = Min(timeout, TimestampDifferenceMilliseconds(loop.now, loop.next_catch_up));
+		/* what is left for the next pass does not wait */
+		if (loop.catch_up_now || RedisMessagesBuffered())
+			timeout = 0;
 	}
 	else if (TenantRouterRedisHost[0] != '\0')
 		timeout = Min(timeout, TimestampDifferenceMilliseconds(loop.now, loop.next_attempt));
 
-	rc = WaitLatchOrSocket(MyLatch, events, RedisSocket(), Max(timeout, 1), PG_WAIT_EXTENSION);
+	rc = WaitLatchOrSocket(MyLatch, events, RedisSocket(), Max(timeout, 0), PG_WAIT_EXTENSION);
 	if (rc & WL_POSTMASTER_DEATH)
 		proc_exit(1);
 	ResetLatch(MyLatch);
@@ -693,7 +573,7 @@ TenantRouterWorkerMain(Datum main_arg)
 		if (ready)
 		{
 			if (ensure_redis() &&
-				!(drain_channel() && catch_up_if_due() && publish_outbox()))
+				!(drain_channel() && catch_up() && publish_outbox()))
 				redis_lost();
 			cleanups_if_due();
 			recover_if_due();

@@ -95,8 +95,10 @@ $a->safe_psql('postgres', qq{
 wait_for($b, q{SELECT count(*) = 2 FROM tenant_router.shards}, 'B applies the shards A added');
 is(topology($b), topology($a), 'A and B agree');
 $b->safe_psql('postgres', q{SELECT logical_table_add('users')});
-is($a->safe_psql('postgres', "SELECT status FROM tenant_router.events WHERE op = 'ADD_SHARD' ORDER BY id LIMIT 1"),
-	'ignored', 'A ignores its own events coming back');
+is($a->safe_psql('postgres', "SELECT count(*) FROM tenant_router.events WHERE op = 'ADD_SHARD'"),
+	'0', 'A does not apply its own changes again: they were in force here once in the order');
+like(TenantRouter::Test->redis_cli($redis, 'XRANGE', $stream, '-', '+'), qr/\nkind\nchange\n/,
+	'they are in the log as ordered changes');
 
 #
 # Seed 000's exact message, from a plain publisher, creates shard3: the next
@@ -184,9 +186,13 @@ wait_for($a, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 't
 	'the worker is still running');
 
 #
-# A rolled-back shard_add is never published.
+# A shard_add inside a transaction block is refused: once in the order it
+# would be in force, whatever the block did afterwards.  It is never
+# published.
 #
-$a->safe_psql('postgres', qq{BEGIN; SELECT shard_add('ghost', 70001, 80000, '$dsn4'); ROLLBACK;});
+my ($rc_block, $out_block, $err_block) =
+  $a->psql('postgres', qq{BEGIN; SELECT shard_add('ghost', 70001, 80000, '$dsn4'); ROLLBACK;});
+like($err_block, qr/shard_add\(\) cannot run inside a transaction block/, 'a change inside BEGIN is refused');
 $a->safe_psql('postgres', qq{SELECT shard_add('shard4', 80001, 90000, '$dsn4')});
 wait_for($b, q{SELECT shard_for(85000) = 'shard4'}, 'B applies the committed shard_add');
 is($b->safe_psql('postgres', q{SELECT count(*) FROM tenant_router.event_log WHERE shard_id = 'ghost'}), '0',
@@ -195,24 +201,36 @@ unlike(TenantRouter::Test->redis_cli($redis, 'XRANGE', $stream, '-', '+'), qr/gh
 	'and never reached Redis');
 
 #
-# Redis down: A's changes wait in its outbox, routing goes on; when Redis is
-# back they are published, and B applies them.
+# Redis down: routing goes on from each catalog, but a change cannot take
+# its place in the order, so it is refused, saying why.  Redis comes back
+# empty (no persistence): the coordinators find no snapshot, one seeds it
+# with its topology, the other joins it, and changes go through again.
 #
 TenantRouter::Test->stop_redis($redis);
-$a->safe_psql('postgres', qq{
-	SELECT shard_update_range('shard4', 80001, 95000);
-	SELECT shard_add('shard3', 20001, 30000, '$dsn[2]');
-});
-is($a->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.outbox'), '2',
-	'with Redis down, the two changes wait in the outbox');
+my ($rc_down, $out_down, $err_down) = $a->psql('postgres',
+	"SELECT shard_update_range('shard4', 80001, 95000)",
+	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+like($err_down, qr/ERROR:\s+08006: cannot change the topology: Redis at 127\.0\.0\.1:\d+ is unreachable/,
+	'with Redis down, a change is refused: Redis is unreachable');
+like($err_down, qr/HINT:.*tenant_router\.single_coordinator = on/, 'the hint names tenant_router.single_coordinator');
+is($a->safe_psql('postgres', q{SELECT shard_for(94000) IS NULL}), 't', 'and nothing changed');
+is($a->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.outbox'), '0', 'nothing waits to be published');
 $a->safe_psql('postgres', q{INSERT INTO users (tenant_id, username) VALUES (5, 'routing goes on')});
 is($shards[0]->safe_psql('postgres', q{SELECT count(*) FROM users WHERE tenant_id = 5}), '1',
 	'routing goes on without Redis');
 TenantRouter::Test->restart_redis($redis);
+$a->safe_psql('postgres', qq{
+	SELECT shard_update_range('shard4', 80001, 95000);
+	SELECT shard_add('shard3', 20001, 30000, '$dsn[2]');
+});
 wait_for($b, q{SELECT shard_for(25000) = 'shard3' AND shard_for(94000) = 'shard4'},
-	'after Redis is back, B applies both');
-is($a->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.outbox'), '0', 'A published its outbox');
+	'after Redis is back, the changes go through and B applies both');
 is(topology($b), topology($a), 'A and B agree again');
+is($a->safe_psql('postgres', 'SELECT epoch FROM tenant_router.event_stats'),
+	$b->safe_psql('postgres', 'SELECT epoch FROM tenant_router.event_stats'),
+	'they follow the same log, seeded anew');
+like(slurp_file($a->logfile) . slurp_file($b->logfile), qr/Redis had no topology snapshot: seeded it/,
+	'one of them seeded the empty Redis');
 like(slurp_file($a->logfile), qr/Redis at 127\.0\.0\.1:\d+ is unreachable|lost Redis/, 'the outage was logged');
 like(slurp_file($a->logfile), qr/connected to Redis at .* again after/, 'and so was the recovery');
 TenantRouter::Test->wait_subscribers($redis, $channel, 2);
@@ -322,9 +340,12 @@ wait_for($a, q{SELECT shard_for(98000) = 'shard4'}, 'A applies B\'s change');
 wait_for($b, q{SELECT shard_for(25000) IS NULL}, 'B applies A\'s change');
 is(topology($b), topology($a), 'A and B converge');
 
-# stale: a replay of an old event from A is ignored by B
-my $old = TenantRouter::Test->redis_cli($redis, 'XRANGE', $stream, '-', '+', 'COUNT', '1');
-my ($first_event) = $old =~ /(\{"op".*\})/;
+# stale: a replay of an old event from A (shard4 back to 80001..95000, as B
+# received it) is ignored by B, and by A
+my $first_event = $b->safe_psql('postgres', q{
+	SELECT event FROM tenant_router.events
+	 WHERE op = 'UPDATE_SHARD_RANGE' AND origin IS NOT NULL AND event LIKE '%95000%' ORDER BY id LIMIT 1});
+like($first_event, qr/"origin"/, 'an event of A, as B received it');
 publish($first_event);
 wait_for($b, q{SELECT count(*) > 0 FROM tenant_router.event_log WHERE reason LIKE 'stale%'},
 	'a replayed old event is ignored as stale');

@@ -6,6 +6,7 @@ use strict;
 use warnings;
 
 use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::RecursiveCopy;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
@@ -17,6 +18,8 @@ my $shard3 = TenantRouter::Test->new_shard('shard3');
 $shard3->append_conf('postgresql.conf', "max_prepared_transactions = 0\n");
 $shard3->restart;
 my $coord = TenantRouter::Test->new_coordinator('coord');
+$coord->append_conf('postgresql.conf', "tenant_router.node_name = 'coordA'\n");
+$coord->reload;
 
 my ($dsn1, $dsn2, $dsn3) = map { TenantRouter::Test->dsn($_) } ($shard1, $shard2, $shard3);
 $coord->safe_psql('postgres', qq{
@@ -135,8 +138,23 @@ like($session->{stderr}, qr/could not commit prepared transaction .* on shard "s
 	'the COMMIT warns that shard2 keeps its part prepared');
 $session->quit;
 is(rows_on($shard1, 888), '1', 'shard1 committed');
+# A clone of the coordinator (pg_basebackup, a copied data directory: the
+# same system identifier and catalog, commit records included) with its own
+# node_name must leave the other's prepared transactions alone.
+$coord->stop('fast');
+my $clone = PostgreSQL::Test::Cluster->new('clone');
+PostgreSQL::Test::RecursiveCopy::copypath($coord->data_dir, $clone->data_dir);
+chmod 0700, $clone->data_dir;
+$clone->append_conf('postgresql.conf',
+	'port = ' . $clone->port . "\ntenant_router.node_name = 'coordB'\n");
+$clone->start;
+$coord->start;
 $shard2->start;
 is(prepared_on($shard2), '1', 'shard2 still holds its part after the restart');
+is($clone->safe_psql('postgres', 'SELECT tenant_router.recover_prepared_transactions()'), '0',
+	'a clone of the coordinator resolves none of its prepared transactions');
+is(prepared_on($shard2), '1', 'shard2 still holds the part the clone left alone');
+$clone->stop;
 is(recover(), '1', 'recovery resolves one prepared transaction');
 is(rows_on($shard2, 1) + 0, 2, 'shard2 committed its part');
 is(prepared_on($shard2), '0', 'nothing is left prepared on shard2');

@@ -153,4 +153,39 @@ cmp_ok($elapsed, '<', 10, "after tenant_router.commit_timeout ($elapsed s)");
 is($coord->safe_psql('postgres', 'SELECT v FROM t WHERE tenant_id = 15000'), '2',
 	'the coordinator goes on');
 
+# A shard stopped after its PREPARE, before the second phase: COMMIT
+# succeeds once tenant_router.commit_timeout has passed for it, warning about
+# that shard only (not about another whose COMMIT PREPARED answered while the
+# stopped one was waited for).  shard2 sleeps at PREPARE (a deferred
+# trigger) while shard1, prepared, is stopped.
+$shard2->safe_psql('postgres', q{
+	CREATE FUNCTION public.slow_prepare() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+	CREATE CONSTRAINT TRIGGER slow_prepare AFTER UPDATE ON public.t
+		DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.v = 4242)
+		EXECUTE FUNCTION public.slow_prepare();
+});
+{
+	my ($pm) = split /\n/, slurp_file($shard1->data_dir . '/postmaster.pid');
+	$stopped = $shard1;
+	my ($rc, $out, $err) = $coord->psql('postgres', qq{
+		SET tenant_router.commit_timeout = '4s';
+		BEGIN;
+		UPDATE t SET v = 4242 WHERE tenant_id = 5;
+		UPDATE t SET v = 4242 WHERE tenant_id = 15000;
+		\\! (sleep 1; kill -STOP $pm \$(ps -o pid= --ppid $pm)) &
+		COMMIT;
+	}, on_error_stop => 0, timeout => 60, timed_out => \my $timed_out);
+	cont_shard($shard1);
+	ok(!$timed_out && $rc == 0, 'COMMIT succeeds with shard1 stopped in the second phase');
+	like($err, qr/could not commit prepared transaction "tr_[^"]*" on shard "shard1"/,
+		'COMMIT warns that shard1 keeps its part prepared');
+	unlike($err, qr/on shard "shard2"/, 'and says nothing about shard2, which committed');
+	is($shard2->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '0',
+		'shard2 has committed its part');
+	$coord->safe_psql('postgres', 'SELECT tenant_router.recover_prepared_transactions()');
+	is($coord->safe_psql('postgres', q{SELECT string_agg(v::text, ',' ORDER BY tenant_id) FROM t}),
+		'4242,4242', 'once recovered, both shards hold the commit');
+}
+
 done_testing();

@@ -10,6 +10,8 @@
 
 #include "nodes/pg_list.h"
 
-extern void ApplyTopologyEvents(List *events);
+extern bool ApplyTopologyEvents(List *events, char **why);
+extern char *TopologyEventsDiverged(void);
+extern void TopologyEventsConverged(void);
 
 #endif

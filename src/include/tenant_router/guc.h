@@ -14,6 +14,7 @@ extern int	TenantRouterCommitTimeout;
 extern char *TenantRouterDatabase;
 extern bool TenantRouterEnableFastPath;
 extern int	TenantRouterEventLogSize;
+extern int	TenantRouterLogRetention;
 
 /* tenant_router.multi_shard_reads */
 typedef enum MultiShardReads
@@ -32,13 +33,19 @@ typedef enum MultiShardWrites
 extern int	TenantRouterMultiShardWrites;
 extern char *TenantRouterNodeName;
 extern char *TenantRouterOperationPauseBefore;
+extern int	TenantRouterProbeInterval;
+extern int	TenantRouterProbeTimeout;
 extern int	TenantRouterRedisDb;
 extern char *TenantRouterRedisHost;
 extern char *TenantRouterRedisPassword;
 extern int	TenantRouterRedisPort;
 extern bool TenantRouterRemotePrepare;
 extern int	TenantRouterShardLockTimeout;
+extern bool TenantRouterSingleCoordinator;
+extern int	TenantRouterStatsMaxShards;
+extern int	TenantRouterStatsMaxTenants;
 extern int	TenantRouterSwitchWaitTimeout;
 extern char *TenantRouterTopologyChannel;
+extern bool TenantRouterTrackStats;
 
 #endif
