@@ -8,9 +8,14 @@
 # insert rows with prepared statements, autocommit: two for tenants that
 # stay on shard1 (1..5000), two for tenants that move (5001..10000).  A few
 # seconds in, shard1 is split at 5000 to shard3.  Printed: how long the split
-# took, the client errors (pgbench aborts a client at its first error), the
-# longest statement of a moving tenant (its stall at the switch), and the
-# p50/p99 latency of the staying tenants before the split and while it runs.
+# took, the client errors (pgbench aborts a client at its first error), how
+# many inserts the old shard refused after the switch and the coordinator
+# sent on to the new one, the longest statement of a moving tenant (its
+# stall at the switch), and the p50/p99 latency of the staying tenants
+# before the split, during its switch (from phase "switch" to phase "clean
+# up", as tenant_router.operations shows them, polled every 2 ms) and while
+# the whole split runs (the target: 0 errors, a stall of at most 200 ms, the
+# staying tenants' p99 unchanged).
 #
 # Requires the extension to be installed (make install).
 set -euo pipefail
@@ -64,10 +69,33 @@ stay_pid=$!
 run_load move &
 move_pid=$!
 sleep $((LOAD_SECONDS / 4))
+# the phases of the split, with the time each starts (polled every 2 ms, for
+# at most 60 s): the switch is from phase "switch" to phase "clean up"
+psql -X -q $coord >"$dir/phases.out" 2>&1 <<'SQL' &
+DO $$
+DECLARE
+	seen text := '';
+	now_phase text;
+	done boolean;
+BEGIN
+	FOR i IN 1..30000 LOOP
+		SELECT phase, finished_at IS NOT NULL INTO now_phase, done
+		  FROM tenant_router.operations ORDER BY op_id DESC LIMIT 1;
+		IF now_phase IS DISTINCT FROM seen THEN
+			RAISE NOTICE 'phase % %', extract(epoch FROM clock_timestamp()), now_phase;
+			seen := now_phase;
+		END IF;
+		EXIT WHEN done;
+		PERFORM pg_sleep(0.002);
+	END LOOP;
+END
+$$;
+SQL
+phases_pid=$!
 split_start=$(date +%s.%N)
 psql -X -q -v ON_ERROR_STOP=1 $coord -c "SELECT shard_split('shard1', 5000, 'shard3', '$TR_SHARD3_DSN')" >/dev/null
 split_end=$(date +%s.%N)
-wait $stay_pid $move_pid
+wait $stay_pid $move_pid $phases_pid
 
 # log lines: client transaction latency_us script epoch_s epoch_us
 latencies() {	# name from_epoch to_epoch: the latencies (ms) of statements ending in the window
@@ -79,11 +107,28 @@ pct() {	# p: the p-th percentile of stdin
 }
 
 errors() { grep -c "aborted in command" "$dir/$1.out" || true; }
+refused=$(grep -cE 'has moved to another shard|violates check constraint "tenant_router_range"' "$dir/shard1.log" || true)
 echo
 printf 'split took %.2f s\n' "$(echo "$split_end - $split_start" | bc)"
 echo "client errors (clients aborted, of 2 each): staying tenants $(errors stay), moving tenants $(errors move)"
 grep -ho "ERROR: .*" "$dir"/stay.out "$dir"/move.out | sort | uniq -c | head -5 || true
+echo "inserts refused by the old shard after the switch and sent on to the new one: $refused"
 echo "longest statement of a moving tenant: $(latencies move 0 9999999999 | tail -1) ms"
+echo "moving tenants, during the split: p50 $(latencies move "$split_start" "$split_end" | pct 50) ms, p99 $(latencies move "$split_start" "$split_end" | pct 99) ms"
 echo "staying tenants, before the split: p50 $(latencies stay "$start" "$split_start" | pct 50) ms, p99 $(latencies stay "$start" "$split_start" | pct 99) ms"
+phase_at() { awk -v p="$1" '$1 == "NOTICE:" && $2 == "phase" { n = $4; for (i = 5; i <= NF; i++) n = n " " $i; if (n == p) { print $3; exit } }' "$dir/phases.out"; }
+switch_start=$(phase_at switch)
+switch_end=$(phase_at "clean up")
+if [ -n "$switch_start" ] && [ -n "$switch_end" ]; then
+	printf 'the switch (phases switch to flip catalog) took %.1f ms\n' "$(echo "($switch_end - $switch_start) * 1000" | bc)"
+	echo "staying tenants, during the switch: p50 $(latencies stay "$switch_start" "$switch_end" | pct 50) ms, p99 $(latencies stay "$switch_start" "$switch_end" | pct 99) ms, max $(latencies stay "$switch_start" "$switch_end" | tail -1) ms ($(latencies stay "$switch_start" "$switch_end" | wc -l) statements)"
+	# the switch is short: a window of 250 ms on either side gives a p99 of more statements
+	around_start=$(echo "$switch_start - 0.25" | bc)
+	around_end=$(echo "$switch_end + 0.25" | bc)
+	echo "staying tenants, within 250 ms of the switch: p50 $(latencies stay "$around_start" "$around_end" | pct 50) ms, p99 $(latencies stay "$around_start" "$around_end" | pct 99) ms, max $(latencies stay "$around_start" "$around_end" | tail -1) ms ($(latencies stay "$around_start" "$around_end" | wc -l) statements)"
+	echo "moving tenants, within 250 ms of the switch: p50 $(latencies move "$around_start" "$around_end" | pct 50) ms, max $(latencies move "$around_start" "$around_end" | tail -1) ms"
+else
+	echo "the switch's phases were not seen (phases.out: $(head -c 300 "$dir/phases.out"))"
+fi
 echo "staying tenants, during the split: p50 $(latencies stay "$split_start" "$split_end" | pct 50) ms, p99 $(latencies stay "$split_start" "$split_end" | pct 99) ms, max $(latencies stay "$split_start" "$split_end" | tail -1) ms"
 echo "rows: $(psql -X -A -t $coord -c 'SELECT count(*) FROM bench_log') read through the coordinator"

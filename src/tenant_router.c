@@ -58,6 +58,7 @@ int			TenantRouterShardLockTimeout = 10000;
 bool		TenantRouterSingleCoordinator = false;
 int			TenantRouterStatsMaxShards = 1000;
 int			TenantRouterStatsMaxTenants = 10000;
+int			TenantRouterSwitchWaitTimeout = 5000;
 char	   *TenantRouterTopologyChannel = NULL;
 bool		TenantRouterTrackStats = true;
 
@@ -218,7 +219,7 @@ define_settings(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tenant_router.operation_pause_before",
-							   "For tests: an online operation waits before this phase until it is cancelled.",
+							   "For tests: an online operation waits before this phase (or \"phase/step\") until it is cancelled.",
 							   NULL,
 							   &TenantRouterOperationPauseBefore,
 							   "",
@@ -330,6 +331,16 @@ define_settings(void)
 							10, 10000000,
 							PGC_POSTMASTER,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tenant_router.switch_wait_timeout",
+							"Longest wait of a write whose tenant an online operation is moving, for its new shard.",
+							"A write refused by the old shard after the switch runs on the new shard once routing sends it there; past this wait it fails with 40001.  0 fails at once.",
+							&TenantRouterSwitchWaitTimeout,
+							5000,
+							0, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("tenant_router.topology_channel",

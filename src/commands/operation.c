@@ -10,32 +10,56 @@
  * publication on the source filtered to them (PG15 row filters; replica
  * identity FULL so that UPDATE and DELETE pass the filter), a replication
  * slot made on its own, and a subscription on the target that copies the
- * rows and then streams every change.  Writes go on meanwhile.  For the
- * switch, the source's tables are locked against writes (EXCLUSIVE: reads
- * go on) in a transaction of their own; a marker row committed after the
- * lock proves, once it arrives on the target, that every earlier change has
- * too.  Still under the lock the source's range constraint is narrowed to
- * what it keeps (NOT VALID: the moved rows are still there) and its moved
- * rows are guarded, so from the moment that transaction commits a write for
- * a moving tenant can only fail there, never land.  Then the catalog flips.
+ * rows and then streams every change.  Writes go on meanwhile.
  *
- * The moved rows are not deleted from the source by the operation: if the
- * flip failed after the source committed, they would be gone from where
- * routing still points.  The kind's flip queues the source in
+ * The switch never locks a table.  With the publication, the source gets a
+ * fence (shard_ddl.c): triggers on the rows of the moving tenants only, that
+ * wait on a shared advisory lock and read the fence's state.  The switch, a
+ * transaction of its own on the source, takes that lock exclusively (waiting
+ * for the writes of moving tenants in flight, holding back those that come),
+ * marks the fence switched, and commits once a marker row committed after
+ * the lock has reached the target: the target has every change of the
+ * moving tenants, and from that commit on the source refuses them (40001,
+ * which the coordinator routes again once the catalog has flipped).  Writes
+ * to the other tenants never wait for it.  If the lock cannot be had within
+ * SWITCH_LOCK_MS (a writer idle in its transaction), the switch rolls back,
+ * catches up and tries again, for at most tenant_router.shard_lock_timeout
+ * in all.  Then, each table in a short transaction of its own, the source's
+ * range constraint is narrowed to what it keeps (NOT VALID: the moved rows
+ * are still there), its moved rows are guarded, and the fence's row
+ * triggers go: from then on a write for a moved tenant can only fail there
+ * (23514, or 40001 for an UPDATE or DELETE), never land, and a coordinator
+ * that applies the catalog change finds the source's constraint as the new
+ * topology has it.  Then the catalog flips; the clean-up stops the
+ * replication and drops the rest of the fence.
+ *
+ * The moved rows are not deleted by the operation: if the flip failed
+ * after the source committed, they would be gone from where routing still
+ * points.  The kind's flip queues the source in
  * tenant_router.pending_cleanup instead, and shard_cleanup() (run by the
- * worker, or by hand) deletes them and validates the constraint.  Until
- * then they are invisible: every scan reads a shard only within what it owns.
+ * worker, or by hand) deletes them and validates the constraint.  Until then
+ * they are invisible: every scan reads a shard only within what it owns.
+ *
+ * A new database as target also gets a copy of every reference table, made
+ * with its logical tables (their foreign keys may need it) and made equal
+ * again in the flip's transaction, with the reference writes of this
+ * coordinator locked out (reference_table.c).
  *
  * Phases, in order: prepare (connections, wal_level, an empty target),
- * create target tables, publish, subscribe, copy, catch up, switch, flip
- * catalog, clean up.  Each runs in a transaction of its own in the
- * operation's worker (operation_worker.c), which records the phase reached
- * before it starts.  Undo, after a failure in any of them or from that
+ * create target tables, publish (fence, replica identities, publication),
+ * subscribe, copy, catch up, switch (and narrowing), flip catalog, clean up.  Each runs in
+ * a transaction of its own in the operation's worker (operation_worker.c),
+ * which records the phase reached before it starts; a step that works on
+ * the tables one at a time commits after each, so that it never holds the
+ * locks of two tables at once (a client's transaction writing both could
+ * deadlock with it).  Undo, after a failure before the flip or from that
  * record after a crash: roll back the switch if open, drop the
- * subscription, the slot, the publication and the markers, restore replica
- * identities, give the source its constraint back if the switch may have
- * committed, and empty the target of what was copied.  Every step of the
- * undo is safe to repeat and to run on what does not exist.
+ * subscription, the slot, the publication, the markers and the fence,
+ * restore replica identities, give the source its constraint back, and
+ * empty the target of what was copied.
+ * Past the flip, the recovery finishes the clean-up instead
+ * (OperationFinish).  Every step of the undo and of the clean-up is safe to
+ * repeat and to run on what does not exist.
  *
  * Requirements: wal_level = logical on the source; the target's DSN user may
  * create subscriptions (superuser in PostgreSQL 15); the target reaches the
@@ -58,12 +82,23 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/operation.h"
 #include "tenant_router/operation_worker.h"
+#include "tenant_router/guc.h"
 #include "tenant_router/ordered_change.h"
 #include "tenant_router/outbox.h"
+#include "tenant_router/reference_catalog.h"
+#include "tenant_router/reference_table.h"
 #include "tenant_router/shard_ddl.h"
 
 /* how often an operation looks at the replication's progress */
 #define POLL_MS 50
+/* and during the switch, while writes of the moving tenants wait */
+#define SWITCH_POLL_MS 2
+/* longest wait of one attempt of the switch for the writes in flight */
+#define SWITCH_LOCK_MS 100
+/* the advisory lock of an operation's fence on the source: this plus its id */
+#define FENCE_LOCK_BASE INT64CONST(0x7466000000000000)
+/* how long a publication publishes nothing but the marker before it is dropped */
+#define PUBLICATION_DROP_MS 100
 /* how long the copy waits before its progress is recorded */
 #define PROGRESS_MS 1000
 /* how long dropping a replication slot waits for its sender to let go */
@@ -82,14 +117,20 @@ static const char *const quiet_logging[][2] = {
 };
 
 static bool op_prepare(Operation *op);
+static bool op_create_target_references(Operation *op);
 static bool op_create_target_tables(Operation *op);
 static bool op_read_identities(Operation *op);
+static bool op_fence(Operation *op);
+static bool op_fence_tables(Operation *op);
 static bool op_publish(Operation *op);
 static bool op_subscribe(Operation *op);
 static bool op_copy(Operation *op);
 static bool op_catch_up(Operation *op);
 static bool op_switch(Operation *op);
+static bool op_narrow_tables(Operation *op);
 static bool op_flip(Operation *op);
+static bool op_stop_replication(Operation *op);
+static bool op_clean_up_tables(Operation *op);
 static bool op_clean_up(Operation *op);
 
 /*
@@ -99,16 +140,22 @@ static bool op_clean_up(Operation *op);
  * before any is changed.
  */
 const OperationStep OperationSteps[] = {
-	{"prepare", op_prepare},
-	{"create target tables", op_create_target_tables},
-	{"publish", op_read_identities},
-	{"publish", op_publish},
-	{"subscribe", op_subscribe},
-	{"copy", op_copy},
-	{"catch up", op_catch_up},
-	{"switch", op_switch},
-	{"flip catalog", op_flip},
-	{"clean up", op_clean_up},
+	{"prepare", NULL, op_prepare},
+	{"create target tables", NULL, op_create_target_references},
+	{"create target tables", "tables", op_create_target_tables},
+	{"publish", NULL, op_read_identities},
+	{"publish", "fence", op_fence},
+	{"publish", "fence tables", op_fence_tables},
+	{"publish", "publication", op_publish},
+	{"subscribe", NULL, op_subscribe},
+	{"copy", NULL, op_copy},
+	{"catch up", NULL, op_catch_up},
+	{"switch", NULL, op_switch},
+	{"switch", "narrow", op_narrow_tables},
+	{"flip catalog", NULL, op_flip},
+	{"clean up", NULL, op_stop_replication},
+	{"clean up", "tables", op_clean_up_tables},
+	{"clean up", "end", op_clean_up},
 };
 const int	OperationStepCount = lengthof(OperationSteps);
 
@@ -208,15 +255,22 @@ best_effort(ShardConn *sc, const char *sql)
 	PG_END_TRY();
 }
 
+/* fence_key returns the advisory lock of the operation's fence on the source */
+static int64
+fence_key(Operation *op)
+{
+	return FENCE_LOCK_BASE + op->op_id;
+}
+
 /*
- * poll_wait waits a little, answering interrupts and, unless undoing, the
- * end of the session that asked for the operation.
+ * poll_wait waits ms milliseconds, answering interrupts and, unless
+ * undoing, the end of the session that asked for the operation.
  */
 static void
-poll_wait(Operation *op)
+poll_wait(Operation *op, int ms)
 {
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 POLL_MS, PG_WAIT_EXTENSION);
+					 ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 	if (!op->undoing)
@@ -268,30 +322,34 @@ check_subscription(Operation *op)
 
 /*
  * wait_for_subscription waits until condition (a boolean query on the
- * target) is true, failing if the subscription reports errors.
+ * target) is true, looking every poll_ms, failing if the subscription
+ * reports errors.
  */
 static void
-wait_for_subscription(Operation *op, const char *condition)
+wait_for_subscription(Operation *op, const char *condition, int poll_ms)
 {
 	for (;;)
 	{
 		if (remote_true(op->target_conn, condition))
 			return;
 		check_subscription(op);
-		poll_wait(op);
+		poll_wait(op, poll_ms);
 	}
 }
 
 /*
  * send_marker commits a marker row on the source and waits for it on the
- * target: every change committed on the source before it is there too.
+ * target, looking every poll_ms: every change committed on the source
+ * before it is there too.  Each marker has a token of its own.
  */
 static void
-send_marker(Operation *op, int token)
+send_marker(Operation *op, int poll_ms)
 {
+	int			token = ++op->markers_sent;
+
 	ShardRemoteCommand(op->source_conn, psprintf("INSERT INTO %s VALUES (%d)", op->marker, token));
 	wait_for_subscription(op, psprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE token = %d)",
-									   op->marker, token));
+									   op->marker, token), poll_ms);
 }
 
 /*
@@ -319,7 +377,7 @@ drop_slot(Operation *op)
 					 errmsg("replication slot %s on shard \"%s\" is still in use", op->name,
 							op->source->shard_id),
 					 errhint("Drop it on the shard with pg_drop_replication_slot() once it is inactive.")));
-		poll_wait(op);
+		poll_wait(op, POLL_MS);
 		waited += POLL_MS;
 	}
 	op->slot_created = false;
@@ -407,6 +465,39 @@ op_prepare(Operation *op)
 }
 
 /*
+ * one_table runs fn for the next table of the operation, in the step's
+ * transaction, and tells whether every table is done: a step that calls it
+ * is called again, in a transaction of its own, for the next one.
+ */
+static bool
+one_table(Operation *op, void (*fn) (Operation *op, LogicalTableRow *table))
+{
+	if (op->next_table < list_length(op->tables))
+	{
+		fn(op, list_nth(op->tables, op->next_table));
+		op->next_table++;
+	}
+	if (op->next_table < list_length(op->tables))
+		return false;
+	op->next_table = 0;
+	return true;
+}
+
+/*
+ * op_create_target_references gives a new database as target a copy of
+ * every reference table, with their rows, before its logical tables (whose
+ * foreign keys may need them); a target in the catalog has them already.
+ */
+static bool
+op_create_target_references(Operation *op)
+{
+	op->target_changed = true;
+	if (op->target_before == NULL)
+		ReferenceTablesSyncShard(op->target_conn, op->target->shard_id, op->target->dsn);
+	return true;
+}
+
+/*
  * op_create_target_tables creates the logical tables on the target (or
  * checks them), with the constraint of what the target will own, which
  * admits the moving rows.
@@ -465,21 +556,54 @@ op_read_identities(Operation *op)
 	return true;
 }
 
+/* op_fence makes the source's marker table and the operation's fence */
+static bool
+op_fence(Operation *op)
+{
+	op->published = true;
+	op->fenced = true;
+	ShardRemoteCommand(op->source_conn, psprintf("CREATE TABLE %s (token bigint)", op->marker));
+	ShardFenceCreate(op->source_conn, op->name, fence_key(op));
+	return true;
+}
+
 /*
- * op_publish publishes the moving rows on the source: the marker table,
- * replica identity FULL wherever it is not (so that the row filter sees the
- * tenant of every UPDATE and DELETE), and the publication.
+ * fence_one_table makes the table's replica identity FULL if it is not (so
+ * that the row filter sees the tenant of every UPDATE and DELETE) and puts
+ * the fence's triggers on it, in one transaction on the source.
+ */
+static void
+fence_one_table(Operation *op, LogicalTableRow *table)
+{
+	char	   *qualname = ShardTableName(table->relid);
+	char	   *full;
+	ListCell   *lc;
+
+	if (qualname == NULL)
+		return;
+	full = psprintf("ALTER TABLE %s REPLICA IDENTITY FULL", qualname);
+	ShardConnBegin(op->source_conn, SHARD_WRITE);
+	foreach(lc, op->identity_full)
+		if (strcmp(lfirst(lc), full) == 0)
+			ShardRemoteDdl(op->source_conn, full);
+	ShardFenceTable(op->source_conn, op->name, table, op->moving);
+}
+
+static bool
+op_fence_tables(Operation *op)
+{
+	return one_table(op, fence_one_table);
+}
+
+/*
+ * op_publish publishes the moving rows on the source, with the marker
+ * table.
  */
 static bool
 op_publish(Operation *op)
 {
 	StringInfoData sql;
 	ListCell   *lc;
-
-	op->published = true;
-	ShardRemoteCommand(op->source_conn, psprintf("CREATE TABLE %s (token bigint)", op->marker));
-	foreach(lc, op->identity_full)
-		ShardRemoteDdl(op->source_conn, lfirst(lc));
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "CREATE PUBLICATION %s FOR TABLE %s", op->name, op->marker);
@@ -568,7 +692,7 @@ op_copy(Operation *op)
 		check_subscription(op);
 		if (waited >= PROGRESS_MS)
 			return false;
-		poll_wait(op);
+		poll_wait(op, POLL_MS);
 		waited += POLL_MS;
 	}
 }
@@ -576,64 +700,53 @@ op_copy(Operation *op)
 /*
  * op_catch_up waits until the target has the changes made on the source
  * until now (a marker row sent after them has arrived), so that the switch,
- * which blocks writes, waits little.
+ * which holds back writes of the moving tenants, waits little; and counts
+ * the rows copied.
  */
 static bool
 op_catch_up(Operation *op)
 {
-	send_marker(op, 1);
+	send_marker(op, POLL_MS);
+	count_copied(op);
 	return true;
 }
 
 /*
- * op_switch makes the source give the rows away: under a lock against
- * writes, the marker proves the target has every change, the source's
- * constraint narrows to what it keeps and its moved rows are guarded;
- * replication goes; and all of it commits at once.
+ * op_switch makes the source give the moving tenants away: in a
+ * transaction of its own it closes the fence (waiting for their writes in
+ * flight, holding back the others), waits for a marker committed after that
+ * on the target, and commits.  An attempt that cannot lock the fence within
+ * SWITCH_LOCK_MS rolls back and returns false, to catch up and try again,
+ * until tenant_router.shard_lock_timeout is spent.
  */
 static bool
 op_switch(Operation *op)
 {
-	StringInfoData sql;
-	ListCell   *lc;
 	PGresult   *res;
 	bool		committed;
+	int			timeout = SWITCH_LOCK_MS;
 
+	if (TenantRouterShardLockTimeout > 0)
+		timeout = Min(timeout, Max(TenantRouterShardLockTimeout - op->switch_waited, 1));
 	op->switching = true;
 	ShardRemoteCommand(op->switch_conn, "START TRANSACTION");
-	initStringInfo(&sql);
-	foreach(lc, op->tables)
+	if (!ShardFenceClose(op->switch_conn, op->name, fence_key(op), timeout))
 	{
-		char	   *qualname = ShardTableName(((LogicalTableRow *) lfirst(lc))->relid);
-
-		if (qualname != NULL)
-			appendStringInfo(&sql, "%s%s", sql.len ? ", " : "LOCK TABLE ", qualname);
+		ShardRemoteCommand(op->switch_conn, "ROLLBACK");
+		op->switching = false;
+		op->switch_waited += timeout;
+		if (TenantRouterShardLockTimeout > 0 && op->switch_waited >= TenantRouterShardLockTimeout)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("the switch of the %s of shard \"%s\" could not hold back the writes of the moving tenants",
+							op->operation, op->source->shard_id),
+					 errdetail("A transaction on the shard that wrote rows of a moving tenant did not end within tenant_router.shard_lock_timeout (%d ms).",
+							   TenantRouterShardLockTimeout),
+					 errhint("End the sessions idle in a transaction on the shard (pg_stat_activity there), then retry.")));
+		send_marker(op, SWITCH_POLL_MS);
+		return false;
 	}
-	if (sql.len > 0)
-	{
-		appendStringInfoString(&sql, " IN EXCLUSIVE MODE");
-		ShardRemoteDdl(op->switch_conn, sql.data);
-	}
-	send_marker(op, 2);
-
-	/*
-	 * The source keeps what source_after owns: from its commit on, an INSERT
-	 * of a moved tenant fails there (the CHECK), and so does an UPDATE or
-	 * DELETE of a moved row (the guard), until the cleanup deletes them.
-	 */
-	foreach(lc, op->tables)
-	{
-		LogicalTableRow *table = lfirst(lc);
-
-		ShardSetOwnership(op->switch_conn, table, op->source_after, false);
-		ShardGuardMovedRows(op->switch_conn, table, op->source_after);
-	}
-	foreach(lc, op->identity_restore)
-		ShardRemoteDdl(op->switch_conn, lfirst(lc));
-	ShardRemoteCommand(op->switch_conn, psprintf("DROP PUBLICATION %s", op->name));
-	ShardRemoteCommand(op->switch_conn, psprintf("DROP TABLE %s", op->marker));
-	drop_subscription(op);
-
+	send_marker(op, SWITCH_POLL_MS);
 	res = ShardConnExec(op->switch_conn, "COMMIT", 0, NULL, NULL);
 	committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
 	PQclear(res);
@@ -642,20 +755,44 @@ op_switch(Operation *op)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRANSACTION_ROLLBACK),
 				 errmsg("the switch on shard \"%s\" was rolled back", op->source->shard_id)));
-	op->switched = true;
-	op->published = false;
-	/* what the target received: the copy and every change streamed since */
-	count_copied(op);
 	return true;
 }
 
 /*
+ * narrow_table makes the source's table refuse the moved tenants by itself,
+ * in one transaction: the range constraint says what the source keeps (NOT
+ * VALID: the moved rows are still there), its moved rows are guarded, and
+ * the fence's row triggers go (its TRUNCATE trigger stays until the
+ * replication is gone).
+ */
+static void
+narrow_table(Operation *op, LogicalTableRow *table)
+{
+	op->narrowed = true;
+	ShardConnBegin(op->source_conn, SHARD_WRITE);
+	ShardFenceUntable(op->source_conn, op->name, table, true, false);
+	ShardSetOwnership(op->source_conn, table, op->source_after, false);
+	ShardGuardMovedRows(op->source_conn, table, op->source_after);
+}
+
+static bool
+op_narrow_tables(Operation *op)
+{
+	return one_table(op, narrow_table);
+}
+
+/*
  * op_flip changes the catalog (the kind's flip) and records it, at once, in
- * its place in the order of topology changes (commands/ordered_change.c)
+ * its place in the order of topology changes (commands/ordered_change.c); a
+ * new database as target gets the reference tables' rows written since its
+ * copy was made, in the same transaction (with the reference writes of this
+ * coordinator held back until it commits).
  */
 static bool
 op_flip(Operation *op)
 {
+	if (op->target_before == NULL)
+		ReferenceTablesRefresh(op->target_conn, op->source_conn);
 	SPI_connect();
 	OrderedFlip(op);
 	SPI_finish();
@@ -663,14 +800,99 @@ op_flip(Operation *op)
 }
 
 /*
- * op_clean_up drops the replication slot, which the subscription no longer
- * uses.
+ * drop_publication drops the operation's publication on the source, if
+ * there, while the source's tables are being written.  A write that builds
+ * its table's list of publications reads which publications have the table,
+ * then looks each up: a publication dropped in between fails the write
+ * ("cache lookup failed for publication", seen under load).  So the
+ * publication is first made to publish nothing but the marker table (a lock
+ * that lets writes go on), and dropped a moment later, once the writes that
+ * read the old list have looked it up.
+ */
+static void
+drop_publication(Operation *op)
+{
+	if (!remote_true(op->source_conn,
+					 psprintf("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = %s)",
+							  quote_literal_cstr(op->name))))
+		return;
+	ShardRemoteCommand(op->source_conn,
+					   psprintf("ALTER PUBLICATION %s SET TABLE %s", op->name, op->marker));
+	poll_wait(op, PUBLICATION_DROP_MS);
+	ShardRemoteCommand(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
+}
+
+/*
+ * op_stop_replication drops the subscription (and the target's marker
+ * table), then the publication and the source's marker table: after the
+ * switch they carry nothing any more.
+ */
+static bool
+op_stop_replication(Operation *op)
+{
+	drop_subscription(op);
+	drop_publication(op);
+	ShardRemoteCommand(op->source_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
+	return true;
+}
+
+/*
+ * clean_up_table drops the fence's TRUNCATE trigger from the source's table
+ * and restores its replica identity (the publication is gone), each in a
+ * transaction of its own.
+ */
+static void
+clean_up_table(Operation *op, LogicalTableRow *table)
+{
+	char	   *qualname = ShardTableName(table->relid);
+	char	   *restore;
+	ListCell   *lc;
+
+	if (qualname == NULL)
+		return;
+	restore = psprintf("ALTER TABLE %s REPLICA IDENTITY ", qualname);
+	ShardFenceUntable(op->source_conn, op->name, table, false, true);
+	foreach(lc, op->identity_restore)
+		if (strncmp(lfirst(lc), restore, strlen(restore)) == 0)
+			ShardRemoteDdl(op->source_conn, lfirst(lc));
+}
+
+static bool
+op_clean_up_tables(Operation *op)
+{
+	return one_table(op, clean_up_table);
+}
+
+/*
+ * op_clean_up drops the rest of the fence, and the replication slot, which
+ * nothing uses any more.
  */
 static bool
 op_clean_up(Operation *op)
 {
+	ShardFenceDrop(op->source_conn, op->name);
 	drop_slot(op);
+	op->published = false;
+	op->fenced = false;
 	return true;
+}
+
+/*
+ * OperationFinish finishes the clean-up of an operation whose catalog
+ * change committed (its recovery), in the caller's transaction: the steps
+ * of the phase "clean up".
+ */
+void
+OperationFinish(Operation *op)
+{
+	ListCell   *lc;
+
+	op->undoing = true;
+	op_stop_replication(op);
+	foreach(lc, op->tables)
+		clean_up_table(op, lfirst(lc));
+	op_clean_up(op);
+	op->undoing = false;
 }
 
 /* undo_try runs one part of the undo; its error is logged and the undo goes on */
@@ -704,49 +926,102 @@ undo_switch(Operation *op)
 	op->switching = false;
 }
 
+/*
+ * undo_publication drops the publication and the source's marker table,
+ * then restores the replica identities (a row filter on a column outside
+ * the identity would make UPDATEs fail while the publication exists).
+ */
 static void
 undo_publication(Operation *op)
 {
 	ListCell   *lc;
 
-	ShardRemoteCommand(op->source_conn, psprintf("DROP PUBLICATION IF EXISTS %s", op->name));
+	drop_publication(op);
 	ShardRemoteCommand(op->source_conn, psprintf("DROP TABLE IF EXISTS %s", op->marker));
 	foreach(lc, op->identity_restore)
 		ShardRemoteDdl(op->source_conn, lfirst(lc));
 	op->published = false;
 }
 
-/* undo_source gives the source its constraint back: the flip did not happen */
+/* undo_fence drops the fence: the moving tenants' writes go on on the source */
 static void
-undo_source(Operation *op)
+undo_fence(Operation *op)
 {
 	ListCell   *lc;
 
 	foreach(lc, op->tables)
-		ShardSetOwnership(op->source_conn, lfirst(lc), op->source, true);
-	op->switched = false;
+		ShardFenceUntable(op->source_conn, op->name, lfirst(lc), true, true);
+	ShardFenceDrop(op->source_conn, op->name);
+	op->fenced = false;
 }
 
-/* undo_target takes away from the target what was copied, and its constraint */
+/*
+ * undo_narrowing gives the source back the range constraint of what it
+ * owned, and drops the guard of its moved rows
+ */
+static void
+undo_narrowing(Operation *op)
+{
+	ListCell   *lc;
+
+	foreach(lc, op->tables)
+		ShardRestoreOwnership(op->source_conn, lfirst(lc), op->source);
+	op->narrowed = false;
+}
+
+/*
+ * empty_new_target empties a new database as target: its logical tables
+ * and its copies of the reference tables, in one statement (foreign keys
+ * between them).
+ */
+static void
+empty_new_target(Operation *op)
+{
+	StringInfoData sql;
+	List	   *tables = NIL;
+	ListCell   *lc;
+
+	foreach(lc, op->tables)
+		tables = lappend(tables, ShardTableName(((LogicalTableRow *) lfirst(lc))->relid));
+	foreach(lc, CatalogReferenceTables())
+		tables = lappend(tables, ShardTableName(((ReferenceTableRow *) lfirst(lc))->relid));
+	initStringInfo(&sql);
+	foreach(lc, tables)
+	{
+		char	   *qualname = lfirst(lc);
+
+		if (qualname != NULL &&
+			remote_true(op->target_conn,
+						psprintf("SELECT pg_catalog.to_regclass(%s) IS NOT NULL",
+								 quote_literal_cstr(qualname))))
+			appendStringInfo(&sql, "%s%s", sql.len ? ", " : "TRUNCATE ", qualname);
+	}
+	if (sql.len > 0)
+		ShardRemoteCommand(op->target_conn, sql.data);
+}
+
+/*
+ * undo_target takes away from the target what was copied, and its
+ * constraint; a new database is emptied.
+ */
 static void
 undo_target(Operation *op)
 {
 	ListCell   *lc;
 
-	foreach(lc, op->tables)
-	{
-		LogicalTableRow *table = lfirst(lc);
-		char	   *qualname = ShardTableName(table->relid);
+	if (op->target_before == NULL)
+		empty_new_target(op);
+	else
+		foreach(lc, op->tables)
+		{
+			LogicalTableRow *table = lfirst(lc);
 
-		if (qualname == NULL)
-			continue;
-		if (op->target_filled && op->target_before == NULL)
-			ShardRemoteCommand(op->target_conn, psprintf("TRUNCATE %s", qualname));
-		else if (op->target_filled)
-			ShardDeleteNotOwned(op->target_conn, table, op->target_before);
-		if (op->target_before != NULL)
+			if (ShardTableName(table->relid) == NULL)
+				continue;
+			if (op->target_filled)
+				ShardDeleteNotOwned(op->target_conn, table, op->target_before);
 			ShardSetOwnership(op->target_conn, table, op->target_before, true);
-	}
+		}
 	op->target_filled = false;
 	op->target_changed = false;
 }
@@ -768,9 +1043,11 @@ OperationUndo(Operation *op)
 		undo_try(op, drop_slot, "drop the replication slot");
 	if (op->published)
 		undo_try(op, undo_publication, "drop the publication");
-	if (op->switched)
-		undo_try(op, undo_source, "give the source its range constraint back");
-	if (op->target_filled || (op->target_changed && op->target_before != NULL))
+	if (op->narrowed)
+		undo_try(op, undo_narrowing, "give the source its range constraint back");
+	if (op->fenced)
+		undo_try(op, undo_fence, "drop the fence");
+	if (op->target_filled || op->target_changed)
 		undo_try(op, undo_target, "empty the target");
 	op->undoing = false;
 }

@@ -51,6 +51,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -76,6 +77,7 @@ typedef struct OperationShared
 	Oid			dbid;
 	pid_t		caller_pid;
 	char		pause_before[64];
+	int			shard_lock_timeout; /* the caller's tenant_router.shard_lock_timeout */
 	/* the answer */
 	bool		answered;
 	int			sqlerrcode;		/* 0: done */
@@ -188,6 +190,7 @@ OperationLaunch(const OperationArgs *args, const char *function)
 	if (TenantRouterOperationPauseBefore != NULL)
 		strlcpy(shared->pause_before, TenantRouterOperationPauseBefore,
 				sizeof(shared->pause_before));
+	shared->shard_lock_timeout = TenantRouterShardLockTimeout;
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -369,13 +372,16 @@ end_step(Operation *op)
 	return true;
 }
 
-/* pause_here waits until interrupted: tenant_router.operation_pause_before, for tests */
+/*
+ * pause_here waits until interrupted, before step (a phase, or
+ * "phase/step"): tenant_router.operation_pause_before, for tests
+ */
 static void
-pause_here(Operation *op)
+pause_here(Operation *op, const char *step)
 {
 	ereport(LOG,
-			(errmsg("tenant_router: %s of shard \"%s\" pauses before phase \"%s\"",
-					op->operation, op->source->shard_id, op->phase)));
+			(errmsg("tenant_router: %s of shard \"%s\" pauses before \"%s\"",
+					op->operation, op->source->shard_id, step)));
 	for (;;)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -488,13 +494,15 @@ execute(const OperationArgs *args, const char *pause_before)
 		for (int i = 0; i < OperationStepCount; i++)
 		{
 			bool		paused = false;
+			const char *step = OperationSteps[i].step == NULL ? OperationSteps[i].phase :
+				psprintf("%s/%s", OperationSteps[i].phase, OperationSteps[i].step);
 
 			op->phase = OperationSteps[i].phase;
 			do
 			{
 				in_transaction(progress_step, op);
-				if (!paused && strcmp(pause_before, op->phase) == 0)
-					pause_here(op);
+				if (!paused && strcmp(pause_before, step) == 0)
+					pause_here(op, step);
 				paused = true;
 				OperationCheckCaller(op);
 			} while (!in_transaction(OperationSteps[i].run, op));
@@ -566,6 +574,9 @@ TenantRouterOperationMain(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(shared->dbid, BOOTSTRAP_SUPERUSERID, 0);
 	pgstat_report_appname("tenant_router operation");
+	/* the caller's setting bounds the waits of its operation (the switch's too) */
+	SetConfigOption("tenant_router.shard_lock_timeout",
+					psprintf("%d", shared->shard_lock_timeout), PGC_USERSET, PGC_S_SESSION);
 
 	PG_TRY();
 	{
@@ -624,6 +635,8 @@ operation_from_record(MemoryContext cxt)
 	TupleDesc	tupdesc = SPI_tuptable->tupdesc;
 	bool		isnull;
 	ShardRow   *row;
+	ShardRow   *catalog_source;
+	char	   *source_id;
 	char	   *target_id;
 	int			reached;
 	Datum		identities;
@@ -642,12 +655,21 @@ operation_from_record(MemoryContext cxt)
 	op->has_tenant = !isnull;
 	op->tenant = isnull ? 0 : DatumGetInt64(tenant);
 
+	/*
+	 * The source: its database is the one in the record (a move changes the
+	 * shard's DSN at the flip); what it keeps after the flip is what the
+	 * catalog says it owns then, nothing for a move's old database or a
+	 * merged shard, which is gone.
+	 */
 	row = palloc0(sizeof(ShardRow));
-	row->shard_id = spi_text(SPI_fnumber(tupdesc, "shard_id"), &isnull);
+	source_id = spi_text(SPI_fnumber(tupdesc, "shard_id"), &isnull);
+	catalog_source = CatalogGetShard(source_id);
+	if (catalog_source != NULL)
+		*row = *catalog_source;
+	row->shard_id = source_id;
 	row->dsn = spi_text(SPI_fnumber(tupdesc, "source_dsn"), &isnull);
-	op->source = CatalogGetShard(row->shard_id);
-	if (op->source == NULL)
-		op->source = row;		/* removed since: its constraint is not ours */
+	op->source = row;
+	op->source_after = strcmp(op->operation, "move") == 0 ? NULL : catalog_source;
 	target_id = spi_text(SPI_fnumber(tupdesc, "target_shard_id"), &isnull);
 	op->target = palloc0(sizeof(ShardRow));
 	op->target->shard_id = target_id;
@@ -672,9 +694,9 @@ operation_from_record(MemoryContext cxt)
 
 	reached = phase_index(op->phase);
 	op->target_changed = reached >= phase_index("create target tables");
-	op->published = reached >= phase_index("publish");
+	op->published = op->fenced = reached >= phase_index("publish");
 	op->slot_created = op->subscribed = op->target_filled = reached >= phase_index("subscribe");
-	op->switched = reached >= phase_index("switch") && CatalogGetShard(row->shard_id) != NULL;
+	op->narrowed = reached >= phase_index("switch") && catalog_source != NULL;
 	MemoryContextSwitchTo(old);
 	return op;
 }
@@ -720,8 +742,7 @@ recover_one(int64 op_id)
 			if (strcmp(status, "completed") == 0)
 			{
 				/* past the catalog change: only the clean-up is left */
-				op->switched = op->published = op->target_filled = op->target_changed = false;
-				OperationUndo(op);
+				OperationFinish(op);
 				record_end(op, NULL);
 			}
 			else

@@ -32,6 +32,10 @@
  * then rows: an empty copy is filled, one that holds other rows is an
  * error), which is also what a range change of the shard does.
  *
+ * The new database of an online operation (commands/operation.c) gets its
+ * copies before it is in the catalog (ReferenceTablesSyncShard), and at the
+ * operation's catalog flip the rows written since (ReferenceTablesRefresh).
+ *
  * Invariant: every shard database in the catalog holds a copy of every
  * reference table, with the same rows; the code shipped to the shards
  * passes shard_ddl_safety.c unless the caller and the table's owner are
@@ -311,6 +315,43 @@ ReferenceTablesSyncShard(ShardConn *sc, const char *shard_id, const char *dsn)
 
 		sync_copy(sc, rel, row->shard_ddl, source);
 		relation_close(rel, AccessShareLock);
+	}
+}
+
+/*
+ * ReferenceTablesRefresh makes the copies on the database of target (an
+ * online operation's new database, not in the catalog yet) equal to those
+ * on source, a shard database of the catalog, until the end of the
+ * transaction: each reference table is locked against writes on this
+ * coordinator (SHARE: reads go on), and a copy that differs from source's
+ * is emptied and filled again, the target's triggers and foreign keys off
+ * (session_replication_role replica: the rows are source's, which satisfy
+ * them there).
+ */
+void
+ReferenceTablesRefresh(ShardConn *target, ShardConn *source)
+{
+	ListCell   *lc;
+
+	foreach(lc, CatalogReferenceTables())
+	{
+		ReferenceTableRow *row = lfirst(lc);
+		Relation	rel = relation_open(row->relid, ShareLock);
+		char	   *qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+														  RelationGetRelationName(rel));
+		char	   *theirs;
+
+		ShardConnBegin(source, SHARD_READ);
+		ShardConnBegin(target, SHARD_READ);
+		theirs = copy_digest(source, qualname);
+		if (strcmp(theirs, copy_digest(target, qualname)) != 0)
+		{
+			ShardConnBegin(target, SHARD_WRITE);
+			remote_command(target, "SELECT pg_catalog.set_config('session_replication_role', 'replica', true)");
+			remote_command(target, psprintf("DELETE FROM %s", qualname));
+			(void) copy_rows(source, target, rel, qualname);
+		}
+		relation_close(rel, NoLock);
 	}
 }
 

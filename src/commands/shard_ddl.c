@@ -41,6 +41,8 @@
 
 #define RANGE_CONSTRAINT "tenant_router_range"
 #define MOVED_TRIGGER "tenant_router_moved"
+/* the constraint name a fence's error carries (the guard's is MOVED_TRIGGER) */
+#define FENCE_CONSTRAINT "tenant_router_fence"
 /* advisory lock key under which coordinators change a shard's tables */
 #define SHARD_DDL_LOCK "7481029373"
 
@@ -238,7 +240,7 @@ ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 		return;
 	ShardRemoteCommand(sc, "CREATE OR REPLACE FUNCTION public.tenant_router_moved_row() "
 					   "RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN "
-					   "RAISE EXCEPTION USING ERRCODE = '40001', "
+					   "RAISE EXCEPTION USING ERRCODE = '40001', CONSTRAINT = '" MOVED_TRIGGER "', "
 					   "MESSAGE = pg_catalog.format('tenant %s has moved to another shard', "
 					   "pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) TG_ARGV[0]), "
 					   "DETAIL = 'The statement was routed by a topology older than a topology operation.', "
@@ -249,6 +251,185 @@ ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 								"EXECUTE FUNCTION public.tenant_router_moved_row(%s)",
 								qualname, owner_sql(owner, old_column),
 								quote_literal_cstr(table->tenant_column)));
+}
+
+/*
+ * The fence of an online operation (name: its objects' prefix) on the
+ * shard its rows leave.  A table public.<name>_fence holds one row, "open"
+ * until the switch makes it "switched"; BEFORE row triggers on each moved
+ * table, for the rows of the moving tenants only (WHEN), run a function that
+ * takes a shared advisory lock (lock_key) and reads the row.  The switch
+ * takes that lock exclusively: it waits for the writers of moving tenants
+ * already in flight (they hold the shared lock to their commit), and the
+ * writers that come meanwhile queue behind it; once it has committed, they
+ * read "switched" and fail with 40001, constraint tenant_router_fence, which
+ * the coordinator recognises and routes again.  Under REPEATABLE READ the
+ * row is read FOR SHARE, so that a switch committed after the snapshot is
+ * seen too (as a serialization failure, reported the same way).  Rows of
+ * other tenants never reach the function.  A BEFORE TRUNCATE trigger
+ * refuses every TRUNCATE while the fence is there: a new database as target
+ * is not truncated with the shards of the catalog.
+ */
+
+/* fence_table returns the fence's table */
+static char *
+fence_table(const char *name)
+{
+	return psprintf("public.%s_fence", name);
+}
+
+/*
+ * ShardFenceCreate creates the fence of operation name on the shard: its
+ * table, open, and the function of its triggers (ShardFenceTable).
+ */
+void
+ShardFenceCreate(ShardConn *sc, const char *name, int64 lock_key)
+{
+	char	   *table = fence_table(name);
+
+	ShardRemoteCommand(sc, psprintf("CREATE TABLE %s (state text NOT NULL)", table));
+	ShardRemoteCommand(sc, psprintf("INSERT INTO %s VALUES ('open')", table));
+	ShardRemoteCommand(sc, psprintf(
+									"CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $f$"
+									"DECLARE fence_state text; "
+									"BEGIN "
+									"IF TG_LEVEL OPERATOR(pg_catalog.=) 'STATEMENT' THEN "
+									"RAISE EXCEPTION USING ERRCODE = '40001', CONSTRAINT = '" FENCE_CONSTRAINT "', "
+									"MESSAGE = pg_catalog.format('table %%s cannot be truncated while a topology operation moves some of its tenants to another shard', TG_TABLE_NAME), "
+									"HINT = 'Retry the transaction once the operation is done (tenant_router.operations on the coordinator).'; "
+									"END IF; "
+									"PERFORM pg_catalog.pg_advisory_xact_lock_shared(" INT64_FORMAT "); "
+									"IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.=) 'read committed' THEN "
+									"SELECT f.state INTO fence_state FROM %s f; "
+									"ELSE "
+									"BEGIN SELECT f.state INTO fence_state FROM %s f FOR SHARE; "
+									"EXCEPTION WHEN serialization_failure THEN fence_state := 'switched'; END; "
+									"END IF; "
+									"IF fence_state OPERATOR(pg_catalog.=) 'open' THEN "
+									"IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN RETURN OLD; END IF; "
+									"RETURN NEW; "
+									"END IF; "
+									"RAISE EXCEPTION USING ERRCODE = '40001', CONSTRAINT = '" FENCE_CONSTRAINT "', "
+									"MESSAGE = pg_catalog.format('tenant %%s has moved to another shard', "
+									"pg_catalog.to_jsonb(COALESCE(NEW, OLD)) OPERATOR(pg_catalog.->>) TG_ARGV[0]), "
+									"DETAIL = 'A topology operation moved the tenant''s rows while the statement was on its way to this shard.', "
+									"HINT = 'Retry the transaction.'; "
+									"END$f$",
+									table, lock_key, table, table));
+}
+
+/*
+ * ShardFenceTable puts the fence's triggers on table, for the rows of the
+ * tenants moving owns (and one against TRUNCATE).
+ */
+void
+ShardFenceTable(ShardConn *sc, const char *name, LogicalTableRow *table,
+				const ShardRow *moving)
+{
+	char	   *qualname = ShardTableName(table->relid);
+	const char *column = quote_identifier(table->tenant_column);
+	char	   *arg = quote_literal_cstr(table->tenant_column);
+	char	   *new_moves;
+	char	   *old_moves;
+
+	if (qualname == NULL)
+		return;
+	new_moves = ShardOwnsSql(moving, psprintf("NEW.%s", column));
+	old_moves = ShardOwnsSql(moving, psprintf("OLD.%s", column));
+	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER %s_fence_insert BEFORE INSERT ON %s FOR EACH ROW "
+								"WHEN %s EXECUTE FUNCTION %s(%s)",
+								name, qualname, new_moves, fence_table(name), arg));
+	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER %s_fence_update BEFORE UPDATE ON %s FOR EACH ROW "
+								"WHEN (%s OR %s) EXECUTE FUNCTION %s(%s)",
+								name, qualname, old_moves, new_moves, fence_table(name), arg));
+	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER %s_fence_delete BEFORE DELETE ON %s FOR EACH ROW "
+								"WHEN %s EXECUTE FUNCTION %s(%s)",
+								name, qualname, old_moves, fence_table(name), arg));
+	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER %s_fence_truncate BEFORE TRUNCATE ON %s "
+								"FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)",
+								name, qualname, fence_table(name), arg));
+}
+
+/*
+ * ShardFenceClose closes the fence, in the switch's transaction on the
+ * shard: it waits for the writes of moving tenants in flight, holds back the
+ * others until that transaction ends, and from its commit on makes them
+ * fail.  It returns false, the transaction failed, if the writes in flight
+ * did not end within timeout_ms.
+ */
+bool
+ShardFenceClose(ShardConn *sc, const char *name, int64 lock_key, int timeout_ms)
+{
+	char	   *lock = psprintf("SELECT pg_catalog.pg_advisory_xact_lock(" INT64_FORMAT ")", lock_key);
+	PGresult   *res;
+
+	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+								timeout_ms));
+	ShardConnSend(sc, lock, 0, NULL, NULL);
+	res = ShardConnResult(sc, false);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (sqlstate != NULL && strcmp(sqlstate, "55P03") == 0)
+		{
+			PQclear(res);
+			return false;
+		}
+		ShardConnRaise(sc, res, lock);
+	}
+	PQclear(res);
+	ShardRemoteCommand(sc, psprintf("UPDATE %s SET state = 'switched'", fence_table(name)));
+	return true;
+}
+
+/*
+ * ShardFenceUntable drops the fence's triggers from table, if there: those
+ * on its rows (rows), the one against TRUNCATE (truncate).
+ */
+void
+ShardFenceUntable(ShardConn *sc, const char *name, LogicalTableRow *table, bool rows,
+				  bool truncate)
+{
+	static const char *const kinds[] = {"insert", "update", "delete", "truncate"};
+	char	   *qualname = ShardTableName(table->relid);
+
+	if (qualname == NULL)
+		return;
+	for (int i = rows ? 0 : 3; i < (truncate ? 4 : 3); i++)
+		ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS %s_fence_%s ON %s",
+									name, kinds[i], qualname));
+}
+
+/*
+ * ShardFenceDrop drops what is left of the fence: its function (with any
+ * trigger ShardFenceUntable did not reach) and its table.
+ */
+void
+ShardFenceDrop(ShardConn *sc, const char *name)
+{
+	char	   *table = fence_table(name);
+
+	ShardRemoteDdl(sc, psprintf("DROP FUNCTION IF EXISTS %s() CASCADE", table));
+	ShardRemoteCommand(sc, psprintf("DROP TABLE IF EXISTS %s", table));
+}
+
+/*
+ * ShardRestoreOwnership gives the table back the range constraint of what
+ * owner owns, which its rows satisfy, and drops the guard of moved rows: the
+ * undo of an operation's narrowing.  The constraint is validated after it
+ * is added, under a lock that lets writes go on.
+ */
+void
+ShardRestoreOwnership(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner)
+{
+	char	   *qualname = ShardTableName(table->relid);
+
+	if (qualname == NULL)
+		return;
+	ShardSetOwnership(sc, table, owner, false);
+	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	ShardValidateOwnership(sc, table);
 }
 
 /*

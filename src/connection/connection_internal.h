@@ -89,6 +89,7 @@ struct ShardConn
 	int			xact_depth;		/* 0: no remote transaction; n: savepoint level */
 	ShardBroken broken;			/* remote transaction unusable: fail until its end */
 	bool		wrote;			/* written in this local transaction */
+	int			xact_statements;	/* statements sent in the remote transaction */
 	char		gid[GID_MAXLEN];	/* while prepared */
 };
 
@@ -110,6 +111,7 @@ extern void TwoPhaseFinish(bool commit);
 extern void TwoPhaseReset(void);
 
 /* remote_command.c */
+extern bool RemoteTenantMoved(const PGresult *res, bool inserting);
 extern PGresult *RemoteGetResult(ShardConn *sc);
 extern void RemoteSetDeadline(TimestampTz at, int errcode);
 extern void RemoteClearDeadline(void);

@@ -14,6 +14,11 @@
  * SQLSTATE, message, detail and hint, and a context naming the shard and
  * the remote SQL (never the SQL of a command that holds a secret).
  *
+ * A write that a shard refuses because a topology operation moved its
+ * tenant (RemoteTenantMoved) can be held instead of raised, for the caller
+ * to send it to the tenant's new shard; ShardConnReportMoved raises it as
+ * 40001 where that cannot be done.
+ *
  * Every wait on a shard is on the backend's latch and the socket together:
  * it honours query cancel, backend termination and statement_timeout.
  *
@@ -233,6 +238,69 @@ RemoteReport(ShardConn *sc, PGresult *res, const char *sql)
 			 context ? errcontext("%s", context) : 0,
 			 errcontext("remote %s on shard \"%s\"%s%s", sql ? "SQL" : "command",
 						sc->label, sql ? ": " : "", sql ? sql : "")));
+}
+
+/*
+ * RemoteTenantMoved tells whether res is a shard's refusal of a write
+ * because the rows of its tenant are moving or have moved to another shard
+ * (commands/shard_ddl.c): 40001 from an operation's fence or from the guard
+ * of moved rows, or, for an INSERT (inserting), 23514 from the range
+ * constraint (an UPDATE can break that constraint by itself, changing a
+ * row's tenant).  The constraint name tells them from other errors.
+ */
+bool
+RemoteTenantMoved(const PGresult *res, bool inserting)
+{
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+
+	if (sqlstate == NULL || constraint == NULL)
+		return false;
+	if (strcmp(sqlstate, "40001") == 0)
+		return strcmp(constraint, "tenant_router_fence") == 0 ||
+			strcmp(constraint, "tenant_router_moved") == 0;
+	return inserting && strcmp(sqlstate, "23514") == 0 &&
+		strcmp(constraint, "tenant_router_range") == 0;
+}
+
+/* ShardResultMoved is RemoteTenantMoved for the rest of the extension. */
+bool
+ShardResultMoved(const PGresult *res, bool inserting)
+{
+	return RemoteTenantMoved(res, inserting);
+}
+
+/* ShardConnRaise raises the remote error res (freed) of statement sql on sc. */
+void
+ShardConnRaise(ShardConn *sc, PGresult *res, const char *sql)
+{
+	RemoteReport(sc, res, sql);
+}
+
+/*
+ * ShardConnReportMoved raises res (freed), a write that the shard of sc
+ * refused because its tenant moved (RemoteTenantMoved), when it cannot be
+ * sent to the tenant's new shard instead (why says why): as 40001, which
+ * clients retry, whatever the shard's SQLSTATE, with the shard's message.
+ */
+void
+ShardConnReportMoved(ShardConn *sc, PGresult *res, const char *why)
+{
+	const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char	   *message;
+	char	   *said = pstrdup(primary ? primary : "");
+
+	if (sqlstate != NULL && strcmp(sqlstate, "40001") == 0 && primary != NULL)
+		message = pstrdup(primary);
+	else
+		message = psprintf("shard \"%s\" no longer owns the tenant of the row", sc->label);
+	PQclear(res);
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg_internal("%s", message),
+			 errdetail_internal("%s Shard \"%s\" said: %s.", why, sc->label, said),
+			 errhint("Retry the transaction.")));
 }
 
 /* queue_command copies a command into the connection's queue */
@@ -537,6 +605,7 @@ RemoteSendStatement(ShardConn *sc, const char *sql, const char *shown, int npara
 	ShardConnRelease(sc);
 	conn = sc->conn;
 	Assert(!cmd->active && !PQisBusy(conn));
+	sc->xact_statements++;
 
 	if (prepare && TenantRouterRemotePrepare)
 		ps = prepared_lookup(sc, sql, nparams, types, &need_prepare);
@@ -677,6 +746,26 @@ ShardConnExec(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 }
 
 /*
+ * ShardConnExecHoldMoved is ShardConnExec for a write of one tenant's rows
+ * (an INSERT if inserting): a refusal because the tenant moved
+ * (RemoteTenantMoved) is returned as an error result (the caller frees it),
+ * any other error is raised.
+ */
+PGresult *
+ShardConnExecHoldMoved(ShardConn *sc, const char *sql, int nparams, const Oid *types,
+					   const char *const *values, bool inserting)
+{
+	PGresult   *res;
+
+	RemoteSendStatement(sc, sql, sql, nparams, types, values, false, false);
+	res = collect(sc, false);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK &&
+		!RemoteTenantMoved(res, inserting))
+		RemoteReport(sc, res, sql);
+	return res;
+}
+
+/*
  * ShardConnExecSecret is ShardConnExec for a command that holds a secret
  * (a connection string): an error never shows the command.
  */
@@ -732,17 +821,17 @@ ShardConnSocket(ShardConn *sc)
 }
 
 /*
- * ShardConnExecParams runs one statement on each of n connections at once
+ * exec_params (ShardConnExecParams) runs one statement on each of n connections at once
  * (with parameters: nparams[i], types[i], values[i]; NULL arrays for none):
  * all are sent, then all results read, so the shards work at the same time.
  * A connection listed twice runs its statements one after the other.
  * results[i] receives each result.  If any failed, every connection is
  * first left idle, then the first error raised (results freed).
  */
-void
-ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *nparams,
-					const Oid *const *types, const char *const *const *values,
-					PGresult **results)
+static void
+exec_params(int n, ShardConn **scs, const char *const *sqls, const int *nparams,
+			const Oid *const *types, const char *const *const *values,
+			PGresult **results, bool hold_moved)
 {
 	bool	   *pending = palloc0(sizeof(bool) * (n + 1));
 	int			i;
@@ -769,7 +858,8 @@ ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *
 	pfree(pending);
 	for (i = 0; i < n && failed < 0; i++)
 		if (PQresultStatus(results[i]) != PGRES_COMMAND_OK &&
-			PQresultStatus(results[i]) != PGRES_TUPLES_OK)
+			PQresultStatus(results[i]) != PGRES_TUPLES_OK &&
+			!(hold_moved && RemoteTenantMoved(results[i], true)))
 			failed = i;
 	if (failed >= 0)
 	{
@@ -780,6 +870,28 @@ ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *
 				PQclear(results[i]);
 		RemoteReport(scs[failed], error, sqls[failed]);
 	}
+}
+
+void
+ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls, const int *nparams,
+					const Oid *const *types, const char *const *const *values,
+					PGresult **results)
+{
+	exec_params(n, scs, sqls, nparams, types, values, results, false);
+}
+
+/*
+ * ShardConnExecParamsHoldMoved is ShardConnExecParams for INSERTs, each of
+ * rows routed to its shard: a refusal because a tenant moved
+ * (RemoteTenantMoved) is left in results as an error result, for the caller
+ * to free; any other error is raised.
+ */
+void
+ShardConnExecParamsHoldMoved(int n, ShardConn **scs, const char *const *sqls,
+							 const int *nparams, const Oid *const *types,
+							 const char *const *const *values, PGresult **results)
+{
+	exec_params(n, scs, sqls, nparams, types, values, results, true);
 }
 
 /* ShardConnExecAll is ShardConnExecParams for statements without parameters. */

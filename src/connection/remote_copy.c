@@ -51,6 +51,7 @@ ShardCopyStart(ShardConn *sc, const char *sql)
 
 	ShardConnRelease(sc);
 	Assert(!sc->cmd.active);
+	sc->xact_statements++;
 	initStringInfo(&text);
 	foreach(lc, sc->pending)
 	{
@@ -165,6 +166,9 @@ ShardCopyEnd(ShardConn *sc, const char *sql)
 		ShardConnLost(sc);
 	while ((next = RemoteGetResult(sc)) != NULL)
 		PQclear(next);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && RemoteTenantMoved(res, true))
+		ShardConnReportMoved(sc, res,
+							 "A topology operation moved the tenant of one of the rows; a COPY is not sent again to the new shard, its rows were streamed.");
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		RemoteReport(sc, res, sql);
 	rows = strtou64(PQcmdTuples(res), NULL, 10);

@@ -7,7 +7,10 @@
  * A stream is its connection's claim while it reads: a command that needs
  * the connection first reads the rest of the stream into memory.  A stream
  * closed early outside a remote transaction cancels its statement instead
- * of reading it to its end.
+ * of reading it to its end.  A stream that writes one tenant's rows can
+ * hold the shard's refusal because the tenant moved (ShardStreamHoldMoved)
+ * when it comes before any row, for its owner to send the statement to the
+ * tenant's new shard.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,6 +33,10 @@ struct ShardStream
 	PGresult   *current;		/* row returned by the last ShardStreamNext */
 	bool		done;
 	bool		aborted;		/* cancelled by a rollback: reading is an error */
+	bool		hold_moved;		/* ShardStreamHoldMoved */
+	bool		inserting;
+	uint64		rows;			/* rows read so far */
+	PGresult   *moved;			/* the refusal held */
 	char		label[SHARD_ID_MAXLEN]; /* the shard, for that error */
 	uint64		affected;
 	MemoryContextCallback cleanup;
@@ -49,6 +56,8 @@ stream_cleanup(void *arg)
 	stream->buffered = NIL;
 	PQclear(stream->current);
 	stream->current = NULL;
+	PQclear(stream->moved);
+	stream->moved = NULL;
 	if (stream->sc != NULL)
 		ShardConnClaimDone(stream->sc, &stream->claim);	/* the transaction end
 														 * cleans the conn */
@@ -117,6 +126,7 @@ stream_read(ShardStream *stream)
 	switch (PQresultStatus(res))
 	{
 		case PGRES_SINGLE_TUPLE:
+			stream->rows++;
 			return res;
 		case PGRES_TUPLES_OK:
 		case PGRES_COMMAND_OK:
@@ -131,9 +141,41 @@ stream_read(ShardStream *stream)
 		default:
 			RemoteForgetStale(sc, res);
 			stream_finished(stream);
+			if (stream->hold_moved && stream->rows == 0 &&
+				RemoteTenantMoved(res, stream->inserting))
+			{
+				stream->moved = res;
+				return NULL;
+			}
 			RemoteReport(sc, res, stream->sql);
 	}
 	return NULL;				/* not reached */
+}
+
+/*
+ * ShardStreamHoldMoved makes the stream, a write of one tenant's rows (an
+ * INSERT if inserting), hold the shard's refusal because the tenant moved
+ * (RemoteTenantMoved) if it comes before any row: ShardStreamNext then
+ * returns NULL, and ShardStreamTakeMoved the refusal.
+ */
+void
+ShardStreamHoldMoved(ShardStream *stream, bool inserting)
+{
+	stream->hold_moved = true;
+	stream->inserting = inserting;
+}
+
+/*
+ * ShardStreamTakeMoved returns the refusal the stream held (the caller
+ * frees it), or NULL.
+ */
+PGresult *
+ShardStreamTakeMoved(ShardStream *stream)
+{
+	PGresult   *res = stream->moved;
+
+	stream->moved = NULL;
+	return res;
 }
 
 /*

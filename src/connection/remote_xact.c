@@ -12,6 +12,11 @@
  * Telling such a statement from one nested in a function is why the
  * executor and utility nest levels are counted here.
  *
+ * A shard's remote transaction can be rolled back alone while the local
+ * one goes on (ShardConnRollbackRemote), when the one statement it ran was
+ * refused because its tenant moved: the statement then runs on the
+ * tenant's new shard instead (executor/switch_retry.c).
+ *
  * Commit.  Shards only read commit first (all at once), then the written
  * ones.  One written shard commits in one phase, after the readers, so that
  * a failure anywhere before it still rolls everything back.  Several
@@ -158,6 +163,7 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 			pfree(name_sql);
 		}
 		sc->xact_depth = 1;
+		sc->xact_statements = 0;
 		sc->xact_state = REMOTE_XACT_OPEN;
 		open_remote_xacts++;
 	}
@@ -165,6 +171,48 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 	{
 		snprintf(sql, sizeof(sql), "SAVEPOINT s%d", ++sc->xact_depth);
 		ShardConnQueue(sc, sql);
+	}
+}
+
+/*
+ * ShardConnFirstStatement tells whether the statement last sent on sc was
+ * the first of its remote transaction (or ran outside any): nothing else
+ * of the local transaction happened on that shard.
+ */
+bool
+ShardConnFirstStatement(ShardConn *sc)
+{
+	return sc->broken == SHARD_OK && (sc->xact_depth == 0 || sc->xact_statements <= 1);
+}
+
+/*
+ * ShardConnRollbackRemote rolls back sc's remote transaction, if any,
+ * while the local transaction goes on: the shard is neither read nor
+ * written in it any more (a later statement opens a new remote transaction,
+ * with its savepoints).  The connection must be idle.
+ */
+void
+ShardConnRollbackRemote(ShardConn *sc)
+{
+	ListCell   *lc;
+
+	if (sc->xact_depth == 0)
+		return;
+	Assert(sc->xact_state == REMOTE_XACT_OPEN && sc->claim == NULL);
+	/* what was queued belongs to the transaction rolled back */
+	foreach(lc, sc->pending)
+		RemoteFreeQueued(lfirst(lc));
+	list_free(sc->pending);
+	sc->pending = NIL;
+	PQclear(ShardConnExec(sc, "ROLLBACK TRANSACTION", 0, NULL, NULL));
+	sc->xact_depth = 0;
+	sc->xact_state = REMOTE_XACT_NONE;
+	sc->xact_statements = 0;
+	open_remote_xacts--;
+	if (sc->wrote)
+	{
+		xact_writers = list_delete_ptr(xact_writers, sc);
+		sc->wrote = false;
 	}
 }
 

@@ -9,6 +9,10 @@
  * joins the shard's remote transaction (whose BEGIN travels with it).
  * Statements repeated with parameters are prepared on the shard.
  *
+ * A write that the shard refuses because an online operation moved its
+ * tenant, before any row came back, runs again on the tenant's new shard
+ * when it may (switch_retry.c says when).
+ *
  * A statement for a tenant that no shard owns is an error naming the tenant
  * (RouteTenantOrError): SQLSTATE 23514 for an INSERT, 55000 for a statement
  * that reads the tenant's rows.  A NULL tenant matches no row: such a
@@ -33,6 +37,7 @@
 #include "tenant_router/route_cache.h"
 #include "tenant_router/router_scan.h"
 #include "tenant_router/stats.h"
+#include "tenant_router/switch_retry.h"
 
 typedef struct RouterScanState
 {
@@ -51,9 +56,11 @@ typedef struct RouterScanState
 
 	bool		started;
 	ShardStream *stream;
+	ShardConn  *sc;				/* the stream's */
 	char	   *shard_id;		/* for EXPLAIN */
 	int64		tenant;
 	bool		tenant_known;
+	TimestampTz retry_deadline; /* of a write refused because its tenant moved */
 	StatsStatement stats;		/* the statement on its shard, for the statistics */
 } RouterScanState;
 
@@ -145,6 +152,65 @@ begin_router_scan(CustomScanState *node, EState *estate, int eflags)
 	}
 }
 
+/*
+ * send_statement sends the statement to sc, in the state's memory: without a remote
+ * transaction if it may, else in sc's.  A write of the tenant's rows holds
+ * the shard's refusal because the tenant moved.
+ */
+static void
+send_statement(RouterScanState *state, ShardConn *sc, bool tenant_null)
+{
+	if (ShardConnCanAutocommit())
+	{
+		/* the shard commits on its own: commit here right after, too */
+		if (state->flags & ROUTER_WRITE)
+			MyXactFlags |= XACT_FLAGS_NEEDIMMEDIATECOMMIT;
+		ShardConnBegin(sc, SHARD_AUTOCOMMIT);
+	}
+	else
+		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && !tenant_null ?
+					   SHARD_WRITE : SHARD_READ);
+
+	state->sc = sc;
+	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,
+									state->params.values,
+									(state->flags & ROUTER_PREPARE) != 0);
+	if ((state->flags & ROUTER_WRITE) && !tenant_null)
+		ShardStreamHoldMoved(state->stream, (state->flags & ROUTER_INSERT) != 0);
+}
+
+/*
+ * next_row returns the stream's next row, or NULL at its end; a write
+ * refused because its tenant moved is sent to the tenant's new shard
+ * (switch_retry.c), or fails with 40001.
+ */
+static PGresult *
+next_row(RouterScanState *state)
+{
+	PGresult   *row = ShardStreamNext(state->stream);
+	PGresult   *refused;
+
+	while (row == NULL && (refused = ShardStreamTakeMoved(state->stream)) != NULL)
+	{
+		ShardRoute *route;
+		MemoryContext old;
+
+		ShardStreamClose(state->stream);
+		state->stream = NULL;
+		route = SwitchRetryRoute(state->sc, refused, state->tenant, state->table_name,
+								 (state->flags & ROUTER_INSERT) != 0, &state->retry_deadline);
+		old = MemoryContextSwitchTo(state->exec_cxt);
+		state->shard_id = pstrdup(route->shard_id);
+		/* the old shard's part ended, refused; the new shard's begins */
+		StatsStatementEnd(&state->stats, 0);
+		StatsStatementBegin(&state->stats, state->shard_id, &state->tenant, state->exec_cxt);
+		send_statement(state, ShardConnGet(route->shard_id, route->dsn), false);
+		MemoryContextSwitchTo(old);
+		row = ShardStreamNext(state->stream);
+	}
+	return row;
+}
+
 /* start evaluates the tenant and the parameters and sends the statement */
 static void
 start(RouterScanState *state)
@@ -220,20 +286,8 @@ start(RouterScanState *state)
 						state->exec_cxt);
 	sc = ShardConnGet(state->shard_id, dsn);
 
-	if (ShardConnCanAutocommit())
-	{
-		/* the shard commits on its own: commit here right after, too */
-		if (state->flags & ROUTER_WRITE)
-			MyXactFlags |= XACT_FLAGS_NEEDIMMEDIATECOMMIT;
-		ShardConnBegin(sc, SHARD_AUTOCOMMIT);
-	}
-	else
-		ShardConnBegin(sc, (state->flags & ROUTER_WRITE) && !tenant_null ?
-					   SHARD_WRITE : SHARD_READ);
-
-	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,
-									state->params.values,
-									(state->flags & ROUTER_PREPARE) != 0);
+	state->retry_deadline = 0;
+	send_statement(state, sc, tenant_null);
 	state->started = true;
 	MemoryContextSwitchTo(old);
 }
@@ -250,7 +304,7 @@ exec_router_scan(CustomScanState *node)
 	if (state->stream == NULL)
 		return ExecClearTuple(slot);
 
-	row = ShardStreamNext(state->stream);
+	row = next_row(state);
 	if (row == NULL)
 	{
 		if (state->flags & ROUTER_COUNT_ROWS)

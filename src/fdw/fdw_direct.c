@@ -17,6 +17,11 @@
  * the same shards queue instead of deadlocking across them.  RETURNING rows
  * come back shard after shard; the row count is the sum.
  *
+ * A statement that its one shard refuses because an online operation moved
+ * the tenant it names (tenant_column = value), before it did anything else
+ * on that shard in its transaction, is sent again where routing then sends
+ * it (executor/switch_retry.c); sent to several shards, it fails with 40001.
+ *
  * A reference table's statement goes to every copy (fdw_reference.c), with
  * no range condition; each copy must change as many rows as the first, whose
  * count and RETURNING rows are the statement's.  This is the only way an
@@ -54,6 +59,7 @@
 #include "tenant_router/shard_pruning.h"
 #include "tenant_router/shippable.h"
 #include "tenant_router/stats.h"
+#include "tenant_router/switch_retry.h"
 
 /* ForeignScan.fdw_private of a direct modification */
 enum FdwDirectPrivate
@@ -75,8 +81,9 @@ typedef struct DirectShard
 	struct DirectState *state;
 	ShardRow   *shard;
 	ShardConn  *sc;
+	char	   *sql;
 	bool		in_flight;
-	PGresult   *result;
+	PGresult   *result;			/* or the refusal: its tenant moved */
 	StatsStatement stats;		/* the statement on this shard, for the statistics */
 } DirectShard;
 
@@ -106,6 +113,7 @@ typedef struct DirectState
 	int			current;		/* the shard whose RETURNING rows are returned */
 	int			next_row;
 	uint64		processed;
+	TimestampTz retry_deadline; /* of a statement refused because its tenant moved */
 } DirectState;
 
 /*
@@ -240,15 +248,22 @@ TrPlanDirectModify(PlannerInfo *root, ModifyTable *plan, Index resultRelation,
 	return true;
 }
 
+/*
+ * direct_release reads a shard's result; an error is raised, but for a
+ * refusal because a tenant moved, which send_all sees in ds->result.
+ */
 static void
 direct_release(ShardConnClaim *claim)
 {
 	DirectShard *ds = (DirectShard *) claim;
+	PGresult   *res = ShardConnResult(ds->sc, false);
 
-	/* the claim stays until the result is read: an error leaves it to the abort */
-	ds->result = ShardConnResult(ds->sc, true);
 	ShardConnClaimDone(ds->sc, claim);
 	ds->in_flight = false;
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK &&
+		(ds->state->reference || !ShardResultMoved(res, false)))
+		ShardConnRaise(ds->sc, res, ds->sql);
+	ds->result = res;
 }
 
 static void
@@ -342,27 +357,81 @@ TrBeginDirectModify(ForeignScanState *node, int eflags)
 	RemoteParamsInit(&state->params, state->nparams + 2, typids);
 }
 
+/*
+ * refused tells whether a shard refused the statement because the tenant
+ * moved, after waiting for the tenant's new route (switch_retry.c): the
+ * statement is to be sent again.  It may when it went to one shard, for one
+ * tenant (an equality among the tenant conditions, whose values are
+ * tenant_values), and was the first of its remote transaction there;
+ * otherwise the refusal is raised as 40001.
+ */
+static bool
+refused(DirectState *state, const Datum *tenant_values, const bool *tenant_nulls)
+{
+	DirectShard *ds = NULL;
+	bool		has_tenant = false;
+	int64		tenant = 0;
+	int			nshards = state->nshards;
+	int			i;
+
+	for (i = 0; i < state->nshards; i++)
+		if (PQresultStatus(state->shards[i].result) == PGRES_FATAL_ERROR)
+			ds = &state->shards[i];
+	if (ds == NULL)
+		return false;
+	for (i = 0; i < state->ntenant; i++)
+		if (state->tenant_strategies[i] == BTEqualStrategyNumber && !tenant_nulls[i])
+		{
+			has_tenant = true;
+			tenant = TenantDatumToInt64(tenant_values[i], state->tenant_types[i]);
+		}
+	for (i = 0; i < state->nshards; i++)
+	{
+		/* each shard's part ends here; a statement sent again begins anew */
+		StatsStatementEnd(&state->shards[i].stats, 0);
+		if (&state->shards[i] != ds)
+		{
+			PQclear(state->shards[i].result);
+			state->shards[i].result = NULL;
+		}
+	}
+	state->nshards = 0;
+	if (!has_tenant || nshards > 1)
+	{
+		PGresult   *res = ds->result;
+
+		ds->result = NULL;
+		ShardConnReportMoved(ds->sc, res,
+							 "The statement was sent to several shards at once, or not for one tenant; it is not sent again.");
+	}
+	SwitchRetryWait(ds->sc, ds->result, 1, &tenant, &state->retry_deadline);
+	ds->result = NULL;
+	return true;
+}
+
 /* send_all sends the statement to every shard that can hold matching tenants */
 static void
 send_all(ForeignScanState *node, DirectState *state)
 {
 	ExprContext *econtext = node->ss.ps.ps_ExprContext;
-	Datum	   *values = palloc(sizeof(Datum) * (Max(state->nparams, state->ntenant) + 2));
-	bool	   *nulls = palloc(sizeof(bool) * (Max(state->nparams, state->ntenant) + 2));
+	Datum	   *values = palloc(sizeof(Datum) * (state->nparams + 2));
+	bool	   *nulls = palloc(sizeof(bool) * (state->nparams + 2));
+	Datum	   *tenant_values = palloc(sizeof(Datum) * (state->ntenant + 1));
+	bool	   *tenant_nulls = palloc(sizeof(bool) * (state->ntenant + 1));
 	List	   *shards;
 	ListCell   *lc;
 	int			i = 0;
 
 	foreach(lc, state->tenant_states)
 	{
-		values[i] = ExecEvalExpr(lfirst(lc), econtext, &nulls[i]);
+		tenant_values[i] = ExecEvalExpr(lfirst(lc), econtext, &tenant_nulls[i]);
 		i++;
 	}
 	if (state->reference)
 		shards = TrReferenceWriteShards(RelationGetRelationName(state->rel), false);
 	else
-		shards = PruneShards(state->ntenant, state->tenant_strategies, values, nulls,
-							 state->tenant_types);
+		shards = PruneShards(state->ntenant, state->tenant_strategies, tenant_values,
+							 tenant_nulls, state->tenant_types);
 	state->chosen = shards;
 	/* sent in one order everywhere (see below); a reference table's has its own */
 	if (!state->reference)
@@ -404,19 +473,26 @@ send_all(ForeignScanState *node, DirectState *state)
 		RemoteParamsFill(&state->params, values, nulls);
 		StatsStatementBegin(&ds->stats, ds->shard->shard_id, NULL, state->cxt);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
+		ds->sql = DeparseForShard(state->sql, state->nparams, ds->shard);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
-		ShardConnSend(ds->sc, DeparseForShard(state->sql, state->nparams, ds->shard),
-					  state->params.n, state->params.types, state->params.values);
+		ShardConnSend(ds->sc, ds->sql, state->params.n, state->params.types,
+					  state->params.values);
 		ShardConnClaimSet(ds->sc, &ds->claim);
 		ds->in_flight = true;
+	}
+	for (i = 0; i < state->nshards; i++)
+		if (state->shards[i].in_flight)
+			direct_release(&state->shards[i].claim);
+	if (refused(state, tenant_values, tenant_nulls))
+	{
+		send_all(node, state);	/* routed again */
+		return;
 	}
 	for (i = 0; i < state->nshards; i++)
 	{
 		DirectShard *ds = &state->shards[i];
 		uint64		affected;
 
-		if (ds->in_flight)
-			direct_release(&ds->claim);
 		affected = strtou64(PQcmdTuples(ds->result), NULL, 10);
 		StatsStatementEnd(&ds->stats, affected);
 		if (state->reference && i > 0)

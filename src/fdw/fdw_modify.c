@@ -11,6 +11,11 @@
  * (the shard of their tenant) and their ctid there.  Defaults and volatile
  * functions have been evaluated on the coordinator before a row gets here.
  *
+ * An INSERT that its shard refuses because an online operation moved the
+ * row's tenant runs again on the tenant's new shard when it may
+ * (executor/switch_retry.c); a row UPDATE or DELETE, identified by its ctid
+ * on the old shard, cannot: it fails with the shard's 40001.
+ *
  * A row inserted into a reference table, or copied into it, goes to every
  * copy (fdw_reference.c), the first copy's RETURNING row being the
  * statement's.  Its UPDATE and DELETE are direct modifications only
@@ -44,6 +49,7 @@
 #include "tenant_router/remote_io.h"
 #include "tenant_router/route_cache.h"
 #include "tenant_router/stats.h"
+#include "tenant_router/switch_retry.h"
 
 #define TENANT_JUNK_NAME "tenant_router_tenant"
 /* rows per multi-row INSERT sent to a shard */
@@ -257,18 +263,38 @@ tenant_of_slot(TrModifyState *state, TupleTableSlot *slot)
 
 /*
  * execute runs the statement for one row and fills slot from RETURNING;
- * it returns NULL when the shard changed no row.
+ * it returns NULL when the shard changed no row.  An INSERT of tenant's row
+ * (tenant not NULL) refused because the tenant moved runs on its new shard.
  */
 static TupleTableSlot *
-execute(TrModifyState *state, ShardConn *sc, TupleTableSlot *slot)
+execute(TrModifyState *state, ShardConn *sc, TupleTableSlot *slot, const int64 *tenant)
 {
 	PGresult   *res;
 	uint64		affected;
+	TimestampTz deadline = 0;
 	MemoryContext old = MemoryContextSwitchTo(state->row_cxt);
 
 	RemoteParamsFill(&state->params, state->values, state->nulls);
-	res = ShardConnExec(sc, state->sql, state->params.n, state->params.types,
-						state->params.values);
+	if (tenant == NULL)
+		res = ShardConnExec(sc, state->sql, state->params.n, state->params.types,
+							state->params.values);
+	else
+		while (PQresultStatus(res = ShardConnExecHoldMoved(sc, state->sql, state->params.n,
+															state->params.types,
+															state->params.values, true)) ==
+			   PGRES_FATAL_ERROR)
+		{
+			ShardRoute *route = SwitchRetryRoute(sc, res, *tenant,
+												 RelationGetRelationName(state->rel), true,
+												 &deadline);
+
+			/* the old shard's part ended, refused; the new shard's begins */
+			StatsStatementEnd(&state->stats, 0);
+			StatsStatementBegin(&state->stats, route->shard_id, tenant,
+								GetMemoryChunkContext(state));
+			sc = ShardConnGet(route->shard_id, route->dsn);
+			ShardConnBegin(sc, SHARD_WRITE);
+		}
 	affected = strtou64(PQcmdTuples(res), NULL, 10);
 	StatsStatementEnd(&state->stats, affected);
 	if (affected > 0 && state->retrieved_attrs != NIL && PQntuples(res) > 0)
@@ -358,7 +384,7 @@ insert_reference(TrModifyState *state, TupleTableSlot *slot)
 	collect_values(state, slot);
 	foreach(lc, copies_of(state))
 	{
-		TupleTableSlot *done = execute(state, lfirst(lc), slot);
+		TupleTableSlot *done = execute(state, lfirst(lc), slot, NULL);
 
 		if (lc == list_head(state->copies))
 			result = done;
@@ -375,21 +401,22 @@ TrExecForeignInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot *slot,
 {
 	TrModifyState *state = rinfo->ri_FdwState;
 	ShardConn  *sc;
+	int64		tenant;
 
 	if (state->table->is_reference)
 		return insert_reference(state, slot);
+	tenant = tenant_of_slot(state, slot);
 	if (state->copy != NULL)
 	{
-		int64		tenant = tenant_of_slot(state, slot);
 		ShardRoute *route = RouteTenantOrError(tenant, RelationGetRelationName(state->rel), true);
 
 		TrCopyRow(state->copy, ShardConnGet(route->shard_id, route->dsn), slot);
 		return slot;
 	}
-	sc = shard_of(state, tenant_of_slot(state, slot));
+	sc = shard_of(state, tenant);
 
 	collect_values(state, slot);
-	return execute(state, sc, slot);
+	return execute(state, sc, slot, &tenant);
 }
 
 static TupleTableSlot *
@@ -415,7 +442,7 @@ update_or_delete(TrModifyState *state, TupleTableSlot *slot, TupleTableSlot *pla
 	state->nulls[n] = false;
 	state->values[n + 1] = tenant;
 	state->nulls[n + 1] = false;
-	return execute(state, sc, slot);
+	return execute(state, sc, slot, NULL);
 }
 
 TupleTableSlot *
@@ -527,65 +554,36 @@ batch_statement(TrModifyState *state, TupleTableSlot **slots, int *rows, int n,
 }
 
 /*
- * TrExecForeignBatchInsert inserts a batch of rows: grouped by the shard that
- * owns their tenants, one multi-row INSERT per shard, all shards at once.
+ * insert_rows inserts rows rows[0..n-1] of slots, grouped by the shard that
+ * owns their tenants (tenants[]), one multi-row INSERT per shard, all shards
+ * at once, and returns how many were inserted.  The rows of a shard that
+ * refused its INSERT because a tenant moved are put in *refused (*nrefused
+ * of them) after the wait for the new route (executor/switch_retry.c), to
+ * be inserted again.
  */
-TupleTableSlot **
-TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
-						 TupleTableSlot **planSlots, int *numSlots)
+static uint64
+insert_rows(TrModifyState *state, TupleTableSlot **slots, const int64 *tenants,
+			const int *rows, int n, int *refused, int *nrefused, TimestampTz *deadline)
 {
-	TrModifyState *state = rinfo->ri_FdwState;
-	int			n = *numSlots;
-	ShardRoute **route_of_row;
-	bool	   *done;
-	ShardConn **scs;
-	const char **sqls;
-	int		   *nparams;
-	Oid		  **types;
-	const char ***values;
-	PGresult  **results;
-	StatsStatement *stats;
+	ShardRoute **route_of_row = palloc(sizeof(ShardRoute *) * n);
+	bool	   *done = palloc0(sizeof(bool) * n);
+	ShardConn **scs = palloc(sizeof(ShardConn *) * n);
+	const char **sqls = palloc(sizeof(char *) * n);
+	int		   *nparams = palloc(sizeof(int) * n);
+	Oid		  **types = palloc(sizeof(Oid *) * n);
+	const char ***values = palloc(sizeof(char **) * n);
+	PGresult  **results = palloc(sizeof(PGresult *) * n);
+	int		  **group_rows = palloc(sizeof(int *) * n);
+	int		   *group_size = palloc(sizeof(int) * n);
+	StatsStatement *stats = palloc0(sizeof(StatsStatement) * n);
 	int			nshards = 0;
+	bool		waited = false;
 	uint64		inserted = 0;
 	int			i;
-	MemoryContext old;
-
-	/* all of a batch's work in row_cxt, reset after it */
-	old = MemoryContextSwitchTo(state->row_cxt);
-	if (state->table->is_reference)
-	{
-		/* every row to every copy: one multi-row INSERT */
-		int		   *rows = palloc(sizeof(int) * n);
-		int			nparam;
-		Oid		   *typs;
-		const char **vals;
-		char	   *sql;
-
-		List	   *copies = copies_of(state);
-
-		for (i = 0; i < n; i++)
-			rows[i] = i;
-		sql = batch_statement(state, slots, rows, n, &nparam, &typs, &vals);
-		*numSlots = (int) TrReferenceExec(RelationGetRelationName(state->rel), copies,
-										  sql, nparam, typs, vals);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(state->row_cxt);
-		return slots;
-	}
-
-	route_of_row = palloc(sizeof(ShardRoute *) * n);
-	done = palloc0(sizeof(bool) * n);
-	scs = palloc(sizeof(ShardConn *) * n);
-	sqls = palloc(sizeof(char *) * n);
-	nparams = palloc(sizeof(int) * n);
-	types = palloc(sizeof(Oid *) * n);
-	values = palloc(sizeof(char **) * n);
-	results = palloc(sizeof(PGresult *) * n);
-	stats = palloc0(sizeof(StatsStatement) * n);
 
 	for (i = 0; i < n; i++)
 	{
-		ShardRoute *route = RouteTenantOrError(tenant_of_slot(state, slots[i]),
+		ShardRoute *route = RouteTenantOrError(tenants[rows[i]],
 											   RelationGetRelationName(state->rel), true);
 
 		/* a copy: a route is valid until the next RouteTenant call */
@@ -596,34 +594,129 @@ TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **
 	}
 	for (i = 0; i < n; i++)
 	{
-		int		   *rows = palloc(sizeof(int) * n);
-		int			nrows = 0;
 		int			j;
 
 		if (done[i])
 			continue;
+		group_rows[nshards] = palloc(sizeof(int) * n);
+		group_size[nshards] = 0;
 		for (j = i; j < n; j++)
 		{
 			if (!done[j] && strcmp(route_of_row[j]->shard_id, route_of_row[i]->shard_id) == 0)
 			{
-				rows[nrows++] = j;
+				group_rows[nshards][group_size[nshards]++] = rows[j];
 				done[j] = true;
 			}
 		}
 		StatsStatementBegin(&stats[nshards], route_of_row[i]->shard_id, NULL, state->row_cxt);
 		scs[nshards] = ShardConnGet(route_of_row[i]->shard_id, route_of_row[i]->dsn);
 		ShardConnBegin(scs[nshards], SHARD_WRITE);
-		sqls[nshards] = batch_statement(state, slots, rows, nrows, &nparams[nshards],
-										&types[nshards], &values[nshards]);
+		sqls[nshards] = batch_statement(state, slots, group_rows[nshards], group_size[nshards],
+										&nparams[nshards], &types[nshards], &values[nshards]);
 		nshards++;
 	}
-	ShardConnExecParams(nshards, scs, sqls, nparams, (const Oid *const *) types,
-						(const char *const *const *) values, results);
+	ShardConnExecParamsHoldMoved(nshards, scs, sqls, nparams, (const Oid *const *) types,
+								 (const char *const *const *) values, results);
 	for (i = 0; i < nshards; i++)
 	{
-		inserted += strtou64(PQcmdTuples(results[i]), NULL, 10);
-		StatsStatementEnd(&stats[i], strtou64(PQcmdTuples(results[i]), NULL, 10));
-		PQclear(results[i]);
+		if (PQresultStatus(results[i]) != PGRES_FATAL_ERROR)
+		{
+			inserted += strtou64(PQcmdTuples(results[i]), NULL, 10);
+			StatsStatementEnd(&stats[i], strtou64(PQcmdTuples(results[i]), NULL, 10));
+			PQclear(results[i]);
+			results[i] = NULL;
+		}
+		else
+			StatsStatementEnd(&stats[i], 0);	/* refused: sent again below */
+	}
+	*nrefused = 0;
+	for (i = 0; i < nshards; i++)
+	{
+		int64	   *group_tenants;
+		int			j;
+
+		if (results[i] == NULL)
+			continue;
+		if (waited)
+		{
+			/* routing has changed or been looked at again: send them again too */
+			if (!ShardConnFirstStatement(scs[i]))
+				ShardConnReportMoved(scs[i], results[i],
+									 "The shard had been used earlier in this transaction.");
+			PQclear(results[i]);
+			ShardConnRollbackRemote(scs[i]);
+		}
+		else
+		{
+			group_tenants = palloc(sizeof(int64) * group_size[i]);
+			for (j = 0; j < group_size[i]; j++)
+				group_tenants[j] = tenants[group_rows[i][j]];
+			SwitchRetryWait(scs[i], results[i], group_size[i], group_tenants, deadline);
+			waited = true;
+		}
+		for (j = 0; j < group_size[i]; j++)
+			refused[(*nrefused)++] = group_rows[i][j];
+	}
+	return inserted;
+}
+
+/*
+ * TrExecForeignBatchInsert inserts a batch of rows: grouped by the shard that
+ * owns their tenants, one multi-row INSERT per shard, all shards at once.
+ */
+TupleTableSlot **
+TrExecForeignBatchInsert(EState *estate, ResultRelInfo *rinfo, TupleTableSlot **slots,
+						 TupleTableSlot **planSlots, int *numSlots)
+{
+	TrModifyState *state = rinfo->ri_FdwState;
+	int			n = *numSlots;
+	int64	   *tenants;
+	int		   *rows;
+	int		   *refused;
+	int			nrows = n;
+	uint64		inserted = 0;
+	TimestampTz deadline = 0;
+	int			i;
+	MemoryContext old;
+
+	/* all of a batch's work in row_cxt, reset after it */
+	old = MemoryContextSwitchTo(state->row_cxt);
+	if (state->table->is_reference)
+	{
+		/* every row to every copy: one multi-row INSERT */
+		int			nparam;
+		Oid		   *typs;
+		const char **vals;
+		char	   *sql;
+
+		List	   *copies = copies_of(state);
+
+		rows = palloc(sizeof(int) * n);
+		for (i = 0; i < n; i++)
+			rows[i] = i;
+		sql = batch_statement(state, slots, rows, n, &nparam, &typs, &vals);
+		*numSlots = (int) TrReferenceExec(RelationGetRelationName(state->rel), copies,
+										  sql, nparam, typs, vals);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(state->row_cxt);
+		return slots;
+	}
+
+	tenants = palloc(sizeof(int64) * n);
+	rows = palloc(sizeof(int) * n);
+	refused = palloc(sizeof(int) * n);
+	for (i = 0; i < n; i++)
+	{
+		tenants[i] = tenant_of_slot(state, slots[i]);
+		rows[i] = i;
+	}
+	while (nrows > 0)
+	{
+		int		   *next = refused;
+
+		inserted += insert_rows(state, slots, tenants, rows, nrows, refused, &nrows, &deadline);
+		refused = rows;
+		rows = next;
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(state->row_cxt);

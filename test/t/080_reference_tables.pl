@@ -2,7 +2,9 @@
 # write reaches every shard; a shard that goes away before the COMMIT leaves
 # every shard unchanged; a shard added later gets the rows; a statement
 # pinned to one tenant joins the reference table on that tenant's shard
-# alone; a foreign key from a logical table holds on each shard.
+# alone; a foreign key from a logical table holds on each shard; the new
+# database of a split or a move gets the reference tables, kept equal while
+# the operation runs.
 use strict;
 use warnings;
 
@@ -187,5 +189,64 @@ is($coord->safe_psql('postgres', q{SELECT rate FROM currencies WHERE code = 'SEK
 	'a second coordinator writes every copy, and the first reads the row');
 is(join(' | ', map { copy_on($_) } ($shard1, $shard2, $shard3)),
 	join(' | ', ('EUR=3 GBP=1.1 JPY=0.006 SEK=0.09 USD=0.95') x 3), 'on every shard');
+
+# The new database of an online operation gets every reference table: a
+# split and a move while a session keeps writing the reference table (each
+# row committed on its own).  The new databases' copies end equal to the
+# others (the rows written while the operation copied included), the moved
+# tenants' joins run on their new shard, and later writes reach it.
+my $shard4 = TenantRouter::Test->new_shard('shard4');
+my $dsn4 = TenantRouter::Test->dsn($shard4);
+$shard4->safe_psql('postgres', 'CREATE DATABASE moved');
+my $dsn_moved = TenantRouter::Test->dsn($shard4, 'moved');
+$coord->safe_psql('postgres', q{
+	INSERT INTO orders (tenant_id, currency, amount) VALUES (16000, 'USD', 40);
+	CREATE TABLE stop_writing (flag int);
+	CREATE PROCEDURE write_currencies() LANGUAGE plpgsql AS $$
+	BEGIN
+		FOR i IN 1..100000 LOOP
+			EXIT WHEN EXISTS (SELECT 1 FROM stop_writing);
+			INSERT INTO currencies VALUES ('W' || i, 'written meanwhile', i);
+			COMMIT;
+		END LOOP;
+	END
+	$$;
+});
+my $writer = $coord->background_psql('postgres', on_error_stop => 0);
+$writer->query_until(qr/started/, "\\echo started\nCALL write_currencies();\n\\echo stopped\n");
+$coord->poll_query_until('postgres', q{SELECT count(*) > 10 FROM currencies WHERE code LIKE 'W%'})
+  or die 'the writer did not start';
+$coord->safe_psql('postgres', "SELECT shard_split('shard2', 15000, 'shard4', '$dsn4')");
+my $after_split = $coord->safe_psql('postgres', q{SELECT count(*) FROM currencies WHERE code LIKE 'W%'});
+$coord->safe_psql('postgres', "SELECT shard_move('shard3', '$dsn_moved')");
+$coord->safe_psql('postgres', 'INSERT INTO stop_writing VALUES (1)');
+$writer->query_until(qr/stopped/, '');
+is($writer->{stderr}, '', 'the reference table was written throughout the split and the move');
+$writer->quit;
+ok($coord->safe_psql('postgres', q{SELECT count(*) FROM currencies WHERE code LIKE 'W%'}) > $after_split,
+	'while both ran');
+
+# copy_in returns a database's copy of the reference table, as a digest
+sub copy_in
+{
+	my ($node, $db) = @_;
+	return $node->safe_psql($db,
+		q{SELECT count(*) || ' ' || md5(string_agg(code || '=' || rate, ' ' ORDER BY code)) FROM public.currencies});
+}
+my $expect = copy_in($shard1, 'postgres');
+is(join(' | ', copy_in($shard2, 'postgres'), copy_in($shard4, 'postgres'), copy_in($shard4, 'moved')),
+	join(' | ', ($expect) x 3), 'the new databases hold the same copy as the others');
+is($coord->safe_psql('postgres', 'SELECT shard_for(16000) || shard_for(25000)'), 'shard4shard3',
+	'the moved tenants are routed to them');
+(my $join16 = $join) =~ s/15000/16000/;
+like($coord->safe_psql('postgres', "EXPLAIN (COSTS OFF) $join16"), qr/Shard: shard4/,
+	'a join for a tenant moved by the split runs on its new shard');
+is($coord->safe_psql('postgres', $join16), '38.00|dollar', 'and returns its row');
+(my $join25 = $join) =~ s/15000/25000/;
+is($coord->safe_psql('postgres', $join25), '0.180|yen', 'so does one for a tenant of the moved shard');
+$coord->safe_psql('postgres', q{UPDATE currencies SET rate = 1.2 WHERE code = 'GBP'});
+is(join(' ', map { $_->[0]->safe_psql($_->[1], q{SELECT rate FROM currencies WHERE code = 'GBP'}) }
+		([ $shard1, 'postgres' ], [ $shard2, 'postgres' ], [ $shard4, 'postgres' ], [ $shard4, 'moved' ])),
+	'1.2 1.2 1.2 1.2', 'a write after the operations reaches the new databases');
 
 done_testing();

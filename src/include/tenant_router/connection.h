@@ -48,12 +48,20 @@ extern int	ShardConnBackendPid(ShardConn *sc);
 extern void RemoteXactInit(void);
 extern bool ShardConnCanAutocommit(void);
 extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
+extern bool ShardConnFirstStatement(ShardConn *sc);
+extern void ShardConnRollbackRemote(ShardConn *sc);
 extern int	RemoteXactRecover(void);
 
 /* remote_command.c */
 extern PGresult *ShardConnExec(ShardConn *sc, const char *sql, int nparams,
 							   const Oid *types, const char *const *values);
 extern PGresult *ShardConnExecSecret(ShardConn *sc, const char *sql);
+extern PGresult *ShardConnExecHoldMoved(ShardConn *sc, const char *sql, int nparams,
+										const Oid *types, const char *const *values,
+										bool inserting);
+extern bool ShardResultMoved(const PGresult *res, bool inserting);
+extern void ShardConnRaise(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
+extern void ShardConnReportMoved(ShardConn *sc, PGresult *res, const char *why) pg_attribute_noreturn();
 extern void ShardConnQueue(ShardConn *sc, const char *sql);
 extern void ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams,
 								 const Oid *types, const char *const *values);
@@ -65,6 +73,10 @@ extern pgsocket ShardConnSocket(ShardConn *sc);
 extern void ShardConnExecParams(int n, ShardConn **scs, const char *const *sqls,
 								const int *nparams, const Oid *const *types,
 								const char *const *const *values, PGresult **results);
+extern void ShardConnExecParamsHoldMoved(int n, ShardConn **scs, const char *const *sqls,
+										 const int *nparams, const Oid *const *types,
+										 const char *const *const *values,
+										 PGresult **results);
 extern void ShardConnExecAll(int n, ShardConn **scs, const char *const *sqls,
 							 PGresult **results);
 extern void ShardConnClaimSet(ShardConn *sc, ShardConnClaim *claim);
@@ -78,7 +90,9 @@ extern uint64 ShardCopyEnd(ShardConn *sc, const char *sql);
 extern ShardStream *ShardStreamOpen(ShardConn *sc, const char *sql, int nparams,
 									const Oid *types, const char *const *values,
 									bool prepare);
+extern void ShardStreamHoldMoved(ShardStream *stream, bool inserting);
 extern PGresult *ShardStreamNext(ShardStream *stream);
+extern PGresult *ShardStreamTakeMoved(ShardStream *stream);
 extern uint64 ShardStreamRowsAffected(ShardStream *stream);
 extern void ShardStreamClose(ShardStream *stream);
 

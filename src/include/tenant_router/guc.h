@@ -45,6 +45,7 @@ extern int	TenantRouterShardLockTimeout;
 extern bool TenantRouterSingleCoordinator;
 extern int	TenantRouterStatsMaxShards;
 extern int	TenantRouterStatsMaxTenants;
+extern int	TenantRouterSwitchWaitTimeout;
 extern char *TenantRouterTopologyChannel;
 extern bool TenantRouterTrackStats;
 

@@ -73,12 +73,13 @@ struct Operation
 	bool		target_changed; /* target tables created, or their constraint set */
 	bool		target_filled;	/* the target may hold copied rows */
 	bool		published;		/* publication and the source's marker table */
+	bool		fenced;			/* the fence on the source (shard_ddl.c) */
 	List	   *identity_restore;	/* statements restoring REPLICA IDENTITY */
 	List	   *identity_full;	/* and making it FULL meanwhile */
 	bool		slot_created;
 	bool		subscribed;		/* subscription and the target's marker table */
 	bool		switching;		/* the switch transaction is open */
-	bool		switched;		/* it committed: the source gave the rows away */
+	bool		narrowed;		/* the source's constraint may be narrowed */
 	bool		flipped;		/* the catalog change committed */
 	bool		undoing;
 
@@ -86,13 +87,21 @@ struct Operation
 	const char *error;			/* why it rolled back */
 	int64		rows_copied;
 	int			copied_tables;	/* tables whose copy is counted */
+	int			next_table;		/* of a step done one table at a time */
+	int			markers_sent;	/* the token of the last marker */
+	int			switch_waited;	/* ms the switch's attempts waited for writers */
 	MemoryContext cxt;
 };
 
-/* a phase, or a step of one: true when done, false to be called again */
+/*
+ * A phase, or a step of one (named after the first: "phase/step" for
+ * tenant_router.operation_pause_before): true when done, false to be
+ * called again.
+ */
 typedef struct OperationStep
 {
 	const char *phase;
+	const char *step;			/* NULL: the phase's first step */
 	bool		(*run) (Operation *op);
 } OperationStep;
 
@@ -101,6 +110,7 @@ extern const OperationStep OperationSteps[];
 extern const int OperationStepCount;
 extern void OperationConnect(Operation *op);
 extern void OperationUndo(Operation *op);
+extern void OperationFinish(Operation *op);
 extern ShardRow *OperationKeepShard(Operation *op, const ShardRow *row);
 extern char *OperationMovingSql(Operation *op, const char *tenant_column);
 extern void OperationQueueCompleted(Operation *op, const char *event, int64 version);

@@ -13,6 +13,7 @@
 #include "tenant_router/connection.h"
 
 extern void ReferenceTablesSyncShard(ShardConn *sc, const char *shard_id, const char *dsn);
+extern void ReferenceTablesRefresh(ShardConn *target, ShardConn *source);
 extern void ReferenceTableCheckDdl(Node *parsetree);
 
 #endif

@@ -23,6 +23,15 @@ extern void ShardSetOwnership(ShardConn *sc, LogicalTableRow *table,
 							  const ShardRow *owner, bool validate);
 extern void ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table,
 								const ShardRow *owner);
+extern void ShardFenceCreate(ShardConn *sc, const char *name, int64 lock_key);
+extern void ShardFenceTable(ShardConn *sc, const char *name, LogicalTableRow *table,
+							const ShardRow *moving);
+extern bool ShardFenceClose(ShardConn *sc, const char *name, int64 lock_key, int timeout_ms);
+extern void ShardFenceUntable(ShardConn *sc, const char *name, LogicalTableRow *table,
+							  bool rows, bool truncate);
+extern void ShardRestoreOwnership(ShardConn *sc, LogicalTableRow *table,
+								  const ShardRow *owner);
+extern void ShardFenceDrop(ShardConn *sc, const char *name);
 extern int64 ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table,
 								 const ShardRow *owner);
 extern void ShardValidateOwnership(ShardConn *sc, LogicalTableRow *table);
