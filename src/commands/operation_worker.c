@@ -161,6 +161,7 @@ OperationLaunch(const OperationArgs *args, const char *function)
 	OperationShared *shared;
 	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
+	BgwHandleStatus status;
 	pid_t		pid;
 	const char *dsn = args->dsn ? args->dsn : "";
 
@@ -208,11 +209,18 @@ OperationLaunch(const OperationArgs *args, const char *function)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("could not start a background worker for %s()", function),
 				 errhint("Every online operation runs in a background worker of its own: raise max_worker_processes.")));
-	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+	/*
+	 * A worker that answers at once (a refusal) may be gone before its start
+	 * is seen: stopped is as good as started and ended, its answer says how.
+	 */
+	status = WaitForBackgroundWorkerStartup(handle, &pid);
+	if (status == BGWH_STARTED)
+		wait_for_worker(handle, pid);
+	else if (status != BGWH_STOPPED)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("the background worker for %s() did not start", function)));
-	wait_for_worker(handle, pid);
+	pg_memory_barrier();
 
 	if (!shared->answered)
 		ereport(ERROR,
