@@ -128,6 +128,7 @@ echo
 echo "streaming all $(( 4 * ROWS )) rows through the router:"
 stream_peak() {	# sql
 	local pidf=$dir/stream.pid peak=0 pid kb
+	rm -f "$pidf"	# the previous call's pid is not this backend's
 	psql -X -q -At $coord -c "SELECT pg_backend_pid()" -c "$1" >"$pidf" 2>/dev/null &
 	local bg=$!
 	while [ ! -s "$pidf" ]; do sleep 0.01; done
