@@ -102,6 +102,7 @@ extern void ShardConnForEach(void (*fn) (ShardConn *sc, void *arg), void *arg);
 
 /* remote_xact.c */
 extern void RemoteXactCheck(ShardConn *sc);
+extern bool RemoteXactCommitting;
 extern ShardConn **RemoteConnArray(List *list);
 
 /* two_phase.c */

@@ -47,6 +47,7 @@
 
 #include "connection_internal.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/outbox.h"
 #include "tenant_router/remote_deadlock.h"
 
 #define SESSION_NAME_PREFIX "tenant_router "
@@ -137,7 +138,7 @@ RemoteSessionSuffix(const char *dsn)
 char *
 RemoteSessionName(const char *suffix)
 {
-	return psprintf(SESSION_NAME_PREFIX UINT64_FORMAT " %d%s%s", GetSystemIdentifier(),
+	return psprintf(SESSION_NAME_PREFIX UINT64_FORMAT " %d%s%s", OriginId(),
 					MyProcPid, suffix[0] ? " " : "", suffix);
 }
 
@@ -156,7 +157,7 @@ RemoteXactNameSql(const char *suffix)
 	if (suffix == NULL)
 		suffix = "";
 	name = psprintf(SESSION_NAME_PREFIX UINT64_FORMAT " %d:%x:%" INT64_MODIFIER "x%s%s",
-					GetSystemIdentifier(), MyProcPid, MyProc->lxid,
+					OriginId(), MyProcPid, MyProc->lxid,
 					GetCurrentTransactionStartTimestamp() / 1000,
 					suffix[0] ? " " : "", suffix);
 	return psprintf("SET LOCAL application_name = %s", quote_literal_cstr(name));
@@ -178,7 +179,7 @@ RemoteParseSessionName(const char *name, RemoteXactId *id)
 		return REMOTE_SESSION_OTHER;
 	p = name + strlen(SESSION_NAME_PREFIX);
 	errno = 0;
-	id->sysid = strtou64(p, &end, 10);
+	id->node = strtou64(p, &end, 10);
 	if (end == p || *end != ' ' || errno != 0)
 		return REMOTE_SESSION_OTHER;
 	p = end + 1;
@@ -214,7 +215,7 @@ RemoteLocalXactId(int pid, TimestampTz xact_start)
 	RemoteXactId id;
 	PGPROC	   *proc = BackendPidGetProc(pid);
 
-	id.sysid = GetSystemIdentifier();
+	id.node = OriginId();
 	id.pid = pid;
 	id.lxid = proc != NULL ? proc->lxid : InvalidLocalTransactionId;
 	id.start_ms = xact_start / 1000;
@@ -224,7 +225,7 @@ RemoteLocalXactId(int pid, TimestampTz xact_start)
 bool
 RemoteXactIdEqual(const RemoteXactId *a, const RemoteXactId *b)
 {
-	return a->sysid == b->sysid && a->pid == b->pid && a->lxid == b->lxid &&
+	return a->node == b->node && a->pid == b->pid && a->lxid == b->lxid &&
 		a->start_ms == b->start_ms;
 }
 
@@ -389,6 +390,8 @@ RemoteDeadlockCheck(void)
 	VictimSlot *slot;
 	char		detail[DETAIL_MAXLEN];
 
+	if (RemoteXactCommitting)
+		return;					/* acted on never during COMMIT: see remote_xact.c */
 	if (victim_slots == NULL || MyBackendId == InvalidBackendId || MyBackendId > MaxBackends ||
 		MyProc == NULL || MyProc->lxid == InvalidLocalTransactionId)
 		return;

@@ -288,7 +288,15 @@ reset_xact_state(void)
 	xact_writers = NIL;
 	TwoPhaseReset();
 	RemoteClearDeadline();
+	RemoteXactCommitting = false;
 }
+
+/*
+ * While the shards commit, a deadlock victim's mark is not acted on: a
+ * one-phase COMMIT cut short may have committed, and the client, told
+ * 40P01, would apply it again (RemoteDeadlockCheck).
+ */
+bool		RemoteXactCommitting = false;
 
 static void
 pre_commit(void)
@@ -386,6 +394,7 @@ xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 		case XACT_EVENT_PARALLEL_PRE_COMMIT:
+			RemoteXactCommitting = true;
 			pre_commit();
 			break;
 		case XACT_EVENT_COMMIT:

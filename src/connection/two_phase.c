@@ -38,7 +38,6 @@
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -147,10 +146,8 @@ commit_record_relid(void)
 static char *
 gid_prefix(void)
 {
-	char	   *node = OriginName();
-
 	return psprintf("tr_" UINT64_FORMAT "_%u_%016" INT64_MODIFIER "x_", GetSystemIdentifier(),
-					MyDatabaseId, hash_bytes_extended((unsigned char *) node, strlen(node), 0));
+					MyDatabaseId, OriginId());
 }
 
 /*

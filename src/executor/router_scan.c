@@ -175,8 +175,14 @@ send_statement(RouterScanState *state, ShardConn *sc, bool tenant_null)
 	state->stream = ShardStreamOpen(sc, state->sql, state->params.n, state->params.types,
 									state->params.values,
 									(state->flags & ROUTER_PREPARE) != 0);
+	/*
+	 * An INSERT refused by the range constraint is one whose tenant moved,
+	 * unless its ON CONFLICT DO UPDATE gives the row another tenant: that
+	 * refusal may be the row's own, which no retry mends.
+	 */
 	if ((state->flags & ROUTER_WRITE) && !tenant_null)
-		ShardStreamHoldMoved(state->stream, (state->flags & ROUTER_INSERT) != 0);
+		ShardStreamHoldMoved(state->stream, (state->flags & ROUTER_INSERT) != 0 &&
+							 (state->flags & ROUTER_SETS_TENANT) == 0);
 }
 
 /*

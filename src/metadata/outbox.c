@@ -22,6 +22,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "miscadmin.h"
@@ -115,6 +116,22 @@ OriginName(void)
 	if (TenantRouterNodeName != NULL && TenantRouterNodeName[0] != '\0')
 		return pstrdup(TenantRouterNodeName);
 	return psprintf(UINT64_FORMAT, GetSystemIdentifier());
+}
+
+/*
+ * OriginId returns a number for OriginName: what tells this coordinator
+ * apart from another of the same topology in the names it leaves on the
+ * shards (two-phase gids, shard sessions), a clone with its own node_name
+ * included.
+ */
+uint64
+OriginId(void)
+{
+	char	   *name = OriginName();
+	uint64		id = hash_bytes_extended((const unsigned char *) name, strlen(name), 0);
+
+	pfree(name);
+	return id;
 }
 
 /* queue inserts one event; payload_sql builds the payload from $3.. */

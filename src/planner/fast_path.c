@@ -842,6 +842,10 @@ try_fast_path(Query *parse, int cursorOptions, const char **reason)
 		copy->returningList = (List *) ShipExpr((Node *) copy->returningList, &ctx);
 		copy->onConflict = (OnConflictExpr *) ShipExpr((Node *) copy->onConflict, &ctx);
 		flags |= ROUTER_INSERT;
+		if (parse->onConflict != NULL && parse->onConflict->action == ONCONFLICT_UPDATE)
+			foreach(lc, parse->onConflict->onConflictSet)
+				if (((TargetEntry *) lfirst(lc))->resno == a.target->tenant_attno)
+					flags |= ROUTER_SETS_TENANT;
 	}
 	else
 	{

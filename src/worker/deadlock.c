@@ -21,7 +21,7 @@
  * A cycle whose edges all have one place is that server's own deadlock, and
  * its own detector breaks it; the others are found here, in two rounds,
  * each looking at the transactions that wait for a shard, youngest first
- * (latest start, then system identifier, pid, local xid), and taking as a
+ * (latest start, then node, pid, local xid), and taking as a
  * victim each that is on a cycle of at least two places in the graph
  * without the victims taken before:
  *   1. with the shards' edges only: every coordinator reading the same
@@ -60,6 +60,7 @@
 #include "tenant_router/connection.h"
 #include "tenant_router/deadlock.h"
 #include "tenant_router/guc.h"
+#include "tenant_router/outbox.h"
 #include "tenant_router/remote_deadlock.h"
 #include "tenant_router/worker.h"
 
@@ -302,7 +303,7 @@ add_local_waits(WaitGraph *graph)
 
 /*
  * younger_first orders transactions by age, youngest first: latest start,
- * then the largest system identifier, pid and local xid (any order that
+ * then the largest node, pid and local xid (any order that
  * every coordinator computes alike).
  */
 static int
@@ -313,8 +314,8 @@ younger_first(const ListCell *a, const ListCell *b)
 
 	if (x->start_ms != y->start_ms)
 		return x->start_ms > y->start_ms ? -1 : 1;
-	if (x->sysid != y->sysid)
-		return x->sysid > y->sysid ? -1 : 1;
+	if (x->node != y->node)
+		return x->node > y->node ? -1 : 1;
 	if (x->pid != y->pid)
 		return x->pid > y->pid ? -1 : 1;
 	if (x->lxid != y->lxid)
@@ -325,7 +326,7 @@ younger_first(const ListCell *a, const ListCell *b)
 static bool
 is_mine(const WaitNode *node)
 {
-	return node->key.is_xact && node->key.xact.sysid == GetSystemIdentifier();
+	return node->key.is_xact && node->key.xact.node == OriginId();
 }
 
 /* describe_node names a node in a victim's message */
@@ -336,7 +337,7 @@ describe_node(WaitGraph *graph, const WaitNode *node)
 		return psprintf("process %d", node->key.xact.pid);
 	if (node->key.is_xact)
 		return psprintf("process %d of coordinator " UINT64_FORMAT,
-						node->key.xact.pid, node->key.xact.sysid);
+						node->key.xact.pid, node->key.xact.node);
 	if (node->key.pid == 0)
 		return psprintf("a prepared transaction on shard \"%s\"",
 						((ShardGroup *) list_nth(graph->groups, node->key.group))->label);
@@ -675,7 +676,7 @@ fail_victims(List *victims)
 		RemoteXactId *id;
 		MemoryContext old;
 
-		if (victim->id.sysid != GetSystemIdentifier())
+		if (victim->id.node != OriginId())
 			continue;
 		if (!seen_last_time(&victim->id))
 			ereport(DEBUG1,

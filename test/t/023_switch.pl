@@ -317,6 +317,12 @@ is($a->safe_psql('postgres', 'SELECT shard_for(3004) || (SELECT count(*) FROM it
 is($shard2->safe_psql('quarter', 'SELECT count(*) FROM items WHERE tenant_id = 3004 AND v = 8'), '1',
 	'to the new shard');
 
+# An INSERT whose ON CONFLICT DO UPDATE gives the row another tenant breaks
+# the range constraint by itself: after switch_wait_timeout the shard's own
+# 23514, not a 40001 that clients would retry for ever.
+is(sql_state($a, "SET tenant_router.switch_wait_timeout = '300ms'; INSERT INTO counters VALUES (5, 0) ON CONFLICT (tenant_id) DO UPDATE SET tenant_id = 15000"),
+	'23514', 'an INSERT that breaks the range constraint by itself gets the shard\'s 23514');
+
 # TRUNCATE waits for no operation
 is(sql_state($a, 'TRUNCATE items'), '', 'TRUNCATE works once no operation runs');
 

@@ -19,6 +19,7 @@ extern void OutboxRemoveShard(const char *shard_id, int64 version);
 extern void OutboxUpdateRange(const char *shard_id, int64 range_start,
 							  int64 range_end, int64 version);
 extern char *OriginName(void);
+extern uint64 OriginId(void);
 extern void OutboxQueue(const char *op, const char *payload, int64 version);
 
 #endif

@@ -17,12 +17,12 @@
 
 /*
  * A coordinator transaction, as its shard sessions name it: the
- * coordinator's system identifier, the backend's pid, its local
+ * coordinator's node (OriginId: a hash of its node_name), the backend's pid, its local
  * transaction id and the transaction's start (milliseconds since 2000).
  */
 typedef struct RemoteXactId
 {
-	uint64		sysid;
+	uint64		node;
 	int			pid;
 	LocalTransactionId lxid;
 	int64		start_ms;

@@ -28,6 +28,9 @@ enum RouterScanPrivate
 #define ROUTER_PREPARE		0x08	/* worth preparing on the shard */
 #define ROUTER_TENANT_PARAMS 0x10	/* the tenant is computed from the
 									 * statement's parameters */
+#define ROUTER_SETS_TENANT	0x20	/* its ON CONFLICT DO UPDATE assigns the
+									 * tenant column: a refusal by the range
+									 * constraint may be the row's own */
 
 extern CustomScanMethods RouterScanMethods;
 extern void RegisterRouterScan(void);
