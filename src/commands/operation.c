@@ -914,7 +914,8 @@ undo_try(Operation *op, void (*part) (Operation *op), const char *what)
 		FlushErrorState();
 		ereport(WARNING,
 				(errmsg("could not %s for operation %s: %s", what, op->name, edata->message),
-				 errhint("tenant_router.operation_recover() tries again.")));
+				 errhint("The operation stays unfinished; tenant_router.operation_recover(), which the worker runs every 10 s, tries again.")));
+		op->undo_failed = true;
 	}
 	PG_END_TRY();
 }
@@ -941,6 +942,13 @@ undo_publication(Operation *op)
 	foreach(lc, op->identity_restore)
 		ShardRemoteDdl(op->source_conn, lfirst(lc));
 	op->published = false;
+}
+
+/* open_fence lets the moving tenants' writes go on on the source at once */
+static void
+open_fence(Operation *op)
+{
+	ShardFenceOpen(op->source_conn, op->name);
 }
 
 /* undo_fence drops the fence: the moving tenants' writes go on on the source */
@@ -1028,15 +1036,20 @@ undo_target(Operation *op)
 
 /*
  * OperationUndo removes what the phases made, in the reverse order, each
- * part on its own: one that fails is logged and the others still run.
+ * part on its own: one that fails is logged (op->undo_failed: the
+ * operation stays unfinished for the recovery) and the others still run.
  */
 void
 OperationUndo(Operation *op)
 {
 	op->undoing = true;
+	op->undo_failed = false;
 	/* first: the switch's locks would block the rest */
 	if (op->switching)
 		undo_try(op, undo_switch, "roll back the switch");
+	/* then the moving tenants' writes go on, whatever else fails */
+	if (op->fenced)
+		undo_try(op, open_fence, "open the fence");
 	if (op->subscribed)
 		undo_try(op, drop_subscription, "drop the subscription");
 	if (op->slot_created)

@@ -468,7 +468,9 @@ rollback_step(Operation *op)
 {
 	OperationUndo(op);
 	SPI_connect();
-	record_end(op, op->error);
+	/* an undo left incomplete stays unfinished: the recovery finishes it */
+	if (!op->undo_failed)
+		record_end(op, op->error);
 	SPI_finish();
 	return true;
 }
@@ -756,13 +758,15 @@ recover_one(int64 op_id)
 			else
 			{
 				OperationUndo(op);
-				record_end(op, "interrupted: rolled back by the recovery of operations");
+				if (!op->undo_failed)
+					record_end(op, "interrupted: rolled back by the recovery of operations");
 			}
 			ereport(LOG,
 					(errmsg("tenant_router: recovered operation " INT64_FORMAT " (%s of shard \"%s\", %s)",
 							op_id, op->operation, op->source->shard_id,
-							strcmp(status, "completed") == 0 ? "cleaned up" : "rolled back")));
-			recovered = true;
+							strcmp(status, "completed") == 0 ? "cleaned up" :
+							op->undo_failed ? "rollback incomplete, tried again later" : "rolled back")));
+			recovered = !op->undo_failed;
 		}
 		ReleaseCurrentSubTransaction();
 	}

@@ -402,6 +402,21 @@ ShardFenceUntable(ShardConn *sc, const char *name, LogicalTableRow *table, bool 
 }
 
 /*
+ * ShardFenceOpen opens the fence again, if there: a row lock only, so it
+ * works while the triggers cannot be dropped (a session holds the table),
+ * and the moving tenants' writes go on on the shard at once.
+ */
+void
+ShardFenceOpen(ShardConn *sc, const char *name)
+{
+	char	   *table = fence_table(name);
+
+	ShardRemoteCommand(sc, psprintf("DO $fence$BEGIN IF pg_catalog.to_regclass(%s) IS NOT NULL THEN "
+									"UPDATE %s SET state = 'open'; END IF; END$fence$",
+									quote_literal_cstr(table), table));
+}
+
+/*
  * ShardFenceDrop drops what is left of the fence: its function (with any
  * trigger ShardFenceUntable did not reach) and its table.
  */

@@ -304,6 +304,31 @@ is($a->safe_psql('postgres', "SELECT shard_for(3004) || count(*) FROM tenant_rou
 is($a->safe_psql('postgres', 'INSERT INTO items (tenant_id, v) VALUES (3004, 8) RETURNING v'), '8',
 	'the moving tenants are written on the old shard again');
 
+# A switch held back, whose undo cannot drop the fence's triggers either (a
+# session on the shard holds the table): the fence is opened at once, the
+# operation stays unfinished, and the recovery finishes the undo once the
+# session is gone.
+($split, $writer) = split_held_back('2s');
+ok($a->poll_query_until('postgres', q{SELECT phase = 'switch' FROM tenant_router.operations WHERE finished_at IS NULL}),
+	'a second split reaches its switch');
+$writer->query_safe('BEGIN');
+$writer->query_safe('LOCK TABLE public.items IN ROW EXCLUSIVE MODE');
+$split->{run}->pump until $split->{stdout} =~ /split done/ || $split->{timeout}->is_expired;
+like($split->{stderr}, qr/55P03/, 'the split fails');
+$split->quit;
+isnt($shard1->safe_psql('postgres', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%fence%'}), '0',
+	'the undo could not drop the fence\'s triggers');
+is($a->safe_psql('postgres', 'INSERT INTO items (tenant_id, v) VALUES (3004, 9) RETURNING v'), '9',
+	'the moving tenants are written on the old shard meanwhile');
+is($a->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.operations WHERE finished_at IS NULL'), '1',
+	'the operation stays unfinished');
+$writer->quit;
+ok($a->poll_query_until('postgres', q{SELECT tenant_router.operation_recover() >= 0 AND
+	NOT EXISTS (SELECT FROM tenant_router.operations WHERE finished_at IS NULL)}),
+	'once the session is gone, the recovery finishes the undo');
+is($shard1->safe_psql('postgres', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%fence%'}), '0',
+	'and the fence is gone from the shard');
+
 ($split, $writer) = split_held_back('10s');
 ok($a->poll_query_until('postgres', q{SELECT phase = 'switch' FROM tenant_router.operations WHERE finished_at IS NULL}),
 	'the switch waits for a write in flight');

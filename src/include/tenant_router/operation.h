@@ -82,6 +82,7 @@ struct Operation
 	bool		narrowed;		/* the source's constraint may be narrowed */
 	bool		flipped;		/* the catalog change committed */
 	bool		undoing;
+	bool		undo_failed;	/* a part of the undo failed: not finished */
 
 	const char *phase;
 	const char *error;			/* why it rolled back */

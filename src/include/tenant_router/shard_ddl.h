@@ -31,6 +31,7 @@ extern void ShardFenceUntable(ShardConn *sc, const char *name, LogicalTableRow *
 							  bool rows, bool truncate);
 extern void ShardRestoreOwnership(ShardConn *sc, LogicalTableRow *table,
 								  const ShardRow *owner);
+extern void ShardFenceOpen(ShardConn *sc, const char *name);
 extern void ShardFenceDrop(ShardConn *sc, const char *name);
 extern int64 ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table,
 								 const ShardRow *owner);
