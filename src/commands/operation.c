@@ -77,6 +77,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
@@ -93,6 +94,8 @@
 #define POLL_MS 50
 /* and during the switch, while writes of the moving tenants wait */
 #define SWITCH_POLL_MS 2
+/* how long the switch waits for its marker on the target, holding the writes back */
+#define SWITCH_MARKER_MS 200
 /* longest wait of one attempt of the switch for the writes in flight */
 #define SWITCH_LOCK_MS 100
 /* the advisory lock of an operation's fence on the source: this plus its id */
@@ -323,16 +326,18 @@ check_subscription(Operation *op)
 /*
  * wait_for_subscription waits until condition (a boolean query on the
  * target) is true, looking every poll_ms, failing if the subscription
- * reports errors.
+ * reports errors; false once deadline (0: none) has passed.
  */
-static void
-wait_for_subscription(Operation *op, const char *condition, int poll_ms)
+static bool
+wait_for_subscription(Operation *op, const char *condition, int poll_ms, TimestampTz deadline)
 {
 	for (;;)
 	{
 		if (remote_true(op->target_conn, condition))
-			return;
+			return true;
 		check_subscription(op);
+		if (deadline != 0 && GetCurrentTimestamp() >= deadline)
+			return false;
 		poll_wait(op, poll_ms);
 	}
 }
@@ -341,15 +346,22 @@ wait_for_subscription(Operation *op, const char *condition, int poll_ms)
  * send_marker commits a marker row on the source and waits for it on the
  * target, looking every poll_ms: every change committed on the source
  * before it is there too.  Each marker has a token of its own.
+ * send_marker_until gives up at deadline, returning false.
  */
-static void
-send_marker(Operation *op, int poll_ms)
+static bool
+send_marker_until(Operation *op, int poll_ms, TimestampTz deadline)
 {
 	int			token = ++op->markers_sent;
 
 	ShardRemoteCommand(op->source_conn, psprintf("INSERT INTO %s VALUES (%d)", op->marker, token));
-	wait_for_subscription(op, psprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE token = %d)",
-									   op->marker, token), poll_ms);
+	return wait_for_subscription(op, psprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE token = %d)",
+											  op->marker, token), poll_ms, deadline);
+}
+
+static void
+send_marker(Operation *op, int poll_ms)
+{
+	(void) send_marker_until(op, poll_ms, 0);
 }
 
 /*
@@ -746,7 +758,29 @@ op_switch(Operation *op)
 		send_marker(op, SWITCH_POLL_MS);
 		return false;
 	}
-	send_marker(op, SWITCH_POLL_MS);
+
+	/*
+	 * The moving tenants' writers wait while the fence is held: the marker
+	 * gets SWITCH_MARKER_MS, then the attempt rolls back, catches up and
+	 * tries again (a target whose apply worker is held up by a lock).
+	 */
+	if (!send_marker_until(op, SWITCH_POLL_MS,
+						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SWITCH_MARKER_MS)))
+	{
+		ShardRemoteCommand(op->switch_conn, "ROLLBACK");
+		op->switching = false;
+		op->switch_waited += timeout + SWITCH_MARKER_MS;
+		if (TenantRouterShardLockTimeout > 0 && op->switch_waited >= TenantRouterShardLockTimeout)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("the switch of the %s of shard \"%s\" could not hold back the writes of the moving tenants",
+							op->operation, op->source->shard_id),
+					 errdetail("The target did not catch up with the source within %d ms while the writes were held back, again and again for tenant_router.shard_lock_timeout (%d ms).",
+							   SWITCH_MARKER_MS, TenantRouterShardLockTimeout),
+					 errhint("Check what holds up the subscription on the target (pg_stat_subscription, pg_locks there), then retry.")));
+		send_marker(op, SWITCH_POLL_MS);
+		return false;
+	}
 	res = ShardConnExec(op->switch_conn, "COMMIT", 0, NULL, NULL);
 	committed = strcmp(PQcmdStatus(res), "COMMIT") == 0;
 	PQclear(res);
