@@ -59,6 +59,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -70,6 +71,7 @@
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
 #include "tenant_router/fdw.h"
+#include "tenant_router/guc.h"
 #include "tenant_router/reference_catalog.h"
 #include "tenant_router/reference_table.h"
 #include "tenant_router/remote_io.h"
@@ -333,6 +335,14 @@ ReferenceTablesRefresh(ShardConn *target, ShardConn *source)
 {
 	ListCell   *lc;
 
+	/*
+	 * The moving tenants' writes wait for the flip: the locks are waited for
+	 * as long as the shards' DDL is (a session idle in a transaction that
+	 * wrote a reference row would hold the flip back without end).
+	 */
+	if (TenantRouterShardLockTimeout > 0)
+		(void) set_config_option("lock_timeout", psprintf("%d", TenantRouterShardLockTimeout),
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 	foreach(lc, CatalogReferenceTables())
 	{
 		ReferenceTableRow *row = lfirst(lc);
