@@ -606,8 +606,9 @@ extension_ready(void)
 /*
  * someone_waits tells whether a backend of this coordinator waits for
  * something outside it (wait event Extension, tenant_router's waits for a
- * shard; the idle waits of the detector, the topology worker and the health
- * worker aside):
+ * shard; the waits of the detector, the topology worker, the health worker
+ * and online operations' workers aside: none runs a coordinator
+ * transaction that a shard session could wait for in a cycle):
  * without one, no transaction of this coordinator can be a victim.
  */
 static bool
@@ -620,7 +621,7 @@ someone_waits(void)
 					"AND wait_event OPERATOR(pg_catalog.=) 'Extension' "
 					"AND backend_type OPERATOR(pg_catalog.<>) ALL "
 					"('{tenant_router topology worker,tenant_router health worker,"
-					DETECTOR_NAME "}'::pg_catalog.text[])",
+					"tenant_router operation," DETECTOR_NAME "}'::pg_catalog.text[])",
 					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "tenant_router: could not read pg_stat_activity");
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
