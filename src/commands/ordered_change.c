@@ -84,10 +84,17 @@ bool		TopologyShardWorkDone = false;
 
 /*
  * The entries this transaction appended, whose outcome ("applied") is
- * recorded once it has committed (in TopMemoryContext); the callback that
- * does so is registered once.
+ * recorded once it has committed (in TopMemoryContext), each with the
+ * subtransaction that holds its change; the callbacks that keep them are
+ * registered once.
  */
-static List *appended_ids = NIL;
+typedef struct Appended
+{
+	char	   *id;
+	SubTransactionId subid;
+} Appended;
+
+static List *appended = NIL;
 static bool callback_registered = false;
 
 /* how long a change waits for the worker to apply what was ordered before it */
@@ -283,17 +290,23 @@ keep_appended(int64 mark, const char *head, int64 version)
 static void
 record_applied(XactEvent event, void *arg)
 {
-	if (appended_ids == NIL)
+	ListCell   *lc;
+
+	if (appended == NIL)
 		return;
 	if (event == XACT_EVENT_COMMIT)
 	{
+		List	   *ids = NIL;
 		List	   *outcomes = NIL;
 		char	  **recorded;
 		char	   *why = NULL;
 
-		for (int i = 0; i < list_length(appended_ids); i++)
+		foreach(lc, appended)
+		{
+			ids = lappend(ids, ((Appended *) lfirst(lc))->id);
 			outcomes = lappend(outcomes, "applied");
-		if (!TopologyLogPutOutcomes(appended_ids, outcomes, &recorded, &why))
+		}
+		if (!TopologyLogPutOutcomes(ids, outcomes, &recorded, &why))
 			ereport(LOG,
 					(errmsg("tenant_router: could not record the outcome of the topology change just committed: %s",
 							why)));
@@ -301,8 +314,41 @@ record_applied(XactEvent event, void *arg)
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
-		list_free_deep(appended_ids);
-		appended_ids = NIL;
+		foreach(lc, appended)
+			pfree(((Appended *) lfirst(lc))->id);
+		list_free_deep(appended);
+		appended = NIL;
+	}
+}
+
+/*
+ * forget_rolled_back keeps the appended entries with their subtransaction:
+ * one that commits hands them to its parent, one that rolls back (a
+ * PL/pgSQL exception block around the call) takes its changes with it, so
+ * they were not applied here (this coordinator's worker decides them).
+ */
+static void
+forget_rolled_back(SubXactEvent event, SubTransactionId mySubid,
+				   SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	foreach(lc, appended)
+	{
+		Appended   *a = lfirst(lc);
+
+		if (a->subid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			a->subid = parentSubid;
+		else
+		{
+			appended = foreach_delete_current(appended, lc);
+			pfree(a->id);
+			pfree(a);
+		}
 	}
 }
 
@@ -316,10 +362,17 @@ remember_appended(List *ids)
 	if (!callback_registered)
 	{
 		RegisterXactCallback(record_applied, NULL);
+		RegisterSubXactCallback(forget_rolled_back, NULL);
 		callback_registered = true;
 	}
 	foreach(lc, ids)
-		appended_ids = lappend(appended_ids, pstrdup(lfirst(lc)));
+	{
+		Appended   *a = palloc(sizeof(Appended));
+
+		a->id = pstrdup(lfirst(lc));
+		a->subid = GetCurrentSubTransactionId();
+		appended = lappend(appended, a);
+	}
 	MemoryContextSwitchTo(old);
 }
 
