@@ -21,12 +21,19 @@
  * is rolled back (the shards' savepoints with it), the caller waits for
  * the worker to apply what came first, and tries again -- against a
  * topology that now holds the winner, so a change that lost a race gets
- * the error its own validation gives, here, and exists nowhere else.
+ * the error its own validation gives, here, and exists nowhere else.  An
+ * error that is the session's rather than the change's (a cancel, a
+ * statement or lock timeout, a shutdown) ends the call at once, never a
+ * retry.
  *
  * The caller's transaction may still fail after its change was appended
  * (its COMMIT, or a later statement of a multi-call statement): the entry
  * is in the order all the same, so the worker, finding it after the
- * catalog's position, applies it like any other.  A change in the order is
+ * catalog's position, applies it like any other.  Its outcome ("applied")
+ * is recorded on Redis only once the transaction has committed
+ * (record_applied): until then the other coordinators wait for it rather
+ * than make the catalog change of a change whose shard work may yet roll
+ * back; after an abort, this coordinator's worker decides it.  A change in the order is
  * in force, whatever becomes of the transaction that asked for it; that is
  * why a change cannot run inside a transaction block.
  *
@@ -74,6 +81,21 @@
 #include "tenant_router/topology_log.h"
 
 bool		TopologyShardWorkDone = false;
+
+/*
+ * The entries this transaction appended, whose outcome ("applied") is
+ * recorded once it has committed (in TopMemoryContext), each with the
+ * subtransaction that holds its change; the callbacks that keep them are
+ * registered once.
+ */
+typedef struct Appended
+{
+	char	   *id;
+	SubTransactionId subid;
+} Appended;
+
+static List *appended = NIL;
+static bool callback_registered = false;
 
 /* how long a change waits for the worker to apply what was ordered before it */
 #define ORDER_TIMEOUT_MS 30000
@@ -151,12 +173,17 @@ caught_up(LogPosition at, const char *epoch, const char *head)
 /*
  * wait_for_log waits until the worker has applied the log up to its last
  * entry (head, of epoch), asking the log again while it has no epoch yet
- * (an empty Redis, which the worker seeds).
+ * (an empty Redis, which the worker seeds).  A catalog further than head
+ * is caught up if the log has moved there meanwhile; if the log, of the
+ * same epoch, still ends before it, Redis lost its last entries: the
+ * worker starts a new log from this catalog (worker/order.c), which this
+ * waits for too, asking the log again each time.
  */
 static void
 wait_for_log(const char *function, char *epoch, char *head, TimestampTz deadline)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		end_lost = false;
 
 	for (;;)
 	{
@@ -170,14 +197,36 @@ wait_for_log(const char *function, char *epoch, char *head, TimestampTz deadline
 		at.epoch = at.epoch ? pstrdup(at.epoch) : NULL;
 		at.position = pstrdup(at.position);
 		SPI_finish();
-		if (caught_up(at, epoch, head))
-			break;
-		if (epoch[0] == '\0' && !TopologyLogHead(&epoch, &head, &why))
+		if ((epoch[0] == '\0' || end_lost) && !TopologyLogHead(&epoch, &head, &why))
 		{
 			ConditionVariableCancelSleep();
 			redis_unreachable(function, why);
 		}
+		if (caught_up(at, epoch, head) && StreamIdCompare(at.position, head) > 0 && !end_lost)
+		{
+			/* the catalog is further than the log was: is the log there now? */
+			if (!TopologyLogHead(&epoch, &head, &why))
+			{
+				ConditionVariableCancelSleep();
+				redis_unreachable(function, why);
+			}
+			end_lost = caught_up(at, epoch, head) && StreamIdCompare(at.position, head) > 0;
+		}
+		else if (end_lost)
+			end_lost = caught_up(at, epoch, head) && StreamIdCompare(at.position, head) > 0;
+		if (caught_up(at, epoch, head) && !end_lost)
+			break;
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (left <= 0 && end_lost)
+		{
+			ConditionVariableCancelSleep();
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the topology log on Redis ends before this coordinator's catalog"),
+					 errdetail("%s() can only order its change after the last entry this coordinator applied (%s), but the log on Redis ends at %s: Redis lost its last entries (a restart from an AOF written every second, or a failover to a replica that lagged), and after %d s the topology worker has not started a new log from this coordinator's topology.",
+							   function, at.position, head, ORDER_TIMEOUT_MS / 1000),
+					 errhint("Check that the topology worker runs and what the server log says about it; it starts a new log (WARNING \"Redis lost its last entries\") that the other coordinators adopt.")));
+		}
 		if (left <= 0)
 		{
 			ConditionVariableCancelSleep();
@@ -226,6 +275,105 @@ keep_appended(int64 mark, const char *head, int64 version)
 				 "ON CONFLICT (origin) DO UPDATE SET version = "
 				 "GREATEST(tenant_router.origin_progress.version, excluded.version)",
 				 2, ptypes, pvalues, SPI_OK_INSERT);
+}
+
+/*
+ * record_applied records, once the transaction that appended entries has
+ * committed, that they were applied (shard work included): the other
+ * coordinators, which wait for that outcome rather than decide the entries
+ * themselves, then make their catalog change only.  Before the commit the
+ * work could still roll back; after an abort nothing is recorded, and this
+ * coordinator's worker decides the entries like any other.  A failure to
+ * record (Redis gone) is not an error any more: the others then decide the
+ * entries themselves, after their wait.
+ */
+static void
+record_applied(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (appended == NIL)
+		return;
+	if (event == XACT_EVENT_COMMIT)
+	{
+		List	   *ids = NIL;
+		List	   *outcomes = NIL;
+		char	  **recorded;
+		char	   *why = NULL;
+
+		foreach(lc, appended)
+		{
+			ids = lappend(ids, ((Appended *) lfirst(lc))->id);
+			outcomes = lappend(outcomes, "applied");
+		}
+		if (!TopologyLogPutOutcomes(ids, outcomes, &recorded, &why))
+			ereport(LOG,
+					(errmsg("tenant_router: could not record the outcome of the topology change just committed: %s",
+							why)));
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		foreach(lc, appended)
+			pfree(((Appended *) lfirst(lc))->id);
+		list_free_deep(appended);
+		appended = NIL;
+	}
+}
+
+/*
+ * forget_rolled_back keeps the appended entries with their subtransaction:
+ * one that commits hands them to its parent, one that rolls back (a
+ * PL/pgSQL exception block around the call) takes its changes with it, so
+ * they were not applied here (this coordinator's worker decides them).
+ */
+static void
+forget_rolled_back(SubXactEvent event, SubTransactionId mySubid,
+				   SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	foreach(lc, appended)
+	{
+		Appended   *a = lfirst(lc);
+
+		if (a->subid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			a->subid = parentSubid;
+		else
+		{
+			appended = foreach_delete_current(appended, lc);
+			pfree(a->id);
+			pfree(a);
+		}
+	}
+}
+
+/* remember_appended notes entries appended, for record_applied */
+static void
+remember_appended(List *ids)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	ListCell   *lc;
+
+	if (!callback_registered)
+	{
+		RegisterXactCallback(record_applied, NULL);
+		RegisterSubXactCallback(forget_rolled_back, NULL);
+		callback_registered = true;
+	}
+	foreach(lc, ids)
+	{
+		Appended   *a = palloc(sizeof(Appended));
+
+		a->id = pstrdup(lfirst(lc));
+		a->subid = GetCurrentSubTransactionId();
+		appended = lappend(appended, a);
+	}
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -301,6 +449,7 @@ attempt(TopologyChangeFn change, void *arg, Attempt *a)
 		else if (result.outcome == TOPOLOGY_LOG_APPENDED)
 		{
 			keep_appended(mark, result.head, version);
+			remember_appended(result.ids);
 			a->done = true;
 		}
 		else
@@ -326,6 +475,24 @@ attempt(TopologyChangeFn change, void *arg, Attempt *a)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+}
+
+/*
+ * interruption tells whether an error that interrupted a change is not the
+ * change's own but the session's: a cancel or statement_timeout, a
+ * lock_timeout, the server shutting down, resources exhausted.  It ends
+ * the call, never a retry.
+ */
+static bool
+interruption(ErrorData *error)
+{
+	int			category = ERRCODE_TO_CATEGORY(error->sqlerrcode);
+
+	return error->elevel > ERROR ||
+		category == ERRCODE_OPERATOR_INTERVENTION ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
+		error->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
 /*
@@ -381,6 +548,8 @@ OrderedChange(const char *function, TopologyChangeFn change, void *arg, bool ret
 			return;
 		if (a.unreachable)
 			redis_unreachable(function, a.why);
+		if (a.error != NULL && interruption(a.error))
+			ReThrowError(a.error);
 		if (a.error != NULL)
 		{
 			/* an error against the latest topology is the change's own */

@@ -19,9 +19,9 @@
  * control plane XADDs to the stream is in the order already.
  *
  * The outcomes ("<channel>:outcome") record how each entry came out where
- * it was first applied (the change script records "applied" for the
- * changes it appends), so that every coordinator after it applies it the
- * same way (worker/events.c).
+ * it was first applied (a coordinator records "applied" for the changes it
+ * appended once its caller's transaction committed), so that every
+ * coordinator after it applies it the same way (worker/events.c).
  *
  * The snapshot holds the epoch of the log (a random id drawn by the
  * coordinator that seeded an empty Redis), the position of the last entry
@@ -85,8 +85,11 @@
  * The change script: KEYS stream, channel, snapshot, outcomes; ARGV epoch,
  * position (the last entry the caller's catalog holds), node, events...
  * Appends the events (kind "change") and publishes each, if the log is
- * still at that epoch and position; their outcome is "applied": the caller
- * applied them, shard work included.
+ * still at that epoch and position.  Their outcome ("applied") is recorded
+ * once the caller's transaction has committed (TopologyLogPutOutcomes from
+ * its commit callback, commands/ordered_change.c), not here: until then
+ * the others wait for it rather than follow a change whose shard work may
+ * yet roll back.
  */
 #define CHANGE_SCRIPT LUA_HELPERS \
 	"local epoch = redis.call('HGET', KEYS[3], 'epoch') " \
@@ -96,7 +99,6 @@
 	"local r = {'ok', epoch, last} " \
 	"for i = 4, #ARGV do " \
 	"  local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i], 'kind', 'change', 'node', ARGV[3]) " \
-	"  redis.call('HSET', KEYS[4], id, 'applied') " \
 	"  redis.call('PUBLISH', KEYS[2], ARGV[i]) " \
 	"  r[#r + 1] = id " \
 	"end " \
@@ -170,6 +172,34 @@
 	"return pos"
 
 /*
+ * The reseed script: KEYS stream, snapshot, outcomes; ARGV epoch (the one
+ * the caller's catalog follows), position (its catalog's), new epoch,
+ * topology, node, digest.  For a log whose end was lost (a Redis restarted
+ * from an AOF written every second, a failover to a replica that lagged):
+ * the caller's catalog holds entries that the stream no longer has, so
+ * that nothing appended after them could ever be ordered against it.  If
+ * the log is still of that epoch and still ends before that position, the
+ * snapshot becomes the caller's topology under the new epoch, at the
+ * stream's last entry (every coordinator adopts it: a new log), and the
+ * outcomes of the lost entries go (their ids may come again); returns
+ * {'seeded', position}.  A snapshot further than the caller's catalog
+ * comes first ({'snapshot'}: adopt it, then look again); {'no'} if the
+ * log is another one or does not end before the position any more.
+ */
+#define RESEED_SCRIPT LUA_HELPERS \
+	"local cur = redis.call('HMGET', KEYS[2], 'epoch', 'position') " \
+	"if cur[1] ~= ARGV[1] then return {'no'} end " \
+	"local last = last_id(KEYS[1]) " \
+	"if cmp(last, ARGV[2]) >= 0 then return {'no'} end " \
+	"if cur[2] and cmp(cur[2], ARGV[2]) > 0 then return {'snapshot'} end " \
+	"local t = redis.call('TIME') " \
+	"redis.call('HSET', KEYS[2], 'epoch', ARGV[3], 'position', last, 'topology', ARGV[4], " \
+	"           'node', ARGV[5], 'digest', ARGV[6], 'written_at', t[1]) " \
+	"local ids = redis.call('HKEYS', KEYS[3]) " \
+	"for i = 1, #ids do if cmp(ids[i], last) > 0 then redis.call('HDEL', KEYS[3], ids[i]) end end " \
+	"return {'seeded', last}"
+
+/*
  * The snapshot script: KEYS stream, snapshot, outcomes; ARGV epoch,
  * position, topology, node, digest, retention (seconds).  Moves the
  * snapshot forward, never back, and trims, with their outcomes, the
@@ -215,6 +245,7 @@ typedef enum LogScriptId
 	SCRIPT_PUBLISH,
 	SCRIPT_SEED,
 	SCRIPT_SNAPSHOT,
+	SCRIPT_RESEED,
 	SCRIPT_OUTCOME
 } LogScriptId;
 
@@ -231,6 +262,7 @@ static struct
 	[SCRIPT_PUBLISH] = {PUBLISH_SCRIPT},
 	[SCRIPT_SEED] = {SEED_SCRIPT},
 	[SCRIPT_SNAPSHOT] = {SNAPSHOT_SCRIPT},
+	[SCRIPT_RESEED] = {RESEED_SCRIPT},
 	[SCRIPT_OUTCOME] = {OUTCOME_SCRIPT},
 };
 
@@ -505,12 +537,19 @@ run_script(LogScriptId id, const char *what, int nkeys, int nargs, const char **
 		{
 			/* Redis restarted, or its script cache was flushed */
 			freeReplyObject(reply);
+			reply = NULL;
 			scripts[id].sha[0] = '\0';
 			continue;
 		}
 		break;
 	}
-	if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+	if (reply == NULL)
+	{
+		/* forgotten again between loading and running it: no third try */
+		set_error(errmsg, what, "Redis forgot the script between SCRIPT LOAD and EVALSHA twice (NOSCRIPT)");
+		return NULL;
+	}
+	if (reply->type == REDIS_REPLY_ERROR)
 	{
 		set_error(errmsg, what, reply->str);
 		freeReplyObject(reply);
@@ -888,6 +927,37 @@ TopologyLogSeed(const char *epoch, const char *position, const char *topology,
 	*seeded_at = reply_string(reply);
 	if ((*seeded_at)[0] == '\0')
 		*seeded_at = NULL;
+	freeReplyObject(reply);
+	return true;
+}
+
+/*
+ * TopologyLogReseed starts a new log (new_epoch) from this coordinator's
+ * topology when the log of epoch ends before position, its catalog's
+ * (RESEED_SCRIPT): *outcome is "seeded" (then *seeded_at is the new log's
+ * position), "snapshot" (the snapshot is further than position: adopt it
+ * first) or "no" (the log does not end before position, or is another).
+ */
+bool
+TopologyLogReseed(const char *epoch, const char *position, const char *new_epoch,
+				  const char *topology, const char *digest, char **outcome, char **seeded_at,
+				  char **errmsg)
+{
+	const char *args[9] = {TopologyLogStreamKey(), snapshot_key(), outcome_key(), epoch, position,
+	new_epoch, topology, OriginName(), digest};
+	redisReply *reply = run_script(SCRIPT_RESEED, "starting a new topology log failed", 3, 9,
+								   args, NULL, errmsg);
+
+	if (reply == NULL)
+		return false;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1)
+	{
+		freeReplyObject(reply);
+		set_error(errmsg, "starting a new topology log failed", "unexpected reply");
+		return false;
+	}
+	*outcome = reply_string(reply->element[0]);
+	*seeded_at = reply->elements > 1 ? reply_string(reply->element[1]) : NULL;
 	freeReplyObject(reply);
 	return true;
 }

@@ -22,10 +22,14 @@
  * catalog's position: the entries up to it are passed over, applied
  * already by the admin function that put them in the order here
  * (commands/ordered_change.c).  An event this coordinator published from
- * its outbox (a change in force here before it was ordered) is applied
- * again where the log puts it, like everywhere else: the same change twice
- * changes nothing more, and the log's order is the one every coordinator
- * ends with.
+ * its outbox (a change in force here since its transaction committed,
+ * made while the coordinator was declared the only one or Redis was
+ * unreachable) is not applied again where the log puts it: that would undo
+ * the changes made here after it (shard_add then shard_remove would bring
+ * the shard back until the removal's entry is read).  It is recorded as
+ * applied, its outcome too, so the other coordinators make its catalog
+ * change only (the shard work was done here); they wait for that outcome
+ * as for an event ordered from the channel (ORDERER_WAIT_MS).
  *
  * Events are applied in order, several in one transaction (group commit:
  * one WAL flush for up to EVENT_BATCH events or EVENT_BATCH_MS), each in a
@@ -98,12 +102,26 @@ typedef enum ApplyMode
 {
 	APPLY_DECIDE,
 	APPLY_FOLLOW,
-	APPLY_RECORD_ONLY
+	APPLY_RECORD_ONLY,
+	APPLY_OWN					/* this coordinator's outbox: in force here already */
 } ApplyMode;
+
+/*
+ * How long an entry decided here is tried again, every TRANSIENT_POLL_MS,
+ * when it failed for a reason that may pass (see transient()), before it
+ * is recorded as rejected.
+ */
+#define TRANSIENT_RETRY_MS 3000
+#define TRANSIENT_POLL_MS 100
 
 /* how long an entry ordered elsewhere from the channel waits for its outcome */
 #define ORDERER_WAIT_MS 50
 #define ORDERER_POLL_MS 2
+/*
+ * and a change another coordinator ordered from SQL: its outcome comes once
+ * that coordinator's transaction has committed (commands/ordered_change.c)
+ */
+#define ORDERED_CHANGE_WAIT_MS 2000
 
 /* the longest reason an outcome keeps */
 #define OUTCOME_REASON_BYTES 1000
@@ -578,10 +596,12 @@ parse_and_apply(RedisEvent *e, EventInfo *info, ApplyMode mode)
  */
 static const char *
 apply_in_subtransaction(RedisEvent *e, EventInfo *info, ApplyMode mode, char **reason,
-						MemoryContext cxt)
+						int *sqlerrcode, MemoryContext cxt)
 {
 	ResourceOwner owner = CurrentResourceOwner;
 	const char *status;
+
+	*sqlerrcode = 0;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -604,6 +624,7 @@ apply_in_subtransaction(RedisEvent *e, EventInfo *info, ApplyMode mode, char **r
 		RollbackAndReleaseCurrentSubTransaction();
 		/* the primary message only: a parse error's detail quotes the input */
 		*reason = edata->message;
+		*sqlerrcode = edata->sqlerrcode;
 		status = "rejected";
 	}
 	PG_END_TRY();
@@ -758,23 +779,68 @@ log_outcome(EventOutcome *o)
 					o->reason ? ": " : "", o->reason ? o->reason : "")));
 }
 
+/* an entry whose decision failed for a transient reason: tried again */
+static bool transient_stop = false;
+static char *transient_id = NULL;
+static TimestampTz transient_since = 0;
+
+/*
+ * transient tells whether an entry that failed with sqlerrcode here may
+ * come out otherwise a moment later, so that it is tried again (for
+ * TRANSIENT_RETRY_MS) rather than recorded as rejected for every
+ * coordinator: a shard unreachable or its connection lost, a unique
+ * violation on a shard (another coordinator creating the same table at the
+ * same moment: it commits, and the table is then there), a deadlock, a
+ * serialization failure, a lock not available.
+ */
+static bool
+transient(int sqlerrcode, const char *id)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (sqlerrcode == 0 || id == NULL ||
+		!(ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION ||
+		  sqlerrcode == ERRCODE_UNIQUE_VIOLATION ||
+		  sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		  sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		  sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE))
+		return false;
+	if (transient_id == NULL || strcmp(transient_id, id) != 0)
+	{
+		if (transient_id != NULL)
+			pfree(transient_id);
+		transient_id = MemoryContextStrdup(TopMemoryContext, id);
+		transient_since = now;
+		return true;
+	}
+	return !TimestampDifferenceExceeds(transient_since, now, TRANSIENT_RETRY_MS);
+}
+
 /* the outcomes decided here, to record once their transactions committed */
 static MemoryContext decided_cxt = NULL;
 static List *decided_ids = NIL;
 static List *decided_outcomes = NIL;
 /* the first entry that came out here otherwise than where it was first applied */
 static char *diverged_at = NULL;
+static TimestampTz diverged_since = 0;
 
 /* apply_mode says how an entry is applied, from its recorded outcome */
 static ApplyMode
 apply_mode(RedisEvent *e)
 {
-	char	   *me;
+	char	   *me = OriginName();
 
+	/*
+	 * an event of this coordinator's outbox: a change in force here since
+	 * its transaction committed, shard work included; applying it again
+	 * where the log puts it would undo the changes made here after it
+	 */
+	if (e->kind != NULL && strcmp(e->kind, "outbox") == 0 && e->node != NULL &&
+		strcmp(e->node, me) == 0)
+		return APPLY_OWN;
 	if (e->outcome == NULL)
 		return APPLY_DECIDE;
 	/* this coordinator's own change, which its caller's transaction did not keep */
-	me = OriginName();
 	if (e->kind != NULL && strcmp(e->kind, "change") == 0 && e->node != NULL &&
 		strcmp(e->node, me) == 0)
 		return APPLY_DECIDE;
@@ -808,7 +874,9 @@ decided(RedisEvent *e, const char *status, const char *reason)
 {
 	MemoryContext old;
 
-	if (e->id == NULL || apply_mode(e) != APPLY_DECIDE || e->outcome != NULL)
+	ApplyMode	mode = apply_mode(e);
+
+	if (e->id == NULL || (mode != APPLY_DECIDE && mode != APPLY_OWN) || e->outcome != NULL)
 		return;
 	old = MemoryContextSwitchTo(decided_cxt);
 	decided_ids = lappend(decided_ids, pstrdup(e->id));
@@ -828,14 +896,21 @@ diverged(const char *id, const char *here, const char *there)
 			(errmsg("tenant_router: entry %s of the topology log came out here as \"%s\", but as \"%s\" where it was first applied",
 					id, here, there),
 			 errdetail("This coordinator adopts the topology snapshot once it holds that entry.")));
+	if (diverged_at == NULL)
+		diverged_since = GetCurrentTimestamp();
 	if (diverged_at == NULL || StreamIdCompare(id, diverged_at) < 0)
 		diverged_at = MemoryContextStrdup(TopMemoryContext, id);
 }
 
-/* TopologyEventsDiverged returns the first entry that came out otherwise here, or NULL */
+/*
+ * TopologyEventsDiverged returns the first entry that came out otherwise
+ * here, or NULL, and since when (if since is not NULL)
+ */
 char *
-TopologyEventsDiverged(void)
+TopologyEventsDiverged(TimestampTz *since)
 {
+	if (since)
+		*since = diverged_since;
 	return diverged_at;
 }
 
@@ -903,6 +978,7 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 			char	   *reason = NULL;
 			const char *status;
 			ApplyMode	mode;
+			int			sqlerrcode;
 
 			if (e->id != NULL && StreamIdCompare(e->id, position) <= 0)
 			{
@@ -916,7 +992,23 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 			CommandCounterIncrement();
 			PushActiveSnapshot(GetTransactionSnapshot());
 			mode = apply_mode(e);
-			status = apply_in_subtransaction(e, info, mode, &reason, event_cxt);
+			/* an own outbox event is parsed for the log, not applied again */
+			status = apply_in_subtransaction(e, info,
+											 mode == APPLY_OWN ? APPLY_RECORD_ONLY : mode,
+											 &reason, &sqlerrcode, event_cxt);
+			if (mode == APPLY_DECIDE && strcmp(status, "rejected") == 0 &&
+				transient(sqlerrcode, e->id))
+			{
+				/* not decided: the batch ends before it, it is tried again */
+				PopActiveSnapshot();
+				transient_stop = true;
+				ereport(LOG,
+						(errmsg("tenant_router: topology event %s%s%s failed for now, trying it again: %s",
+								info->op ? info->op : "(no op)",
+								info->shard_id ? " for shard " : "",
+								info->shard_id ? info->shard_id : "", reason)));
+				break;
+			}
 			if (mode == APPLY_RECORD_ONLY)
 				recorded_status(e->outcome, &status, &reason);
 			else if (e->outcome != NULL && strcmp(outcome_text(status, reason), e->outcome) != 0)
@@ -976,9 +1068,10 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 		ereport(LOG,
 				(errmsg("tenant_router: a transaction of %d topology events failed%s: %s; applying them one by one",
 						attempted, committing ? " to commit" : "", failure->message)));
-		for (i = 0; i < attempted;)
+		transient_stop = false;
+		for (i = 0; i < attempted && !transient_stop;)
 			i += apply_batch(events, nevents, first + i, 1);
-		handled = attempted;
+		handled = i;
 	}
 	else
 	{
@@ -1000,37 +1093,64 @@ apply_batch(RedisEvent **events, int nevents, int first, int max)
 /*
  * record_decided records the outcomes decided here; an entry recorded
  * otherwise meanwhile (applied at the same time elsewhere, and decided
- * otherwise there) makes this catalog diverge.  False if Redis failed.
+ * otherwise there) makes this catalog diverge.  False if Redis failed: the
+ * outcomes are kept (decided_cxt lives as long as the worker) and recorded
+ * by the next call, before any other entry is applied.
  */
 static bool
 record_decided(char **why)
 {
 	char	  **recorded;
-	bool		ok = TopologyLogPutOutcomes(decided_ids, decided_outcomes, &recorded, why);
+	bool		ok;
 
-	for (int i = 0; ok && i < list_length(decided_ids); i++)
+	if (decided_ids == NIL)
+		return true;
+	ok = TopologyLogPutOutcomes(decided_ids, decided_outcomes, &recorded, why);
+	if (!ok)
+		return false;			/* kept: recorded on the next call */
+	for (int i = 0; i < list_length(decided_ids); i++)
 		if (recorded[i] != NULL && strcmp(recorded[i], list_nth(decided_outcomes, i)) != 0)
 			diverged(list_nth(decided_ids, i), list_nth(decided_outcomes, i), recorded[i]);
 	decided_ids = decided_outcomes = NIL;
-	return ok;
+	MemoryContextReset(decided_cxt);
+	return true;
 }
 
 /*
- * awaiting_orderer tells whether an entry has no outcome yet and was put in
- * the order, from a channel message, by another coordinator: that one is
- * about to apply it, shard work included.
+ * TopologyEventsRecordDecided records the outcomes decided here that a
+ * failure of Redis kept from being recorded; false if it fails again.
  */
-static bool
+bool
+TopologyEventsRecordDecided(char **why)
+{
+	return record_decided(why);
+}
+
+/*
+ * awaiting_orderer returns how long to wait for the outcome of entries that
+ * have none yet and were put in the order by another coordinator, which
+ * applies them first, shard work included (0: none): from a channel
+ * message or its outbox, ORDERER_WAIT_MS (it applies them at once); a
+ * change made in SQL, ORDERED_CHANGE_WAIT_MS (its outcome is recorded when
+ * the caller's transaction commits).
+ */
+static long
 awaiting_orderer(RedisEvent **events, char **outcomes, int n)
 {
 	char	   *me = OriginName();
+	long		wait = 0;
 
 	for (int i = 0; i < n; i++)
-		if (outcomes[i] == NULL && events[i]->kind != NULL &&
-			strcmp(events[i]->kind, "raw") == 0 && events[i]->node != NULL &&
+		if (outcomes[i] == NULL && events[i]->kind != NULL && events[i]->node != NULL &&
 			strcmp(events[i]->node, me) != 0)
-			return true;
-	return false;
+		{
+			if (strcmp(events[i]->kind, "change") == 0)
+				wait = Max(wait, ORDERED_CHANGE_WAIT_MS);
+			else if (strcmp(events[i]->kind, "raw") == 0 ||
+					 strcmp(events[i]->kind, "outbox") == 0)
+				wait = Max(wait, ORDERER_WAIT_MS);
+		}
+	return wait;
 }
 
 /*
@@ -1051,7 +1171,8 @@ ApplyTopologyEvents(List *events, char **why)
 	RedisEvent **array;
 	List	   *ids = NIL;
 	char	  **outcomes;
-	TimestampTz deadline;
+	TimestampTz started;
+	long		wait;
 	int			i = 0;
 	ListCell   *lc;
 
@@ -1067,16 +1188,20 @@ ApplyTopologyEvents(List *events, char **why)
 		return false;
 
 	/*
-	 * An event ordered from the channel by another coordinator is applied
-	 * there at once: its outcome comes within milliseconds, and then this
-	 * coordinator has only the catalog to change.  It waits that long, no
-	 * more (that one may be behind), then decides itself.
+	 * An event ordered from the channel (or its outbox) by another
+	 * coordinator is applied there at once, and a change ordered there
+	 * from SQL is recorded once its transaction commits: its outcome comes
+	 * within milliseconds, and then this coordinator has only the catalog
+	 * to change.  It waits that long, no more (that one may be behind, or
+	 * gone), then decides itself.
 	 */
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ORDERER_WAIT_MS);
-	while (awaiting_orderer(array, outcomes, n) && GetCurrentTimestamp() < deadline)
+	started = GetCurrentTimestamp();
+	while ((wait = awaiting_orderer(array, outcomes, n)) > 0 &&
+		   !TimestampDifferenceExceeds(started, GetCurrentTimestamp(), wait))
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 ORDERER_POLL_MS, PG_WAIT_EXTENSION);
+						 wait > ORDERER_WAIT_MS ? 5 * ORDERER_POLL_MS : ORDERER_POLL_MS,
+						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (!TopologyLogGetOutcomes(ids, &outcomes, why))
@@ -1086,14 +1211,42 @@ ApplyTopologyEvents(List *events, char **why)
 		array[i]->outcome = outcomes[i];
 
 	cxt = AllocSetContextCreate(caller, "tenant_router event batch", ALLOCSET_DEFAULT_SIZES);
-	decided_cxt = caller;
-	decided_ids = decided_outcomes = NIL;
+	if (decided_cxt == NULL)
+		decided_cxt = AllocSetContextCreate(TopMemoryContext, "tenant_router decided outcomes",
+											ALLOCSET_SMALL_SIZES);
+	/* the outcomes a failure of Redis kept from being recorded, first */
+	if (!record_decided(why))
+		return false;
 	for (i = 0; i < n;)
 	{
 		MemoryContextSwitchTo(cxt);
+		transient_stop = false;
 		i += apply_batch(array, n, i, EVENT_BATCH);
 		MemoryContextReset(cxt);
+		MemoryContextSwitchTo(caller);
+		if (transient_stop && i < n)
+		{
+			List	   *one = list_make1(array[i]->id);
+			char	  **now;
+
+			/* meanwhile, another coordinator may have decided it */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 TRANSIENT_POLL_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			if (!TopologyLogGetOutcomes(one, &now, why))
+			{
+				char	   *lost = NULL;
+
+				(void) record_decided(&lost);
+				MemoryContextDelete(cxt);
+				return false;
+			}
+			if (now[0] != NULL)
+				array[i]->outcome = now[0];
+		}
 	}
+	transient_stop = false;
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(cxt);
 	pfree(array);

@@ -14,8 +14,11 @@
  * (this coordinator is new, or Redis lost its state and another
  * coordinator seeded it first) and it adopts it; the same epoch, but the
  * entries after its position trimmed away (it was away long enough) and it
- * adopts it too.  Then it applies the entries after its position.  Every
- * few seconds, and whenever a backend waits for it, it looks again.
+ * adopts it too; the same epoch, but the stream ends before its position
+ * (Redis lost its last entries: an AOF written every second, a failover)
+ * and it starts a new log from its own topology (repair_lost_end), which
+ * the others adopt.  Then it applies the entries after its position.
+ * Every few seconds, and whenever a backend waits for it, it looks again.
  *
  * The channel.  A message is either the copy of a stream entry (a
  * coordinator's ordered change, a control plane's XADD and PUBLISH) or an
@@ -47,7 +50,8 @@
  * whose catalog diverged -- an entry came out here otherwise than where it
  * was first applied (events.c: applied at the same moment, and decided
  * otherwise) -- writes none, and adopts the first snapshot written
- * elsewhere that holds that entry.
+ * elsewhere that holds that entry; if none comes in DIVERGED_WAIT_MS, no
+ * other coordinator follows the log, and it keeps its own topology.
  *
  *-------------------------------------------------------------------------
  */
@@ -74,6 +78,11 @@
 #define READ_BATCH 1000
 /* entries read at a time to apply them */
 #define APPLY_BATCH 100
+/*
+ * how long a worker whose catalog diverged waits for a snapshot written
+ * elsewhere that holds the entry, before it keeps its own topology
+ */
+#define DIVERGED_WAIT_MS 60000
 /* how often a worker further in the order than the snapshot writes it */
 #define SNAPSHOT_EVERY_MS 1000
 
@@ -347,6 +356,56 @@ position_lost(const char *position, const char *snapshot_position, bool *lost, c
 }
 
 /*
+ * repair_lost_end looks whether the log on Redis, of the catalog's epoch,
+ * ends before the catalog's position: entries this coordinator applied are
+ * gone from it (a Redis restarted from an AOF written every second, or
+ * failed over to a replica that lagged), and no change could ever be
+ * ordered against this catalog again (the change script appends only at
+ * the catalog's position).  Then it starts a new log with this catalog's
+ * topology (RESEED_SCRIPT), which every other coordinator adopts, as after
+ * an empty Redis; or it adopts the snapshot first if that is further.
+ */
+static bool
+repair_lost_end(char **why)
+{
+	LocalTopology *local = SnapshotLocal(false);
+	LocalTopology *mine;
+	char	   *epoch;
+	char	   *last;
+	char	   *new_epoch;
+	char	   *outcome;
+	char	   *seeded_at;
+
+	if (local->epoch == NULL || strcmp(local->position, "0-0") == 0)
+		return true;
+	if (!TopologyLogHead(&epoch, &last, why))
+		return false;
+	if (strcmp(epoch, local->epoch) != 0 || StreamIdCompare(last, local->position) >= 0)
+		return true;
+	mine = SnapshotLocal(true);
+	if (mine->epoch == NULL || strcmp(mine->epoch, local->epoch) != 0)
+		return true;
+	new_epoch = TopologyLogNewEpoch();
+	if (!TopologyLogReseed(mine->epoch, mine->position, new_epoch, mine->topology, mine->digest,
+						   &outcome, &seeded_at, why))
+		return false;
+	if (strcmp(outcome, "snapshot") == 0)
+		return adopt("the topology log on Redis ends before this coordinator's position, and its snapshot is further",
+					 why);
+	if (strcmp(outcome, "seeded") != 0 || seeded_at == NULL)
+		return true;
+	SnapshotJoin(new_epoch, seeded_at);
+	ereport(WARNING,
+			(errmsg("tenant_router: the topology log on Redis ends at %s, before this coordinator's position %s: Redis lost its last entries",
+					last, mine->position),
+			 errdetail("Started a new topology log (epoch %s) from this coordinator's topology; the other coordinators adopt it.",
+					   new_epoch),
+			 errhint("Redis lost writes it had acknowledged (a restart from an AOF written every second, or a failover to a replica that lagged); compare tenant_router.shards on the coordinators.")));
+	TopologyLogAdvanced();
+	return true;
+}
+
+/*
  * join_log makes the catalog follow the log on Redis: seeds an empty Redis,
  * adopts the snapshot of another epoch, or of this one when the entries
  * after the catalog's position are gone.
@@ -389,7 +448,7 @@ join_log(char **why)
 		return false;
 	if (lost)
 		return adopt("entries after this coordinator's position were trimmed", why);
-	return true;
+	return repair_lost_end(why);
 }
 
 /*
@@ -418,6 +477,8 @@ OrderCatchUp(int max_entries, bool *more, char **why)
 	*more = false;
 	if (local->epoch == NULL)
 		return true;			/* not in a log yet: joining comes first */
+	if (!TopologyEventsRecordDecided(why))
+		return false;
 	for (;;)
 	{
 		List	   *entries = NIL;
@@ -443,6 +504,13 @@ OrderCatchUp(int max_entries, bool *more, char **why)
 			{
 				TopologyLogFreeEvents(entries);
 				return adopt("entries after this coordinator's position were trimmed", why);
+			}
+			if (entries == NIL)
+			{
+				/* the entry at the position is gone, and nothing after it */
+				if (applied > 0)
+					TopologyLogAdvanced();
+				return repair_lost_end(why);
 			}
 		}
 		if (entries == NIL)
@@ -483,7 +551,8 @@ OrderKeepSnapshot(TimestampTz now, bool check, char **why)
 {
 	TopologySnapshot snapshot;
 	LocalTopology *local;
-	char	   *diverged = TopologyEventsDiverged();
+	TimestampTz diverged_since;
+	char	   *diverged = TopologyEventsDiverged(&diverged_since);
 	bool		write_due = now >= TimestampTzPlusMilliseconds(last_snapshot_write,
 															   SNAPSHOT_EVERY_MS);
 	int			cmp;
@@ -495,11 +564,27 @@ OrderKeepSnapshot(TimestampTz now, bool check, char **why)
 	local = SnapshotLocal(false);
 	if (!snapshot.exists || local->epoch == NULL || strcmp(snapshot.epoch, local->epoch) != 0)
 		return check ? join_log(why) : true;
+	if (diverged != NULL &&
+		(StreamIdCompare(snapshot.position, diverged) < 0 ||
+		 strcmp(snapshot.node, OriginName()) == 0))
+	{
+		if (!TimestampDifferenceExceeds(diverged_since, now, DIVERGED_WAIT_MS))
+			return true;
+
+		/*
+		 * Nobody else wrote a snapshot that holds the entry: no other
+		 * coordinator follows the log now.  This catalog is the one in
+		 * force; it writes snapshots again, and the log gets trimmed.
+		 */
+		ereport(WARNING,
+				(errmsg("tenant_router: no other coordinator wrote a topology snapshot holding entry %s in %d s: keeping this coordinator's topology",
+						diverged, DIVERGED_WAIT_MS / 1000),
+				 errhint("Compare tenant_router.shards with what the entry asked for.")));
+		TopologyEventsConverged();
+		diverged = NULL;
+	}
 	if (diverged != NULL)
 	{
-		if (StreamIdCompare(snapshot.position, diverged) < 0 ||
-			strcmp(snapshot.node, OriginName()) == 0)
-			return true;
 		TopologyEventsConverged();
 		return adopt("correcting the catalog", why);
 	}

@@ -9,9 +9,11 @@
 #define TENANT_ROUTER_EVENTS_H
 
 #include "nodes/pg_list.h"
+#include "utils/timestamp.h"
 
 extern bool ApplyTopologyEvents(List *events, char **why);
-extern char *TopologyEventsDiverged(void);
+extern char *TopologyEventsDiverged(TimestampTz *since);
 extern void TopologyEventsConverged(void);
+extern bool TopologyEventsRecordDecided(char **why);
 
 #endif

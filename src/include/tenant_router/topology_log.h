@@ -99,6 +99,9 @@ extern bool TopologyLogSeed(const char *epoch, const char *position, const char 
 extern bool TopologyLogPutSnapshot(const char *epoch, const char *position,
 								   const char *topology, const char *digest,
 								   const char **outcome, char **errmsg);
+extern bool TopologyLogReseed(const char *epoch, const char *position, const char *new_epoch,
+							  const char *topology, const char *digest, char **outcome,
+							  char **seeded_at, char **errmsg);
 extern char *TopologyLogNewEpoch(void);
 
 /* what the backends and the worker share */
