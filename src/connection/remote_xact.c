@@ -47,6 +47,13 @@
 static int	open_remote_xacts = 0;	/* connections with a remote transaction */
 static List *xact_writers = NIL;	/* shards written in this transaction */
 
+/*
+ * While the shards commit, a deadlock victim's mark is not acted on: a
+ * one-phase COMMIT cut short may have committed, and the client, told
+ * 40P01, would apply it again (RemoteDeadlockCheck).
+ */
+bool		RemoteXactCommitting = false;
+
 /* executor and utility nesting: 0 outside any, 1 at top level */
 static int	ExecutorNestLevel = 0;
 
@@ -290,13 +297,6 @@ reset_xact_state(void)
 	RemoteClearDeadline();
 	RemoteXactCommitting = false;
 }
-
-/*
- * While the shards commit, a deadlock victim's mark is not acted on: a
- * one-phase COMMIT cut short may have committed, and the client, told
- * 40P01, would apply it again (RemoteDeadlockCheck).
- */
-bool		RemoteXactCommitting = false;
 
 static void
 pre_commit(void)

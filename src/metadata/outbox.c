@@ -127,10 +127,21 @@ OriginName(void)
 uint64
 OriginId(void)
 {
-	char	   *name = OriginName();
-	uint64		id = hash_bytes_extended((const unsigned char *) name, strlen(name), 0);
+	/* asked at every remote BEGIN: hashed again only when node_name changes */
+	static char cached_for[NAMEDATALEN * 2];
+	static bool cached = false;
+	static uint64 id;
+	const char *setting = TenantRouterNodeName != NULL ? TenantRouterNodeName : "";
 
-	pfree(name);
+	if (!cached || strncmp(cached_for, setting, sizeof(cached_for)) != 0)
+	{
+		char	   *name = OriginName();
+
+		id = hash_bytes_extended((const unsigned char *) name, strlen(name), 0);
+		pfree(name);
+		strlcpy(cached_for, setting, sizeof(cached_for));
+		cached = true;
+	}
 	return id;
 }
 
