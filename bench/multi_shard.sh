@@ -13,7 +13,11 @@
 #   tenants    SELECT count(DISTINCT tenant_id)
 # each timed (pgbench, mean latency of RUNS runs) through the router, against
 #   sum     the same query straight on each shard, one after the other (the
-#           time a client visiting the shards in turn would take), and
+#           time a client visiting the shards in turn would take),
+#   sum1    the same, each shard's query without parallel workers (what each
+#           shard's part costs in one process, as the router's cursors run
+#           it; on 2 cores shared by all shards, parallel workers speed up the
+#           shards one after the other, not the shards all at once), and
 #   pgfdw   native range partitioning over postgres_fdw foreign tables on the
 #           same coordinator and shard tables, with async_capable and
 #           partitionwise aggregation on (postgres_fdw's best).
@@ -104,21 +108,27 @@ mean_ms() {
 	pgbench -n $conn -t "$RUNS" -f "$f" 2>/dev/null | sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p'
 }
 
-printf '\n%-8s %10s %10s %10s %12s %12s\n' query router_ms sum_ms pgfdw_ms router/sum router/pgfdw
+printf '\n%-8s %10s %10s %10s %10s %12s %12s %12s\n' query router_ms sum_ms sum1_ms pgfdw_ms \
+	router/sum router/sum1 router/pgfdw
 for q in count group top10 tenants; do
 	sql=${queries[$q]}
 	# shellcheck disable=SC2059
 	router=$(mean_ms "$coord" "$(printf "$sql" orders)")
 	sum=0
+	sum1=0
 	for i in 1 2 3 4; do
 		# shellcheck disable=SC2059
 		t=$(mean_ms "$(shard $i)" "$(printf "$sql" public.orders)")
 		sum=$(echo "$sum + $t" | bc -l)
+		# shellcheck disable=SC2059
+		t=$(PGOPTIONS='-c max_parallel_workers_per_gather=0' mean_ms "$(shard $i)" "$(printf "$sql" public.orders)")
+		sum1=$(echo "$sum1 + $t" | bc -l)
 	done
 	# shellcheck disable=SC2059
 	pgfdw=$(mean_ms "$coord" "$(printf "$sql" pf_orders)")
-	printf '%-8s %10.1f %10.1f %10.1f %12.2f %12.2f\n' "$q" "$router" "$sum" "$pgfdw" \
-		"$(echo "$router / $sum" | bc -l)" "$(echo "$router / $pgfdw" | bc -l)"
+	printf '%-8s %10.1f %10.1f %10.1f %10.1f %12.2f %12.2f %12.2f\n' "$q" "$router" "$sum" "$sum1" \
+		"$pgfdw" "$(echo "$router / $sum" | bc -l)" "$(echo "$router / $sum1" | bc -l)" \
+		"$(echo "$router / $pgfdw" | bc -l)"
 done
 
 # ---------------------------------------------------------------- streaming

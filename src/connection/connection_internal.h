@@ -49,6 +49,7 @@ typedef struct QueuedCommand
 	int			nparams;
 	Oid		   *types;
 	char	  **values;
+	bool		keep;			/* its result is kept for ShardConnTakeKept */
 } QueuedCommand;
 
 /* the statement in flight on a connection, and the commands sent before it */
@@ -63,6 +64,7 @@ typedef struct InFlight
 	struct PreparedStmt *executing; /* the prepared statement executed, if any */
 	PGresult   *error;			/* the first prefix command that failed */
 	char	   *error_sql;
+	int			keep;			/* the prefix command whose result is kept, or -1 */
 	char	   *shown;			/* the statement as errors show it; NULL: a secret */
 } InFlight;
 
@@ -79,6 +81,7 @@ struct ShardConn
 	bool		copying;		/* in COPY FROM STDIN (non-blocking) */
 	List	   *pending;		/* QueuedCommands to send before the next statement */
 	InFlight	cmd;
+	PGresult   *kept;			/* the kept result of a queued command, not taken yet */
 	ShardConnClaim *claim;		/* a command in flight that another owns */
 	HTAB	   *prepared;		/* remote prepared statements */
 	uint32		next_stmt;

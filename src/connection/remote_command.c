@@ -306,7 +306,7 @@ ShardConnReportMoved(ShardConn *sc, PGresult *res, const char *why)
 /* queue_command copies a command into the connection's queue */
 static void
 queue_command(ShardConn *sc, const char *sql, int nparams, const Oid *types,
-			  const char *const *values)
+			  const char *const *values, bool keep)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	QueuedCommand *qc = palloc0(sizeof(QueuedCommand));
@@ -314,6 +314,7 @@ queue_command(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 
 	qc->sql = pstrdup(sql);
 	qc->nparams = nparams;
+	qc->keep = keep;
 	if (nparams > 0)
 	{
 		qc->types = palloc(sizeof(Oid) * nparams);
@@ -349,7 +350,32 @@ RemoteFreeQueued(QueuedCommand *qc)
 void
 ShardConnQueue(ShardConn *sc, const char *sql)
 {
-	queue_command(sc, sql, 0, NULL, NULL);
+	queue_command(sc, sql, 0, NULL, NULL, false);
+}
+
+/*
+ * ShardConnQueueKept queues a query like ShardConnQueue, whose result
+ * (rows, or NULL after an error, which the statement's reader raises) is
+ * kept once read, for ShardConnTakeKept: what a statement needs to know
+ * from the same pipeline without one more round trip.  One per statement.
+ */
+void
+ShardConnQueueKept(ShardConn *sc, const char *sql)
+{
+	queue_command(sc, sql, 0, NULL, NULL, true);
+}
+
+/*
+ * ShardConnTakeKept returns the kept result of the statement last read
+ * (the caller frees it), or NULL.
+ */
+PGresult *
+ShardConnTakeKept(ShardConn *sc)
+{
+	PGresult   *res = sc->kept;
+
+	sc->kept = NULL;
+	return res;
 }
 
 /*
@@ -360,7 +386,7 @@ void
 ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams, const Oid *types,
 					 const char *const *values)
 {
-	queue_command(sc, sql, nparams, types, values);
+	queue_command(sc, sql, nparams, types, values, false);
 }
 
 /* RemoteEndCommand forgets the statement in flight; the connection is idle. */
@@ -392,6 +418,8 @@ RemoteForgetCommands(ShardConn *sc)
 	sc->pending = NIL;
 	RemoteEndCommand(sc);
 	sc->in_pipeline = false;
+	PQclear(sc->kept);
+	sc->kept = NULL;
 }
 
 /*
@@ -531,6 +559,12 @@ RemoteReadPrefix(ShardConn *sc, bool wait)
 		if (PQresultStatus(res) == PGRES_COMMAND_OK && cmd->preparing != NULL &&
 			cmd->ndone == cmd->nprefix - 1)
 			cmd->preparing->ready = true;
+		if (cmd->ndone == cmd->keep && sc->kept == NULL &&
+			PQresultStatus(res) == PGRES_TUPLES_OK)
+		{
+			sc->kept = res;
+			continue;
+		}
 		PQclear(res);
 	}
 	return true;
@@ -612,6 +646,9 @@ RemoteSendStatement(ShardConn *sc, const char *sql, const char *shown, int npara
 
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	cmd->active = true;
+	cmd->keep = -1;
+	PQclear(sc->kept);
+	sc->kept = NULL;
 	cmd->nprefix = list_length(sc->pending) + (need_prepare ? 1 : 0);
 	cmd->single_row = single_row;
 	cmd->preparing = need_prepare ? ps : NULL;
@@ -629,6 +666,8 @@ RemoteSendStatement(ShardConn *sc, const char *sql, const char *shown, int npara
 			ok = ok && PQsendQueryParams(conn, qc->sql, qc->nparams, qc->types,
 										 (const char *const *) qc->values,
 										 NULL, NULL, 0);
+			if (qc->keep)
+				cmd->keep = list_length(cmd->prefix_sql);
 			cmd->prefix_sql = lappend(cmd->prefix_sql, pstrdup(qc->sql));
 		}
 		if (need_prepare)

@@ -304,14 +304,16 @@ ship_conds(TrRelInfo *info, ShipContext *ctx)
 /* fdw_scan_private builds ForeignScan.fdw_private (enum FdwScanPrivate) */
 static List *
 fdw_scan_private(char *sql, List *retrieved_attrs, int nparams, List *strategies,
-				 List *merge_keys, char *table_name, List *column_kinds, bool reference)
+				 List *merge_keys, char *table_name, List *column_kinds, bool reference,
+				 char *remote_table)
 {
 	List	   *private = list_make5(makeString(sql), retrieved_attrs, makeInteger(nparams),
 									 strategies, merge_keys);
 
 	private = lappend(private, makeString(table_name));
 	private = lappend(private, column_kinds);
-	return lappend(private, makeBoolean(reference));
+	private = lappend(private, makeBoolean(reference));
+	return lappend(private, makeString(pstrdup(remote_table)));
 }
 
 static ForeignScan *
@@ -380,7 +382,7 @@ plan_scan(PlannerInfo *root, RelOptInfo *baserel, TrRelInfo *info, ForeignPath *
 							list_concat(ctx.param_exprs, tenant_exprs),
 							fdw_scan_private(sql, retrieved_attrs, nparams,
 											 strategies, merge_keys, get_rel_name(info->relid), NIL,
-											 table->is_reference),
+											 table->is_reference, table->remote_name),
 							NIL, NIL, outer_plan);
 }
 
@@ -461,7 +463,7 @@ plan_grouped(PlannerInfo *root, RelOptInfo *upperrel, TrRelInfo *info,
 							fdw_scan_private(sql, retrieved, nparams,
 											 strategies, NIL, get_rel_name(scan->relid),
 											 info->kind == TR_PARTIAL ? kinds : NIL,
-											 scan->table->is_reference),
+											 scan->table->is_reference, scan->table->remote_name),
 							add_to_flat_tlist(NIL, target->exprs), NIL, outer_plan);
 }
 

@@ -17,6 +17,21 @@
  * sort), the shards' sorted streams are merged instead, through a binary
  * heap of each shard's next row.
  *
+ * A scan over several shards reads each "within what it owns"
+ * (DeparseForShard): a condition on every row, which can cost as much as
+ * the rest of a count(*).  A shard's table that holds nothing else needs
+ * none: its range constraint tenant_router_range is validated, and its
+ * comment (ShardSetOwnership) says that it is exactly what the shard owns
+ * in this coordinator's topology.  That is learnt from the shard, by a
+ * query on the constraint sent in the pipeline after the DECLARE and read
+ * before the first batch is used, and remembered (owned_tables).  A
+ * constraint once validated holds as long as it exists: its condition
+ * cannot change and every row written since was checked.  So when the
+ * constraint remembered as validated is still there after the cursor's
+ * snapshot was taken, the cursor sees no row outside it and is declared
+ * without the condition; when it is not, the batch is thrown away and the
+ * cursor declared again with it.
+ *
  * A connection shared with another scan (a nested loop, shards on one
  * database) is released by its scan's claim: an in-flight FETCH is read
  * into memory first (one batch).  A rollback that cancels the remote query
@@ -28,6 +43,7 @@
 
 #include "access/htup_details.h"
 #include "access/sysattr.h"
+#include "access/xact.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "foreign/fdwapi.h"
@@ -42,6 +58,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/sortsupport.h"
+#include "utils/timestamp.h"
 
 #include "tenant_router/catalog.h"
 #include "tenant_router/connection.h"
@@ -56,6 +73,21 @@
 #include "tenant_router/stats.h"
 
 #define FETCH_SIZE 1000
+/* how long what a shard said of its table's range constraint is trusted to say "not whole" */
+#define OWNED_RECHECK_MS 1000
+#define OWNED_KEY_LEN 256
+
+/* what a shard's table's range constraint was, when last seen (key: shard id | table) */
+typedef struct OwnedTable
+{
+	char		key[OWNED_KEY_LEN];
+	Oid			conoid;			/* the constraint, or InvalidOid */
+	bool		validated;
+	char	   *comment;		/* in TopMemoryContext, or NULL */
+	TimestampTz checked_at;
+} OwnedTable;
+
+static HTAB *owned_tables = NULL;
 
 struct TrScanState;
 
@@ -77,6 +109,11 @@ typedef struct ScanShard
 	int			next;			/* its next row */
 	TupleTableSlot *head;		/* merge: this shard's next row */
 	StatsStatement stats;		/* the scan on this shard, for the statistics */
+	OwnedTable *owned;			/* asked of its range constraint, or NULL */
+	char	   *owns_comment;	/* the comment that says the table is whole */
+	bool		whole;			/* declared without the condition on tenants */
+	Oid			whole_conoid;	/* ... because of this constraint */
+	char	   *declare;		/* the DECLARE with the condition */
 } ScanShard;
 
 typedef struct TrScanState
@@ -93,6 +130,7 @@ typedef struct TrScanState
 	TupleDesc	tupdesc;
 	Oid			table_oid;		/* for the tuples' tableoid, or InvalidOid */
 	char	   *table_name;
+	char	   *remote_table;	/* the shards' table */
 	bool		reference;		/* a reference table: one shard's copy */
 	RemoteParams params;
 	Oid		   *param_typids;
@@ -123,6 +161,7 @@ typedef struct TrScanState
 static unsigned int cursor_number = 0;
 
 static void start_scan(ForeignScanState *node, TrScanState *state, bool explain_only);
+static void send_fetch(ScanShard *ss);
 
 /* heap_compare orders the shards of a merge by their next rows (binaryheap: max first) */
 static int
@@ -169,6 +208,7 @@ TrBeginForeignScan(ForeignScanState *node, int eflags)
 	merge_keys = list_nth(fsplan->fdw_private, FdwScanMergeKeys);
 	state->table_name = strVal(list_nth(fsplan->fdw_private, FdwScanTableName));
 	state->reference = boolVal(list_nth(fsplan->fdw_private, FdwScanReference));
+	state->remote_table = strVal(list_nth(fsplan->fdw_private, FdwScanRemoteTable));
 	if (list_nth(fsplan->fdw_private, FdwScanColumnKinds) != NIL)
 	{
 		List	   *kinds = list_nth(fsplan->fdw_private, FdwScanColumnKinds);
@@ -272,6 +312,119 @@ choose_shards(ForeignScanState *node, TrScanState *state)
 }
 
 /*
+ * owned_entry returns what this backend remembers of the range constraint
+ * of the shard's table, entered empty when nothing; NULL for a name too
+ * long.
+ */
+static OwnedTable *
+owned_entry(const char *shard_id, const char *table)
+{
+	char		key[OWNED_KEY_LEN];
+	OwnedTable *entry;
+	bool		found;
+
+	if (strlen(shard_id) + strlen(table) + 2 > OWNED_KEY_LEN)
+		return NULL;
+	if (owned_tables == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = OWNED_KEY_LEN;
+		ctl.entrysize = sizeof(OwnedTable);
+		owned_tables = hash_create("tenant_router owned tables", 64, &ctl,
+								   HASH_ELEM | HASH_STRINGS);
+	}
+	memset(key, 0, sizeof(key));
+	snprintf(key, sizeof(key), "%s|%s", shard_id, table);
+	entry = hash_search(owned_tables, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->conoid = InvalidOid;
+		entry->validated = false;
+		entry->comment = NULL;
+		entry->checked_at = 0;
+	}
+	return entry;
+}
+
+/*
+ * choose_whole returns the SQL of the shard's cursor: without the condition
+ * on its tenants when its table was seen whole (the header above), else
+ * filtered; ss->owned is set when the shard is to be asked about its table
+ * in the cursor's pipeline (always for a whole read, else at most once per
+ * OWNED_RECHECK_MS, so that a constraint validated since is noticed).
+ */
+static char *
+choose_whole(ScanShard *ss, TrScanState *state, char *filtered)
+{
+	char	   *comment;
+	char	   *whole = DeparseForWholeShard(state->sql, state->nparams, ss->shard, &comment);
+	OwnedTable *entry;
+
+	if (whole == NULL || (entry = owned_entry(ss->shard->shard_id, state->remote_table)) == NULL)
+		return filtered;
+	if (entry->validated && entry->comment != NULL && strcmp(entry->comment, comment) == 0)
+	{
+		ss->owned = entry;
+		ss->whole = true;
+		ss->whole_conoid = entry->conoid;
+		return whole;
+	}
+	if (entry->checked_at == 0 ||
+		TimestampDifferenceExceeds(entry->checked_at, GetCurrentStatementStartTimestamp(),
+								   OWNED_RECHECK_MS))
+		ss->owned = entry;
+	return filtered;
+}
+
+/*
+ * check_owned records what the shard said of its table's range constraint
+ * (the kept result of the cursor's pipeline) and returns the first batch
+ * res, or, if the cursor was declared whole on a constraint that is no
+ * longer there, the first batch of the cursor declared again with the
+ * condition on tenants.
+ */
+static PGresult *
+check_owned(ScanShard *ss, PGresult *res)
+{
+	TrScanState *state = ss->scan;
+	OwnedTable *entry = ss->owned;
+	PGresult   *kept = ShardConnTakeKept(ss->sc);
+	char		sql[64];
+
+	ss->owned = NULL;
+	entry->conoid = InvalidOid;
+	entry->validated = false;
+	if (entry->comment != NULL)
+		pfree(entry->comment);
+	entry->comment = NULL;
+	entry->checked_at = GetCurrentStatementStartTimestamp();
+	if (kept != NULL && PQntuples(kept) == 1)
+	{
+		entry->conoid = atooid(PQgetvalue(kept, 0, 0));
+		entry->validated = strcmp(PQgetvalue(kept, 0, 1), "t") == 0;
+		if (!PQgetisnull(kept, 0, 2))
+			entry->comment = MemoryContextStrdup(TopMemoryContext, PQgetvalue(kept, 0, 2));
+	}
+	PQclear(kept);
+	if (!ss->whole || (entry->validated && entry->conoid == ss->whole_conoid))
+		return res;
+
+	/* the constraint is not the one seen validated: read with the condition */
+	ss->whole = false;
+	PQclear(res);
+	snprintf(sql, sizeof(sql), "CLOSE %s", ss->cursor);
+	ShardConnQueue(ss->sc, sql);
+	ShardConnQueueParams(ss->sc, ss->declare, state->params.n, state->params.types,
+						 state->params.values);
+	send_fetch(ss);
+	res = ShardConnResult(ss->sc, true);
+	ShardConnClaimDone(ss->sc, &ss->claim);
+	ss->fetching = false;
+	return res;
+}
+
+/*
  * take_result reads the result of a shard's FETCH in flight, releasing its
  * claim; the batch goes to ahead.
  */
@@ -285,6 +438,8 @@ take_result(ScanShard *ss)
 	res = ShardConnResult(ss->sc, true);
 	ShardConnClaimDone(ss->sc, &ss->claim);
 	ss->fetching = false;
+	if (ss->owned != NULL)
+		res = check_owned(ss, res);
 	StatsStatementAddRows(&ss->stats, PQntuples(res));
 	if (PQntuples(res) < FETCH_SIZE)
 	{
@@ -383,6 +538,8 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 	{
 		ScanShard  *ss = &state->shards[s++];
 		char	   *declare;
+		char	   *filtered;
+		char	   *sql;
 
 		ss->claim.release = shard_release;
 		ss->claim.abandon = shard_abandon;
@@ -400,10 +557,22 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);
 		snprintf(ss->fetch_sql, sizeof(ss->fetch_sql), "FETCH %d FROM %s", FETCH_SIZE,
 				 ss->cursor);
-		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor,
-						   DeparseForShard(state->sql, state->nparams, ss->shard));
+		filtered = DeparseForShard(state->sql, state->nparams, ss->shard);
+		sql = state->nshards > 1 && !state->reference ?
+			choose_whole(ss, state, filtered) : filtered;
+		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor, sql);
+		if (ss->whole)
+			ss->declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor, filtered);
 		ShardConnQueueParams(ss->sc, declare, state->params.n, state->params.types,
 							 state->params.values);
+		if (ss->owned != NULL)
+			ShardConnQueueKept(ss->sc,
+							   psprintf("SELECT c.oid, c.convalidated, "
+										"pg_catalog.obj_description(c.oid, 'pg_constraint') "
+										"FROM pg_catalog.pg_constraint c "
+										"WHERE c.conrelid = pg_catalog.to_regclass(%s) "
+										"AND c.conname = 'tenant_router_range'",
+										quote_literal_cstr(state->remote_table)));
 		ss->open = true;
 		send_fetch(ss);
 		if (state->nkeys > 0)

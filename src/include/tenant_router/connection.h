@@ -63,6 +63,8 @@ extern bool ShardResultMoved(const PGresult *res, bool inserting);
 extern void ShardConnRaise(ShardConn *sc, PGresult *res, const char *sql) pg_attribute_noreturn();
 extern void ShardConnReportMoved(ShardConn *sc, PGresult *res, const char *why) pg_attribute_noreturn();
 extern void ShardConnQueue(ShardConn *sc, const char *sql);
+extern void ShardConnQueueKept(ShardConn *sc, const char *sql);
+extern PGresult *ShardConnTakeKept(ShardConn *sc);
 extern void ShardConnQueueParams(ShardConn *sc, const char *sql, int nparams,
 								 const Oid *types, const char *const *values);
 extern void ShardConnSend(ShardConn *sc, const char *sql, int nparams,

@@ -41,5 +41,7 @@ extern char *DeparseDirectModify(Relation rel, LogicalTable *table, Index varno,
 								 int nparams, List *returning);
 extern char *DeparseTruncate(List *tables, bool cascade);
 extern char *DeparseForShard(const char *sql, int nparams, const ShardRow *shard);
+extern char *DeparseForWholeShard(const char *sql, int nparams, const ShardRow *shard,
+								  char **owns_comment);
 
 #endif

@@ -24,8 +24,10 @@ enum FdwScanPrivate
 	FdwScanTableName,			/* the logical table, for messages (String) */
 	FdwScanColumnKinds,			/* PartialKind of each output column, or NIL
 								 * for columns returned as they are (IntList) */
-	FdwScanReference			/* a reference table: read from one shard
+	FdwScanReference,			/* a reference table: read from one shard
 								 * (Boolean) */
+	FdwScanRemoteTable			/* the shards' table, schema-qualified and
+								 * quoted (String) */
 };
 
 /* ModifyTable.fdw_privlist entries */
