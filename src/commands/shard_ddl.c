@@ -225,6 +225,21 @@ ShardSetOwnership(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner,
 }
 
 /*
+ * The guard's function: a moved row's UPDATE or DELETE fails, except in the
+ * shard's cleanup, whose transaction says so (CLEANUP_SETTING).
+ */
+#define CLEANUP_SETTING "tenant_router_shard.cleanup"
+#define GUARD_FUNCTION_SQL \
+	"CREATE OR REPLACE FUNCTION public.tenant_router_moved_row() " \
+	"RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN " \
+	"IF pg_catalog.current_setting('" CLEANUP_SETTING "', true) = 'on' THEN RETURN OLD; END IF; " \
+	"RAISE EXCEPTION USING ERRCODE = '40001', CONSTRAINT = '" MOVED_TRIGGER "', " \
+	"MESSAGE = pg_catalog.format('tenant %s has moved to another shard', " \
+	"pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) TG_ARGV[0]), " \
+	"DETAIL = 'The statement was routed by a topology older than a topology operation.', " \
+	"HINT = 'Retry the transaction.'; END$f$"
+
+/*
  * ShardGuardMovedRows makes an UPDATE or DELETE of a row that owner does not
  * own fail with 40001 (tenant ... has moved) instead of changing a row that
  * the shard keeps only until its cleanup: a coordinator routing by an older
@@ -238,16 +253,11 @@ ShardGuardMovedRows(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 
 	if (qualname == NULL)
 		return;
-	ShardRemoteCommand(sc, "CREATE OR REPLACE FUNCTION public.tenant_router_moved_row() "
-					   "RETURNS trigger LANGUAGE plpgsql AS $f$BEGIN "
-					   "RAISE EXCEPTION USING ERRCODE = '40001', CONSTRAINT = '" MOVED_TRIGGER "', "
-					   "MESSAGE = pg_catalog.format('tenant %s has moved to another shard', "
-					   "pg_catalog.to_jsonb(OLD) OPERATOR(pg_catalog.->>) TG_ARGV[0]), "
-					   "DETAIL = 'The statement was routed by a topology older than a topology operation.', "
-					   "HINT = 'Retry the transaction.'; END$f$");
+	ShardRemoteCommand(sc, GUARD_FUNCTION_SQL);
 	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
 	ShardRemoteDdl(sc, psprintf("CREATE TRIGGER " MOVED_TRIGGER " BEFORE UPDATE OR DELETE ON %s "
-								"FOR EACH ROW WHEN (NOT %s) "
+								"FOR EACH ROW WHEN (NOT %s AND pg_catalog.current_setting('"
+								CLEANUP_SETTING "', true) IS DISTINCT FROM 'on') "
 								"EXECUTE FUNCTION public.tenant_router_moved_row(%s)",
 								qualname, owner_sql(owner, old_column),
 								quote_literal_cstr(table->tenant_column)));
@@ -449,8 +459,11 @@ ShardRestoreOwnership(ShardConn *sc, LogicalTableRow *table, const ShardRow *own
 
 /*
  * ShardDeleteNotOwned deletes the table's rows that owner does not own, and
- * returns how many; their guard goes first.  Run it in a remote transaction
- * with ShardValidateOwnership.
+ * returns how many, past their guard (its function lets the transaction's
+ * cleanup through; a guard made by an older version gets that function
+ * first) and without a lock that holds back the other tenants' writes.  Run
+ * it in a remote transaction with ShardValidateOwnership, then
+ * ShardDropGuard.
  */
 int64
 ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner)
@@ -461,7 +474,11 @@ ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 
 	if (qualname == NULL)
 		return 0;
-	ShardRemoteDdl(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname));
+	if (ShardRemoteValue(sc, "SELECT 1 FROM pg_catalog.pg_trigger "
+						 "WHERE tgrelid = pg_catalog.to_regclass($1) AND tgname = '" MOVED_TRIGGER "'",
+						 qualname) != NULL)
+		ShardRemoteCommand(sc, GUARD_FUNCTION_SQL);
+	ShardConnQueue(sc, "SELECT pg_catalog.set_config('" CLEANUP_SETTING "', 'on', true)");
 	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
 								TenantRouterShardLockTimeout));
 	res = ShardConnExec(sc, psprintf("DELETE FROM %s WHERE NOT %s", qualname,
@@ -469,7 +486,42 @@ ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 						0, NULL, NULL);
 	deleted = strtoi64(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
+	ShardRemoteCommand(sc, "SELECT pg_catalog.set_config('" CLEANUP_SETTING "', 'off', true)");
 	return deleted;
+}
+
+/*
+ * ShardDropGuard drops the guard of moved rows once none is left, if its
+ * lock can be had within GUARD_DROP_LOCK_MS, and tells whether it did.  That
+ * lock holds back every write to the table, and so do the writes queued
+ * behind it while it waits: so it comes last, just before the remote
+ * transaction commits, and waits little (a session holding the table, e.g.
+ * idle in a transaction, makes the cleanup try again later; the guard has
+ * nothing left to guard meanwhile).  Not in a remote savepoint of the
+ * caller's.
+ */
+bool
+ShardDropGuard(ShardConn *sc, LogicalTableRow *table)
+{
+	char	   *qualname = ShardTableName(table->relid);
+	PGresult   *res;
+	bool		dropped;
+
+	if (qualname == NULL)
+		return true;
+	ShardRemoteCommand(sc, "SAVEPOINT tenant_router_guard");
+	ShardRemoteCommand(sc, "SELECT pg_catalog.set_config('lock_timeout', '" CppAsString2(GUARD_DROP_LOCK_MS) "', true)");
+	ShardConnSend(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname),
+				  0, NULL, NULL);
+	res = ShardConnResult(sc, false);
+	dropped = PQresultStatus(res) == PGRES_COMMAND_OK;
+	if (!dropped && strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE) ?
+						   PQresultErrorField(res, PG_DIAG_SQLSTATE) : "", "55P03") != 0)
+		ShardConnRaise(sc, res, "DROP TRIGGER " MOVED_TRIGGER);
+	PQclear(res);
+	ShardRemoteCommand(sc, dropped ? "RELEASE SAVEPOINT tenant_router_guard" :
+					   "ROLLBACK TO SAVEPOINT tenant_router_guard");
+	return dropped;
 }
 
 /*

@@ -793,6 +793,7 @@ TopologyCleanupShard(const char *shard_id)
 	ShardConn  *sc;
 	ListCell   *lc;
 	int64		deleted = 0;
+	bool		guards_dropped = true;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(shard_id)};
 
@@ -813,8 +814,18 @@ TopologyCleanupShard(const char *shard_id)
 		deleted += ShardDeleteNotOwned(sc, table, shard);
 		ShardValidateOwnership(sc, table);
 	}
-	TopologySpiExec("DELETE FROM tenant_router.pending_cleanup WHERE shard_id = $1",
-					1, types, values, NULL, SPI_OK_DELETE);
+	foreach(lc, CatalogLogicalTables())
+		guards_dropped = ShardDropGuard(sc, lfirst(lc)) && guards_dropped;
+	if (guards_dropped)
+		TopologySpiExec("DELETE FROM tenant_router.pending_cleanup WHERE shard_id = $1",
+						1, types, values, NULL, SPI_OK_DELETE);
+	else
+		ereport(NOTICE,
+				(errmsg("the cleanup of shard \"%s\" stays pending: a session on the shard holds one of its tables",
+						shard_id),
+				 errdetail("Its moved rows are deleted; the trigger that guarded them could not be dropped within %d ms.",
+						   GUARD_DROP_LOCK_MS),
+				 errhint("It is tried again by the next tenant_router.shard_cleanup() (the worker's, with tenant_router.auto_cleanup).")));
 	SPI_finish();
 	return deleted;
 }

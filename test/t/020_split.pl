@@ -134,11 +134,50 @@ like($err, qr/tenant 7001 has moved/, 'and to update one');
 is($shard1->safe_psql('postgres', 'BEGIN; WITH d AS (DELETE FROM users WHERE tenant_id = 1 RETURNING 1) SELECT count(*) > 0 FROM d; ROLLBACK'),
 	't', 'rows it still owns are not guarded');
 
-# cleanup
+# cleanup; while it runs, the tenants shard1 keeps are written as usual.
+# Here its delete waits for a moved row that a session on shard1 holds
+# locked, and a write of a staying tenant goes through meanwhile (before,
+# the cleanup dropped the guard first, whose lock held every write back
+# until its end); another session holds orders, so the guard of orders
+# cannot be dropped at once: the cleanup stays pending, writes go on, and
+# the next cleanup drops it.
 my $left = $shard1->safe_psql('postgres',
 	'SELECT (SELECT count(*) FROM users WHERE tenant_id > 5000) + (SELECT count(*) FROM orders WHERE tenant_id > 5000)');
-my $deleted = $coord->safe_psql('postgres', "SELECT tenant_router.shard_cleanup('shard1')");
-is($deleted, $left, 'shard_cleanup deletes the moved rows of both tables');
+my $moved_tenant = $shard1->safe_psql('postgres', 'SELECT min(tenant_id) FROM users WHERE tenant_id > 5000');
+my $holder = $shard1->background_psql('postgres');
+$holder->query_safe("BEGIN; SELECT 1 FROM users WHERE tenant_id = $moved_tenant FOR UPDATE");
+my $reader = $shard1->background_psql('postgres');
+$reader->query_safe('BEGIN; SELECT count(*) FROM orders');
+my $cleaner = $coord->background_psql('postgres', on_error_stop => 0);
+$cleaner->query_until(qr/started/,
+	"SET tenant_router.shard_lock_timeout = '60s';\n\\echo started\nSELECT tenant_router.shard_cleanup('shard1') AS deleted;\n");
+$shard1->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+	  . "AND application_name LIKE 'tenant_router %' AND query LIKE '% public.users%'")
+  or die 'the cleanup did not wait on shard1';
+($rc, $out, $err) = $coord->psql('postgres',
+	"SET statement_timeout = '5s'; INSERT INTO users VALUES (999998, 42, 'during cleanup', 1)");
+is($rc . $err, '0', 'a staying tenant is written while the cleanup deletes');
+$inserted++;
+$holder->query_safe('COMMIT');
+$holder->quit;
+$cleaner->quit;
+is($shard1->safe_psql('postgres',
+		'SELECT (SELECT count(*) FROM users WHERE tenant_id > 5000) + (SELECT count(*) FROM orders WHERE tenant_id > 5000)'),
+	'0', "shard_cleanup deletes the moved rows of both tables ($left)");
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.pending_cleanup'), '1',
+	'the cleanup stays pending while a session holds orders');
+is($shard1->safe_psql('postgres', "SELECT string_agg(tgrelid::regclass::text, ',') FROM pg_trigger WHERE tgname = 'tenant_router_moved'"),
+	'orders', 'the guard of orders is still there, that of users is gone');
+($rc, $out, $err) = $coord->psql('postgres',
+	"SET statement_timeout = '5s'; INSERT INTO orders VALUES (999998, 42, 1)");
+is($rc . $err, '0', 'orders is written meanwhile');
+$reader->query_safe('COMMIT');
+$reader->quit;
+is($coord->safe_psql('postgres', "SELECT tenant_router.shard_cleanup('shard1')"), '0',
+	'the next cleanup has no row left to delete');
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.pending_cleanup'), '0',
+	'and is done');
 is($shard1->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id > 5000'), '0',
 	'shard1 keeps only its range');
 is($shard1->safe_psql('postgres',

@@ -35,6 +35,9 @@ extern void ShardFenceOpen(ShardConn *sc, const char *name);
 extern void ShardFenceDrop(ShardConn *sc, const char *name);
 extern int64 ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table,
 								 const ShardRow *owner);
+/* longest wait of a cleanup for the lock that drops the guard of moved rows */
+#define GUARD_DROP_LOCK_MS 50
+extern bool ShardDropGuard(ShardConn *sc, LogicalTableRow *table);
 extern void ShardValidateOwnership(ShardConn *sc, LogicalTableRow *table);
 
 #endif
