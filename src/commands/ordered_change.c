@@ -67,7 +67,9 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/condition_variable.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -117,6 +119,8 @@ typedef struct Attempt
 	LogPosition at;				/* where the catalog was */
 	char	   *epoch;			/* where the log is */
 	char	   *head;
+	List	   *events;			/* the events of the change, as sent */
+	int64		expires;		/* the append's expiry, in Redis time (ms) */
 } Attempt;
 
 /*
@@ -135,6 +139,8 @@ TopologyChangesOrdered(void)
 	return dbname != NULL && TenantRouterDatabase != NULL &&
 		strcmp(dbname, TenantRouterDatabase) == 0;
 }
+
+static void settle_unanswered(const char *function, Attempt *a);
 
 static void
 redis_unreachable(const char *function, const char *why)
@@ -445,7 +451,11 @@ attempt(TopologyChangeFn change, void *arg, Attempt *a)
 		}
 		else if (!TopologyLogAppend(a->at.epoch, a->at.position, OriginName(), events, &result,
 									&a->why))
+		{
 			a->unreachable = true;
+			a->events = events;
+			a->expires = result.expires;
+		}
 		else if (result.outcome == TOPOLOGY_LOG_APPENDED)
 		{
 			keep_appended(mark, result.head, version);
@@ -547,7 +557,10 @@ OrderedChange(const char *function, TopologyChangeFn change, void *arg, bool ret
 		if (a.done)
 			return;
 		if (a.unreachable)
-			redis_unreachable(function, a.why);
+		{
+			settle_unanswered(function, &a);
+			return;
+		}
 		if (a.error != NULL && interruption(a.error))
 			ReThrowError(a.error);
 		if (a.error != NULL)
@@ -565,6 +578,90 @@ OrderedChange(const char *function, TopologyChangeFn change, void *arg, bool ret
 					 errhint("Call %s() again.", function)));
 		wait_for_log(function, a.epoch, a.head, deadline);
 	}
+}
+
+/*
+ * settle_unanswered finds out what became of a change whose append Redis
+ * did not answer (it went away, or answered after the timeout): the script
+ * may have run all the same, before its expiry (topology_log.c).  Once
+ * Redis's clock has passed it, on a new connection, the entries after the
+ * position the append was made at are read: if they are the change's own
+ * (this coordinator's, the same events), the change is in the order, and
+ * this coordinator's worker applies it like any other (its transaction here
+ * rolled back): the call waits for that and returns as if the append had
+ * been answered, or raises the reason the worker rejected it.  Otherwise
+ * the change is not in the order and nothing changed: Redis unreachable.
+ * When Redis cannot be asked, the error says the change may be in force.
+ */
+static void
+settle_unanswered(const char *function, Attempt *a)
+{
+	List	   *entries = NIL;
+	List	   *ids = NIL;
+	char	   *why = NULL;
+	char	  **outcomes = NULL;
+	char	   *epoch = NULL;
+	char	   *head = NULL;
+	ListCell   *lc;
+	ListCell   *ec;
+	bool		ours;
+
+	if (a->expires == 0)
+		redis_unreachable(function, a->why);	/* the append was not sent */
+
+	/* once its expiry has passed, the append is made or never will be */
+	TopologyLogDisconnect();
+	for (;;)
+	{
+		int64		now;
+
+		if (!TopologyLogServerTime(&now, &why) || now > a->expires)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 a->expires - now + 1, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (why != NULL ||
+		!TopologyLogRead(a->at.position, false, list_length(a->events), &entries, &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("cannot tell whether the topology change of %s() was made: Redis at %s:%d stopped answering",
+						function, TenantRouterRedisHost, TenantRouterRedisPort),
+				 errdetail("The change was sent to Redis to take its place in the order of topology changes, and Redis did not answer (%s); it may have been ordered, and is then in force on every coordinator once their workers have applied it.",
+						   a->why),
+				 errhint("Once Redis is back, check tenant_router.shards before calling %s() again.",
+						 function)));
+	ours = list_length(entries) == list_length(a->events);
+	forboth(lc, entries, ec, a->events)
+	{
+		RedisEvent *e = lfirst(lc);
+
+		if (e->node == NULL || strcmp(e->node, OriginName()) != 0 || e->event == NULL ||
+			strcmp(e->event, lfirst(ec)) != 0)
+			ours = false;
+		ids = lappend(ids, pstrdup(e->id));
+	}
+	TopologyLogFreeEvents(entries);
+	if (!ours)
+		redis_unreachable(function, a->why);
+
+	/* in the order: wait for the worker to apply it here */
+	epoch = pstrdup(a->at.epoch);
+	head = llast(ids);
+	wait_for_log(function, epoch, head,
+				 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ORDER_TIMEOUT_MS));
+	if (TopologyLogGetOutcomes(ids, &outcomes, &why))
+		for (int i = 0; i < list_length(ids); i++)
+			if (outcomes[i] != NULL && strcmp(outcomes[i], "applied") != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("the topology change of %s() was ordered but not applied", function),
+						 errdetail("Redis did not answer its append in time (%s), but had made it; the topology worker then decided it: %s.",
+								   a->why, outcomes[i])));
+	ereport(NOTICE,
+			(errmsg("Redis answered the append of the topology change of %s() late; the change is in the order and was applied here by the topology worker",
+					function)));
 }
 
 /* the admin functions' changes */

@@ -28,6 +28,9 @@
 #include "access/table.h"
 #include "catalog/pg_attribute.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -43,6 +46,9 @@
 #define MOVED_TRIGGER "tenant_router_moved"
 /* the constraint name a fence's error carries (the guard's is MOVED_TRIGGER) */
 #define FENCE_CONSTRAINT "tenant_router_fence"
+/* longest wait of one attempt of ShardRemoteDdl for its locks, and the pause after it */
+#define DDL_ATTEMPT_MS 50
+#define DDL_PAUSE_MS 20
 /* advisory lock key under which coordinators change a shard's tables */
 #define SHARD_DDL_LOCK "7481029373"
 
@@ -64,23 +70,62 @@ ddl_context(void *arg)
 /*
  * ShardRemoteDdl runs a statement that takes locks on a shard's table (DDL,
  * LOCK, the cleanup's DELETE), waiting for them at most
- * tenant_router.shard_lock_timeout: a session idle in a transaction on the
- * shard makes it fail with 55P03 instead of hanging, and instead of queueing
- * every other query on that table behind it.  The setting travels in the
- * same pipeline, for the statement's transaction only.
+ * tenant_router.shard_lock_timeout in all: a session idle in a transaction
+ * on the shard makes it fail with 55P03 instead of hanging.  It waits in
+ * attempts of at most DDL_ATTEMPT_MS, DDL_PAUSE_MS apart (in a remote
+ * savepoint when in a remote transaction): a lock request that waits holds
+ * back every later query on the table, so the other tenants' writes wait
+ * at most one attempt, then go on while it pauses, instead of waiting for
+ * the whole timeout behind it.  The setting travels in the same pipeline,
+ * for the statement's transaction only.
  */
 void
 ShardRemoteDdl(ShardConn *sc, const char *sql)
 {
 	ErrorContextCallback callback;
+	bool		in_xact = ShardConnInTransaction(sc);
+	int			waited = 0;
 
 	callback.callback = ddl_context;
 	callback.arg = sc;
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
-	ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
-								TenantRouterShardLockTimeout));
-	ShardRemoteCommand(sc, sql);
+	for (;;)
+	{
+		int			attempt = DDL_ATTEMPT_MS;
+		bool		last;
+		PGresult   *res;
+		const char *state;
+
+		if (TenantRouterShardLockTimeout > 0)
+			attempt = Min(attempt, Max(TenantRouterShardLockTimeout - waited, 1));
+		last = TenantRouterShardLockTimeout > 0 && waited + attempt >= TenantRouterShardLockTimeout;
+		if (in_xact && !last)
+			ShardConnQueue(sc, "SAVEPOINT tenant_router_ddl");
+		ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+									attempt));
+		ShardConnSend(sc, sql, 0, NULL, NULL);
+		res = ShardConnResult(sc, false);
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK)
+		{
+			PQclear(res);
+			if (in_xact && !last)
+				ShardRemoteCommand(sc, "RELEASE SAVEPOINT tenant_router_ddl");
+			break;
+		}
+		if (last || state == NULL || strcmp(state, "55P03") != 0)
+			ShardConnRaise(sc, res, sql);
+		PQclear(res);
+		if (in_xact)
+			ShardRemoteCommand(sc, "ROLLBACK TO SAVEPOINT tenant_router_ddl");
+		waited += attempt;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 DDL_PAUSE_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		waited += DDL_PAUSE_MS;
+	}
 	error_context_stack = callback.previous;
 }
 

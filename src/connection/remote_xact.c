@@ -181,6 +181,13 @@ ShardConnBegin(ShardConn *sc, ShardXactMode mode)
 	}
 }
 
+/* ShardConnInTransaction tells whether sc has a remote transaction open (or queued) */
+bool
+ShardConnInTransaction(ShardConn *sc)
+{
+	return sc->xact_depth > 0;
+}
+
 /*
  * ShardConnFirstStatement tells whether the statement last sent on sc was
  * the first of its remote transaction (or ran outside any): nothing else

@@ -57,6 +57,8 @@
 
 /* connect and command timeout */
 #define REDIS_TIMEOUT_SECS 2
+/* how long after it is sent a change's append may still be made (< the timeout) */
+#define APPEND_EXPIRY_MS 1500
 /* how long the raw script remembers an event it ordered, by position and text */
 #define RAW_KEEP_SECS "3600"
 /* and by text alone, for a coordinator that just subscribed */
@@ -83,9 +85,13 @@
 
 /*
  * The change script: KEYS stream, channel, snapshot, outcomes; ARGV epoch,
- * position (the last entry the caller's catalog holds), node, events...
- * Appends the events (kind "change") and publishes each, if the log is
- * still at that epoch and position.  Their outcome ("applied") is recorded
+ * position (the last entry the caller's catalog holds), node, expiry (Redis
+ * time in ms), events...  Appends the events (kind "change") and publishes
+ * each, if the log is still at that epoch and position and the expiry has
+ * not passed: a script that Redis runs after its caller gave up waiting
+ * (APPEND_EXPIRY_MS, less than the command timeout) changes nothing, so
+ * that the caller can find out for sure what became of it (its entries are
+ * in the log, or never will be).  Their outcome ("applied") is recorded
  * once the caller's transaction has committed (TopologyLogPutOutcomes from
  * its commit callback, commands/ordered_change.c), not here: until then
  * the others wait for it rather than follow a change whose shard work may
@@ -96,8 +102,11 @@
 	"local last = last_id(KEYS[1]) " \
 	"if not epoch or epoch ~= ARGV[1] then return {'epoch', epoch or '', last} end " \
 	"if last ~= ARGV[2] then return {'moved', epoch, last} end " \
+	"local t = redis.call('TIME') " \
+	"if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[4]) then " \
+	"  return {'expired', epoch, last} end " \
 	"local r = {'ok', epoch, last} " \
-	"for i = 4, #ARGV do " \
+	"for i = 5, #ARGV do " \
 	"  local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i], 'kind', 'change', 'node', ARGV[3]) " \
 	"  redis.call('PUBLISH', KEYS[2], ARGV[i]) " \
 	"  r[#r + 1] = id " \
@@ -596,6 +605,34 @@ TopologyLogHead(char **epoch, char **head, char **errmsg)
 }
 
 /*
+ * TopologyLogServerTime reads Redis's clock, in ms since the epoch.  False
+ * if Redis failed.
+ */
+bool
+TopologyLogServerTime(int64 *ms, char **errmsg)
+{
+	const char *argv[1] = {"TIME"};
+	redisReply *reply;
+
+	if (!TopologyLogConnect(errmsg))
+		return false;
+	reply = command_argv(errmsg, "reading Redis's clock failed", 1, argv, NULL);
+	if (reply == NULL)
+		return false;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+		reply->element[0]->type != REDIS_REPLY_STRING || reply->element[1]->type != REDIS_REPLY_STRING)
+	{
+		freeReplyObject(reply);
+		set_error(errmsg, "reading Redis's clock failed", "unexpected reply");
+		return false;
+	}
+	*ms = strtoi64(reply->element[0]->str, NULL, 10) * 1000 +
+		strtoi64(reply->element[1]->str, NULL, 10) / 1000;
+	freeReplyObject(reply);
+	return true;
+}
+
+/*
  * TopologyLogAppend appends events (of char *), this coordinator's change,
  * to the log if it is still at epoch and position; result says what
  * happened.  False if Redis failed.
@@ -604,11 +641,17 @@ bool
 TopologyLogAppend(const char *epoch, const char *position, const char *origin,
 				  List *events, TopologyLogAppendResult *result, char **errmsg)
 {
-	int			nargs = 7 + list_length(events);
+	int			nargs = 8 + list_length(events);
 	const char **args = palloc(sizeof(char *) * nargs);
 	redisReply *reply;
 	ListCell   *lc;
 	int			i = 0;
+	int64		now;
+
+	memset(result, 0, sizeof(*result));
+	if (!TopologyLogServerTime(&now, errmsg))
+		return false;
+	result->expires = now + APPEND_EXPIRY_MS;
 
 	args[i++] = TopologyLogStreamKey();
 	args[i++] = TenantRouterTopologyChannel;
@@ -617,6 +660,7 @@ TopologyLogAppend(const char *epoch, const char *position, const char *origin,
 	args[i++] = epoch;
 	args[i++] = position;
 	args[i++] = origin;
+	args[i++] = psprintf(INT64_FORMAT, result->expires);
 	foreach(lc, events)
 		args[i++] = lfirst(lc);
 	reply = run_script(SCRIPT_CHANGE, "ordering the change failed", 4, nargs, args, NULL, errmsg);
@@ -628,7 +672,13 @@ TopologyLogAppend(const char *epoch, const char *position, const char *origin,
 		set_error(errmsg, "ordering the change failed", "unexpected reply");
 		return false;
 	}
-	memset(result, 0, sizeof(*result));
+	if (strcmp(reply->element[0]->str, "expired") == 0)
+	{
+		freeReplyObject(reply);
+		set_error(errmsg, "ordering the change failed",
+				  psprintf("Redis ran it more than %d ms after it was sent", APPEND_EXPIRY_MS));
+		return false;
+	}
 	result->epoch = reply_string(reply->element[1]);
 	result->head = reply_string(reply->element[2]);
 	if (strcmp(reply->element[0]->str, "ok") == 0)

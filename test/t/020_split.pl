@@ -212,9 +212,32 @@ is($coord->safe_psql('postgres', 'SELECT count(*) FROM tenant_router.shards'), '
 # the worker cleans up after a split by itself
 $coord->append_conf('postgresql.conf', 'tenant_router.auto_cleanup = on');
 $coord->reload;
-$coord->safe_psql('postgres', "SELECT shard_split('shard2', 15000, 'shard4', '$dsn4')");
+# ... while a session on shard2 holds users (idle in a transaction): the
+# split's DDL waits for it in short attempts, and the other tenants' writes
+# go on meanwhile instead of queueing behind its lock request (before, they
+# waited for the whole tenant_router.shard_lock_timeout)
+my $idle = $shard2->background_psql('postgres');
+$idle->query_safe('BEGIN; SELECT count(*) FROM users');
+my $splitter = $coord->background_psql('postgres', on_error_stop => 0);
+$splitter->query_until(qr/started/,
+	"SET tenant_router.shard_lock_timeout = '60s';\n\\echo started\nSELECT shard_split('shard2', 15000, 'shard4', '$dsn4');\n");
+$shard2->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+	  . "AND application_name LIKE 'tenant_router %' AND query LIKE '% public.users%'")
+  or die 'the split did not wait on shard2';
+($rc, $out, $err) = $coord->psql('postgres',
+	"SET statement_timeout = '2s'; INSERT INTO users VALUES (999997, 12000, 'during the split', 1)");
+is($rc . $err, '0', 'a tenant that stays is written while the split waits for a lock');
+($rc, $out, $err) = $coord->psql('postgres',
+	"SET statement_timeout = '2s'; INSERT INTO users VALUES (999996, 16000, 'during the split', 1)");
+is($rc . $err, '0', 'and so is a tenant that moves');
+$idle->query_safe('COMMIT');
+$idle->quit;
+$splitter->quit;
 is($coord->safe_psql('postgres', 'SELECT shard_for(15000) || shard_for(15001)'), 'shard2shard4',
 	'a second split');
+is($coord->safe_psql('postgres', "SELECT count(*) FROM users WHERE username = 'during the split'"), '2',
+	'with both rows');
 ok($coord->poll_query_until('postgres', 'SELECT count(*) = 0 FROM tenant_router.pending_cleanup'),
 	'the worker cleaned up after it');
 is($shard2->safe_psql('postgres', 'SELECT count(*) FROM users WHERE tenant_id > 15000'), '0',

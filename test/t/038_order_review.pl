@@ -39,7 +39,7 @@ my $channel = 'db_shard_topology_updates';
 my $redis = TenantRouter::Test->start_redis;
 my $server = TenantRouter::Test->new_shard('server');
 my %dsn;
-for my $db (qw(s1 s2 s3 s4 s5 sb race sx solo3 solo3b))
+for my $db (qw(s1 s2 s3 s4 s5 sb race sx solo3 solo3b late paused))
 {
 	$server->safe_psql('postgres', "CREATE DATABASE $db");
 	$dsn{$db} = TenantRouter::Test->dsn($server, $db);
@@ -48,6 +48,9 @@ for my $db (qw(s1 s2 s3 s4 s5 sb race sx solo3 solo3b))
 # a proxy in front of Redis that flushes its script cache before passing on
 # an EVALSHA while $flag exists
 my $flag = PostgreSQL::Test::Utils::tempdir('proxy') . '/flush';
+# and that holds Redis's answers back for 3 s after passing on the EVALSHA
+# of an ADD_SHARD change while $delay exists (once)
+my $delay = $flag . '.delay';
 my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
 	Listen => 16, ReuseAddr => 1) or die "proxy: $!";
 my $proxy_port = $listen->sockport;
@@ -72,6 +75,7 @@ if ($proxy_pid == 0)
 				$sel->add($c, $r);
 				next;
 			}
+			next unless $peer{$s};	# closed with its peer in this round
 			my $n = sysread($s, my $buf, 65536);
 			if (!$n)
 			{
@@ -100,6 +104,11 @@ if ($proxy_pid == 0)
 				my $w = syswrite($peer{$s}, $buf, length($buf) - $off, $off);
 				last unless defined $w;
 				$off += $w;
+			}
+			if ($client{$s} && -e $delay && $buf =~ /EVALSHA/ && $buf =~ /ADD_SHARD/)
+			{
+				unlink $delay;
+				sleep 3;
 			}
 		}
 	}
@@ -152,6 +161,20 @@ like($err, qr/NOSCRIPT/, 'and why: the script was forgotten twice');
 is($p->safe_psql('postgres', 'SELECT 1'), '1', 'the server is still up');
 $p->safe_psql('postgres', "SELECT shard_add('s5', 1, 100, '$dsn{s5}')");
 is(shards($p), 's5:1..100', 'a change goes through once Redis keeps its scripts');
+
+# --- Redis makes a change, but answers after the timeout --------------------
+# The caller finds its entries in the log, waits for its worker to apply
+# them and succeeds (the old code failed with 08006, while the change came
+# into force all the same).
+open $fh, '>', $delay or die;
+close $fh;
+($ret, $out, $err) = $p->psql('postgres', "SELECT shard_add('late', 201, 300, '$dsn{late}')",
+	on_error_stop => 0);
+unlike($err, qr/ERROR/, 'a change that Redis made but answered late succeeds') or diag($err);
+like($err, qr/answered the append of the topology change of shard_add\(\) late/, 'saying so');
+is(shards($p), 'late:201..300 s5:1..100', 'it is in force');
+is($p->safe_psql('postgres', q{SELECT count(*) FROM tenant_router.events WHERE shard_id = 'late' AND status = 'applied'}),
+	'1', 'applied once, by the topology worker');
 my $crashed = slurp_file($p->logfile) =~ /terminated by signal/;
 ok(!$crashed, 'no process of the proxied coordinator crashed');
 $p->stop;
@@ -302,6 +325,23 @@ is(shards($solo), 's3b:1..100', 'the catalog holds what the transaction made');
 my $outcomes = TenantRouter::Test->redis_cli($redis, 'HVALS', 'solo:outcome');
 is(join(',', sort split /\n/, $outcomes), 'applied,applied,applied',
 	'their outcomes on Redis say applied, for the other coordinators');
+
+
+# --- Redis runs a change after its caller gave up ---------------------------
+# CLIENT PAUSE WRITE holds the append's script for 3 s (reads go on): the
+# caller's 2 s timeout expires, it finds nothing in the log and fails with
+# 08006; when Redis runs the script, past its expiry, it changes nothing
+# (the old code's script appended it then: the change came into force on
+# every coordinator although its caller had been told it failed).
+my $before = shards($a);
+TenantRouter::Test->redis_cli($redis, 'CLIENT', 'PAUSE', '3000', 'WRITE');
+($ret, $out, $err) = $a->psql('postgres', "SELECT shard_add('paused', 901, 1000, '$dsn{paused}')",
+	on_error_stop => 0);
+like($err, qr/Redis at .* is unreachable/, 'a change that Redis holds past its expiry fails');
+sleep 3;
+is(shards($a), $before, 'and is not in force once Redis has run it');
+is(TenantRouter::Test->redis_cli($redis, 'XRANGE', "$channel:log", '-', '+') =~ /paused/ ? 'in the log' : 'not in the log',
+	'not in the log', 'nor in the log');
 
 $_->stop for ($a, $b, $solo);
 done_testing();

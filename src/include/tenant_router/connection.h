@@ -49,6 +49,7 @@ extern void RemoteXactInit(void);
 extern bool ShardConnCanAutocommit(void);
 extern void ShardConnBegin(ShardConn *sc, ShardXactMode mode);
 extern bool ShardConnFirstStatement(ShardConn *sc);
+extern bool ShardConnInTransaction(ShardConn *sc);
 extern void ShardConnRollbackRemote(ShardConn *sc);
 extern int	RemoteXactRecover(void);
 

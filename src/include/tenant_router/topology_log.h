@@ -46,6 +46,9 @@ typedef struct TopologyLogAppendResult
 	char	   *epoch;			/* Redis's epoch ("" if it has none) */
 	char	   *head;			/* the last entry of the log */
 	List	   *ids;			/* of char *, the entries appended */
+	int64		expires;		/* Redis time (ms) after which the append cannot
+								 * be made any more, even if Redis failed to
+								 * answer; 0 if it was not sent */
 } TopologyLogAppendResult;
 
 /* the snapshot kept next to the log */
@@ -75,6 +78,7 @@ extern bool TopologyLogConnected(void);
 
 /* ordering */
 extern bool TopologyLogHead(char **epoch, char **head, char **errmsg);
+extern bool TopologyLogServerTime(int64 *ms, char **errmsg);
 extern bool TopologyLogAppend(const char *epoch, const char *position, const char *origin,
 							  List *events, TopologyLogAppendResult *result, char **errmsg);
 extern bool TopologyLogOrderRaw(const char *event, int len, const char *prev,
