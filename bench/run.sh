@@ -15,6 +15,11 @@
 # the first query of new sessions (pgbench -C) and a backend's memory, and
 # the router with tenant_router.track_stats on against off (prepared point
 # SELECT, 1 and 4 clients; "stats" runs only that part).
+# Environment: STATS_ROUNDS (default 5) rounds of that comparison;
+# STATS_TENANTS (default 20000) random tenants it selects: 20 000 is twice
+# tenant_router.stats_max_tenants (10 000), so that about half the statements
+# add a tenant and eviction is part of the cost; 10000 or fewer all fit (after
+# the first run, no statement adds or evicts).
 # Ratios are printed against the baseline measured in the same run.
 #
 # Requires the extension to be installed (make install) and postgres_fdw
@@ -104,6 +109,8 @@ write direct_select "\set tid random(1, 10000)
 SELECT id, username FROM bench_users WHERE tenant_id = :tid;"
 write router_select "\set tid random(1, 20000)
 SELECT id, username FROM bench_users WHERE tenant_id = :tid;"
+write stats_select "\set tid random(1, ${STATS_TENANTS:-20000})
+SELECT id, username FROM bench_users WHERE tenant_id = :tid;"
 write pgfdw_select "\set tid random(1, 20000)
 SELECT id, username FROM pf_users WHERE tenant_id = :tid;"
 write direct_insert "\set tid random(1, 10000)
@@ -127,10 +134,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
 
 # ---------------------------------------------------------------- statistics
 # The router with tenant_router.track_stats on against off (PGOPTIONS, so the
-# same server and the same shards), prepared point SELECT of random tenants
-# (20 000 of them: twice tenant_router.stats_max_tenants, so that eviction is
-# part of the cost), STATS_ROUNDS (default 5) rounds of on, off, off, on so
-# that drift of the machine favours neither.  Printed: the mean tps of each,
+# same server and the same shards), prepared point SELECT of STATS_TENANTS
+# random tenants (by default 20 000: twice tenant_router.stats_max_tenants, so
+# that eviction is part of the cost), STATS_ROUNDS (default 5) rounds of on,
+# off, off, on so that drift of the machine favours neither.  Printed: the mean tps of each,
 # their ratio, the median and range of the rounds' own ratios, and the CPU
 # time the coordinator's processes spent per statement (from /proc: what
 # other load on the machine changes least).
@@ -150,7 +157,7 @@ stats_run() {	# clients [PGOPTIONS]: "tps cpu_us_per_statement"
 	n0=$(coord_children)
 	t0=$(coord_ticks)
 	out=$(PGOPTIONS=${2:-} pgbench $coord -n -M prepared -c "$1" -j "$1" -T "$SECONDS_PER_RUN" \
-		-f "$scripts/router_select.sql" postgres 2>&1)
+		-f "$scripts/stats_select.sql" postgres 2>&1)
 	# the run's backends count once reaped (then in the postmaster's cutime)
 	for i in $(seq 100); do
 		[ "$(coord_children)" -le "$n0" ] && break
@@ -175,7 +182,7 @@ stats_on_off() {
 	[ "$n" -gt 0 ] || { echo "track_stats = on counted nothing" >&2; exit 1; }
 
 	echo
-	echo "router with statistics on against off (prepared point SELECT, $rounds rounds of on, off, off, on, ${SECONDS_PER_RUN}s runs)"
+	echo "router with statistics on against off (prepared point SELECT of ${STATS_TENANTS:-20000} random tenants, $rounds rounds of on, off, off, on, ${SECONDS_PER_RUN}s runs)"
 	printf '%-7s %9s %9s %7s %7s  %-13s %-13s %7s  %s\n' clients "tps on" "tps off" on/off median \
 		"us/stmt on" "us/stmt off" on/off "rounds' tps on/off"
 	for clients in 1 4; do

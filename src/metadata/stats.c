@@ -20,11 +20,21 @@
  * entry first evicts about 5% of the entries (at least one), those whose
  * last use is the oldest.  Entries are per database (the key holds its OID).
  *
- * Invariants: one LWLock guards both tables' shape (shared to find an
- * entry, exclusive to add or remove one, and to evict); an entry's fields,
- * and the last use in its slot, are changed under its spinlock.  Nothing
- * here raises an error in the counting paths, which also run during a
- * transaction's abort.
+ * Each table is a shared hash split into STATS_PARTITIONS partitions by the
+ * key's hash value, as PostgreSQL's lock manager splits its own, each
+ * guarded by an LWLock of its own: counting a statement on an entry that
+ * exists takes its partition's lock shared; adding an entry takes only its
+ * partition's lock exclusively; eviction, stats_reset() and the views take
+ * all of a table's partition locks (in their order; nothing holds one
+ * partition lock while it waits for another, nor locks of both tables), so
+ * that a full table is evicted once for the next 5% of new entries, not on
+ * every statement of a new tenant.
+ *
+ * Invariants: an entry is added or removed only with its partition's lock
+ * held exclusively; the free slots, under the table's spinlock; an entry's
+ * fields, and the last use in its slot, are changed under the entry's
+ * spinlock.  Nothing here raises an error in the counting paths, which
+ * also run during a transaction's abort.
  *
  *-------------------------------------------------------------------------
  */
@@ -51,6 +61,8 @@
 #define STATS_EVICT_PERCENT 5
 /* entries whose last use sets the eviction threshold */
 #define STATS_EVICT_SAMPLE 512
+/* partitions of each table, a power of 2 (dynahash's HASH_PARTITION) */
+#define STATS_PARTITIONS 16
 
 typedef struct StatsShardKey
 {
@@ -104,9 +116,11 @@ typedef struct StatsTable
 	Size		keysize;
 	Size		entry_size;
 	Size		common_at;		/* offset of the entries' StatsCommon */
+	int			first_lock;		/* its first partition lock in stats_locks */
 	int			max;
 	HTAB	   *hash;
 	/* in shared memory, after the hash */
+	slock_t    *slots_mutex;	/* guards nfree and free_slots */
 	int		   *nfree;
 	int		   *free_slots;		/* the free slots, a stack */
 	TimestampTz *used;			/* each slot's last use */
@@ -115,14 +129,17 @@ typedef struct StatsTable
 
 static StatsTable shard_table = {
 	"tenant_router shard stats", "tenant_router shard stats slots",
-	sizeof(StatsShardKey), sizeof(StatsShardEntry), offsetof(StatsShardEntry, c)
+	sizeof(StatsShardKey), sizeof(StatsShardEntry), offsetof(StatsShardEntry, c),
+	0
 };
 static StatsTable tenant_table = {
 	"tenant_router tenant stats", "tenant_router tenant stats slots",
-	sizeof(StatsTenantKey), sizeof(StatsTenantEntry), offsetof(StatsTenantEntry, c)
+	sizeof(StatsTenantKey), sizeof(StatsTenantEntry), offsetof(StatsTenantEntry, c),
+	STATS_PARTITIONS
 };
 
-static LWLock *stats_lock = NULL;
+/* the partition locks: the shard table's, then the tenant table's */
+static LWLockPadded *stats_locks = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -139,7 +156,7 @@ PG_FUNCTION_INFO_V1(tenant_router_stats_reset);
 static Size
 slots_size(int max)
 {
-	return MAXALIGN(sizeof(int)) + MAXALIGN(sizeof(int) * max) +
+	return MAXALIGN(sizeof(slock_t)) + MAXALIGN(sizeof(int)) + MAXALIGN(sizeof(int) * max) +
 		MAXALIGN(sizeof(TimestampTz) * max) + MAXALIGN(sizeof(void *) * max);
 }
 
@@ -152,7 +169,7 @@ stats_shmem_request(void)
 	RequestAddinShmemSpace(slots_size(TenantRouterStatsMaxShards));
 	RequestAddinShmemSpace(hash_estimate_size(TenantRouterStatsMaxTenants, sizeof(StatsTenantEntry)));
 	RequestAddinShmemSpace(slots_size(TenantRouterStatsMaxTenants));
-	RequestNamedLWLockTranche(STATS_TRANCHE, 1);
+	RequestNamedLWLockTranche(STATS_TRANCHE, 2 * STATS_PARTITIONS);
 }
 
 /* table_attach creates or attaches a table of max entries */
@@ -167,8 +184,12 @@ table_attach(StatsTable *t, int max)
 	t->max = max;
 	info.keysize = t->keysize;
 	info.entrysize = t->entry_size;
-	t->hash = ShmemInitHash(t->name, max, max, &info, HASH_ELEM | HASH_BLOBS);
+	info.num_partitions = STATS_PARTITIONS;
+	t->hash = ShmemInitHash(t->name, max, max, &info,
+							HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	p = ShmemInitStruct(t->slots_name, slots_size(max), &found);
+	t->slots_mutex = (slock_t *) p;
+	p += MAXALIGN(sizeof(slock_t));
 	t->nfree = (int *) p;
 	p += MAXALIGN(sizeof(int));
 	t->free_slots = (int *) p;
@@ -178,6 +199,7 @@ table_attach(StatsTable *t, int max)
 	t->entries = (void **) p;
 	if (!found)
 	{
+		SpinLockInit(t->slots_mutex);
 		*t->nfree = max;
 		for (i = 0; i < max; i++)
 		{
@@ -194,7 +216,7 @@ stats_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	stats_lock = &(GetNamedLWLockTranche(STATS_TRANCHE))->lock;
+	stats_locks = GetNamedLWLockTranche(STATS_TRANCHE);
 	table_attach(&shard_table, TenantRouterStatsMaxShards);
 	table_attach(&tenant_table, TenantRouterStatsMaxTenants);
 	LWLockRelease(AddinShmemInitLock);
@@ -235,7 +257,31 @@ compare_timestamps(const void *a, const void *b)
 	return ta < tb ? -1 : ta > tb ? 1 : 0;
 }
 
-/* table_remove removes an entry and frees its slot; lock held exclusively */
+static LWLock *
+partition_lock(StatsTable *t, uint32 hashcode)
+{
+	return &stats_locks[t->first_lock + hashcode % STATS_PARTITIONS].lock;
+}
+
+/* lock_all takes all of t's partition locks, in their order */
+static void
+lock_all(StatsTable *t, LWLockMode mode)
+{
+	for (int i = 0; i < STATS_PARTITIONS; i++)
+		LWLockAcquire(&stats_locks[t->first_lock + i].lock, mode);
+}
+
+static void
+unlock_all(StatsTable *t)
+{
+	for (int i = STATS_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&stats_locks[t->first_lock + i].lock);
+}
+
+/*
+ * table_remove removes an entry and frees its slot; its partition's lock is
+ * held exclusively
+ */
 static void
 table_remove(StatsTable *t, void *entry)
 {
@@ -243,8 +289,10 @@ table_remove(StatsTable *t, void *entry)
 
 	t->entries[slot] = NULL;
 	t->used[slot] = 0;
-	t->free_slots[(*t->nfree)++] = slot;
 	(void) hash_search(t->hash, entry, HASH_REMOVE, NULL);
+	SpinLockAcquire(t->slots_mutex);
+	t->free_slots[(*t->nfree)++] = slot;
+	SpinLockRelease(t->slots_mutex);
 }
 
 /*
@@ -253,61 +301,76 @@ table_remove(StatsTable *t, void *entry)
  * percentile of the last uses of up to STATS_EVICT_SAMPLE slots spread over
  * the table (all of them in a smaller table), so that one pass over the
  * array of last uses and a small sort do, whatever the size of the table.
- * The lock is held exclusively.
+ * It takes all of the table's partition locks, and does nothing if another
+ * backend freed a slot meanwhile.  No partition lock is held by the caller.
  */
 static void
 table_evict(StatsTable *t)
 {
 	TimestampTz sample[STATS_EVICT_SAMPLE];
 	int			step = Max(t->max / STATS_EVICT_SAMPLE, 1);
-	int			goal = Max((t->max - *t->nfree) * STATS_EVICT_PERCENT / 100, 1);
+	int			goal;
 	int			removed = 0;
 	int			n = 0;
 	int			slot;
 	TimestampTz threshold;
 
+	lock_all(t, LW_EXCLUSIVE);
+	/* no slot is taken or freed while all partitions are locked */
+	if (*t->nfree > 0)
+	{
+		unlock_all(t);
+		return;
+	}
+	goal = Max(t->max * STATS_EVICT_PERCENT / 100, 1);
 	for (slot = 0; slot < t->max && n < STATS_EVICT_SAMPLE; slot += step)
 		if (t->entries[slot] != NULL)
 			sample[n++] = t->used[slot];
-	if (n == 0)
-		return;
-	qsort(sample, n, sizeof(TimestampTz), compare_timestamps);
-	threshold = sample[Max(n * STATS_EVICT_PERCENT / 100, 1) - 1];
-
-	for (slot = 0; slot < t->max && removed < goal; slot++)
+	if (n > 0)
 	{
-		if (t->entries[slot] != NULL && t->used[slot] <= threshold)
+		qsort(sample, n, sizeof(TimestampTz), compare_timestamps);
+		threshold = sample[Max(n * STATS_EVICT_PERCENT / 100, 1) - 1];
+		for (slot = 0; slot < t->max && removed < goal; slot++)
 		{
-			table_remove(t, t->entries[slot]);
-			removed++;
+			if (t->entries[slot] != NULL && t->used[slot] <= threshold)
+			{
+				table_remove(t, t->entries[slot]);
+				removed++;
+			}
 		}
 	}
+	unlock_all(t);
 }
 
 /*
- * table_enter finds or adds the entry of key, evicting first if the table is
- * full; NULL if it cannot be added.  The lock is held exclusively.
+ * table_enter finds or adds the entry of key (whose hash value is hashcode);
+ * NULL if it cannot be added, with *full set if that is because every slot
+ * is taken.  The key's partition lock is held exclusively.
  */
 static void *
-table_enter(StatsTable *t, const void *key, TimestampTz now)
+table_enter(StatsTable *t, const void *key, uint32 hashcode, TimestampTz now,
+			bool *full)
 {
 	void	   *entry;
 	StatsCommon *c;
 	bool		found;
-	int			slot;
+	int			slot = -1;
 
-	entry = hash_search(t->hash, key, HASH_FIND, NULL);
-	if (entry != NULL)
+	*full = false;
+	/* one walk of the bucket finds it or adds it; most keys are new here */
+	entry = hash_search_with_hash_value(t->hash, key, hashcode, HASH_ENTER_NULL, &found);
+	if (entry == NULL || found)
 		return entry;
-	if (*t->nfree == 0)
-		table_evict(t);
-	if (*t->nfree == 0)
+	SpinLockAcquire(t->slots_mutex);
+	if (*t->nfree > 0)
+		slot = t->free_slots[--(*t->nfree)];
+	SpinLockRelease(t->slots_mutex);
+	if (slot < 0)
+	{
+		(void) hash_search_with_hash_value(t->hash, key, hashcode, HASH_REMOVE, NULL);
+		*full = true;
 		return NULL;
-	entry = hash_search(t->hash, key, HASH_ENTER_NULL, &found);
-	if (entry == NULL)
-		return NULL;
-	Assert(!found);
-	slot = t->free_slots[--(*t->nfree)];
+	}
 	c = COMMON(t, entry);
 	memset(c, 0, t->entry_size - t->common_at);
 	SpinLockInit(&c->mutex);
@@ -319,34 +382,44 @@ table_enter(StatsTable *t, const void *key, TimestampTz now)
 }
 
 /*
- * find_entries returns the shard's entry and, with tenant, the tenant's,
- * adding them if needed, with the lock held (shared if both existed); the
- * caller releases it.  Either may be NULL if it could not be added.
+ * find_entry returns the entry of key in t, adding it if needed (evicting
+ * first if the table is full), with its partition's lock held (shared if it
+ * existed) in *lock, which the caller releases; NULL, and no lock held, if
+ * it could not be added.
  */
-static void
-find_entries(const char *shard_id, const int64 *tenant, TimestampTz now,
-			 StatsShardEntry **shard, StatsTenantEntry **tenant_entry)
+static void *
+find_entry(StatsTable *t, const void *key, TimestampTz now, LWLock **lock)
 {
-	StatsShardKey skey;
-	StatsTenantKey tkey;
+	uint32		hashcode = get_hash_value(t->hash, key);
+	LWLock	   *partition = partition_lock(t, hashcode);
+	void	   *entry;
+	bool		full;
 
-	shard_key(&skey, shard_id);
-	if (tenant != NULL)
-		tenant_key(&tkey, *tenant);
-	*tenant_entry = NULL;
+	LWLockAcquire(partition, LW_SHARED);
+	entry = hash_search_with_hash_value(t->hash, key, hashcode, HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		*lock = partition;
+		return entry;
+	}
+	LWLockRelease(partition);
 
-	LWLockAcquire(stats_lock, LW_SHARED);
-	*shard = hash_search(shard_table.hash, &skey, HASH_FIND, NULL);
-	if (tenant != NULL)
-		*tenant_entry = hash_search(tenant_table.hash, &tkey, HASH_FIND, NULL);
-	if (*shard != NULL && (tenant == NULL || *tenant_entry != NULL))
-		return;
-
-	LWLockRelease(stats_lock);
-	LWLockAcquire(stats_lock, LW_EXCLUSIVE);
-	*shard = table_enter(&shard_table, &skey, now);
-	if (tenant != NULL)
-		*tenant_entry = table_enter(&tenant_table, &tkey, now);
+	/* a second try after an eviction; others may have taken the room */
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		LWLockAcquire(partition, LW_EXCLUSIVE);
+		entry = table_enter(t, key, hashcode, now, &full);
+		if (entry != NULL)
+		{
+			*lock = partition;
+			return entry;
+		}
+		LWLockRelease(partition);
+		if (!full)
+			break;
+		table_evict(t);
+	}
+	return NULL;
 }
 
 /*
@@ -371,10 +444,12 @@ count(StatsStatement *st, uint64 rows, bool failed)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int64		time_us = Max(now - st->start, 0);
+	StatsShardKey skey;
 	StatsShardEntry *shard;
-	StatsTenantEntry *tenant;
+	LWLock	   *lock;
 
-	find_entries(st->shard_id, st->has_tenant ? &st->tenant : NULL, now, &shard, &tenant);
+	shard_key(&skey, st->shard_id);
+	shard = find_entry(&shard_table, &skey, now, &lock);
 	if (shard != NULL)
 	{
 		SpinLockAcquire(&shard->c.mutex);
@@ -382,14 +457,23 @@ count(StatsStatement *st, uint64 rows, bool failed)
 		if (!failed && now > shard->last_success)
 			shard->last_success = now;
 		SpinLockRelease(&shard->c.mutex);
+		LWLockRelease(lock);
 	}
-	if (tenant != NULL)
+	if (st->has_tenant)
 	{
-		SpinLockAcquire(&tenant->c.mutex);
-		add_counters(&tenant_table, &tenant->c, rows, time_us, failed, now);
-		SpinLockRelease(&tenant->c.mutex);
+		StatsTenantKey tkey;
+		StatsTenantEntry *tenant;
+
+		tenant_key(&tkey, st->tenant);
+		tenant = find_entry(&tenant_table, &tkey, now, &lock);
+		if (tenant != NULL)
+		{
+			SpinLockAcquire(&tenant->c.mutex);
+			add_counters(&tenant_table, &tenant->c, rows, time_us, failed, now);
+			SpinLockRelease(&tenant->c.mutex);
+			LWLockRelease(lock);
+		}
 	}
-	LWLockRelease(stats_lock);
 }
 
 /*
@@ -422,7 +506,7 @@ StatsStatementBegin(StatsStatement *st, const char *shard_id, const int64 *tenan
 {
 	Assert(!st->active);
 	st->active = false;
-	if (!TenantRouterTrackStats || stats_lock == NULL)
+	if (!TenantRouterTrackStats || stats_locks == NULL)
 		return;
 	strlcpy(st->shard_id, shard_id, SHARD_ID_MAXLEN);
 	st->has_tenant = tenant != NULL;
@@ -463,12 +547,14 @@ void
 StatsShardAnswered(const char *shard_id)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	StatsShardKey key;
 	StatsShardEntry *shard;
-	StatsTenantEntry *unused;
+	LWLock	   *lock;
 
-	if (stats_lock == NULL)
+	if (stats_locks == NULL)
 		return;
-	find_entries(shard_id, NULL, now, &shard, &unused);
+	shard_key(&key, shard_id);
+	shard = find_entry(&shard_table, &key, now, &lock);
 	if (shard != NULL)
 	{
 		SpinLockAcquire(&shard->c.mutex);
@@ -476,8 +562,8 @@ StatsShardAnswered(const char *shard_id)
 			shard->last_success = now;
 		shard_table.used[shard->c.slot] = now;
 		SpinLockRelease(&shard->c.mutex);
+		LWLockRelease(lock);
 	}
-	LWLockRelease(stats_lock);
 }
 
 /*
@@ -489,13 +575,15 @@ void
 StatsShardFailed(const char *shard_id, const char *message)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	StatsShardKey key;
 	StatsShardEntry *shard;
-	StatsTenantEntry *unused;
+	LWLock	   *lock;
 
 	StatsNoteShardError(shard_id);
-	if (stats_lock == NULL)
+	if (stats_locks == NULL)
 		return;
-	find_entries(shard_id, NULL, now, &shard, &unused);
+	shard_key(&key, shard_id);
+	shard = find_entry(&shard_table, &key, now, &lock);
 	if (shard != NULL)
 	{
 		SpinLockAcquire(&shard->c.mutex);
@@ -503,8 +591,8 @@ StatsShardFailed(const char *shard_id, const char *message)
 		strlcpy(shard->last_error, message, STATS_ERROR_LEN);
 		shard_table.used[shard->c.slot] = now;
 		SpinLockRelease(&shard->c.mutex);
+		LWLockRelease(lock);
 	}
-	LWLockRelease(stats_lock);
 }
 
 /*
@@ -553,12 +641,13 @@ tenant_router_shard_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	/*
-	 * The entries are copied out under the lock and the rows built after
-	 * it: a new shard's entry needs the lock exclusively, and must not wait
-	 * for a tuplestore that may spill to disk.
+	 * The entries are copied out under the partition locks and the rows
+	 * built after them: a new shard's entry needs its partition's lock
+	 * exclusively, and must not wait for a tuplestore that may spill to
+	 * disk.
 	 */
-	LWLockAcquire(stats_lock, LW_SHARED);
-	copies = palloc(sizeof(StatsShardEntry) * Max(hash_get_num_entries(shard_table.hash), 1));
+	lock_all(&shard_table, LW_SHARED);
+	copies = palloc(sizeof(StatsShardEntry) * Max(shard_table.max - *shard_table.nfree, 1));
 	hash_seq_init(&status, shard_table.hash);
 	while ((entry = hash_seq_search(&status)) != NULL)
 	{
@@ -568,7 +657,7 @@ tenant_router_shard_stats(PG_FUNCTION_ARGS)
 		copies[n++] = *entry;
 		SpinLockRelease(&entry->c.mutex);
 	}
-	LWLockRelease(stats_lock);
+	unlock_all(&shard_table);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -610,9 +699,9 @@ tenant_router_tenant_stats(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 
-	/* copied out under the lock, as in tenant_router_shard_stats */
-	LWLockAcquire(stats_lock, LW_SHARED);
-	size = Max(hash_get_num_entries(tenant_table.hash), 1);
+	/* copied out under the partition locks, as in tenant_router_shard_stats */
+	lock_all(&tenant_table, LW_SHARED);
+	size = Max(tenant_table.max - *tenant_table.nfree, 1);
 	copies = palloc(sizeof(StatsTenantEntry) * size);
 	lasts = palloc(sizeof(TimestampTz) * size);
 	hash_seq_init(&status, tenant_table.hash);
@@ -626,7 +715,7 @@ tenant_router_tenant_stats(PG_FUNCTION_ARGS)
 		SpinLockRelease(&entry->c.mutex);
 		n++;
 	}
-	LWLockRelease(stats_lock);
+	unlock_all(&tenant_table);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -656,11 +745,14 @@ tenant_router_stats_reset(PG_FUNCTION_ARGS)
 	StatsShardEntry *shard;
 	StatsTenantEntry *tenant;
 
-	LWLockAcquire(stats_lock, LW_EXCLUSIVE);
+	lock_all(&tenant_table, LW_EXCLUSIVE);
 	hash_seq_init(&status, tenant_table.hash);
 	while ((tenant = hash_seq_search(&status)) != NULL)
 		if (tenant->key.dbid == MyDatabaseId)
 			table_remove(&tenant_table, tenant);
+	unlock_all(&tenant_table);
+
+	lock_all(&shard_table, LW_SHARED);
 	hash_seq_init(&status, shard_table.hash);
 	while ((shard = hash_seq_search(&status)) != NULL)
 	{
@@ -671,6 +763,6 @@ tenant_router_stats_reset(PG_FUNCTION_ARGS)
 		shard->c.since = now;
 		SpinLockRelease(&shard->c.mutex);
 	}
-	LWLockRelease(stats_lock);
+	unlock_all(&shard_table);
 	PG_RETURN_VOID();
 }

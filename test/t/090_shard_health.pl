@@ -85,6 +85,25 @@ is( $coord->safe_psql('postgres',
 		'SELECT statements FROM tenant_router.shard_stats WHERE shard_id = \'shard1\''),
 	'151', 'the shard still counts every statement');
 
+# ---- still bounded, and no statement lost, with 4 clients adding and
+# evicting tenants at once (1 000 tenants for room for 100)
+$coord->safe_psql('postgres', 'SELECT tenant_router.stats_reset()');
+$coord->pgbench(
+	'--no-vacuum --client=4 --jobs=2 --transactions=500 --protocol=prepared',
+	0, [qr{processed: 2000/2000}], [qr{^$}],
+	'2000 routed SELECTs of 1000 random tenants from 4 clients',
+	{ '090_churn' => "\\set tid random(1, 1000)\nSELECT count(*) FROM t WHERE tenant_id = :tid;\n" },
+	'postgres');
+is( $coord->safe_psql('postgres',
+		'SELECT count(*) BETWEEN 95 AND 100, sum(statements) <= 2000, '
+		  . 'bool_and(statements >= 1 AND tenant_id BETWEEN 1 AND 1000) '
+		  . 'FROM tenant_router.tenant_stats'),
+	't|t|t',
+	'the table stays within 100 tenants (5% evicted at a time) while 4 clients add 1000');
+is( $coord->safe_psql('postgres',
+		'SELECT statements FROM tenant_router.shard_stats WHERE shard_id = \'shard1\''),
+	'2000', 'and the shard counts every one of the 2000 statements');
+
 # ---- a shard stopped with pg_ctl
 sub wait_reachable
 {
