@@ -789,9 +789,11 @@ static TimestampTz transient_since = 0;
  * come out otherwise a moment later, so that it is tried again (for
  * TRANSIENT_RETRY_MS) rather than recorded as rejected for every
  * coordinator: a shard unreachable or its connection lost, a unique
- * violation on a shard (another coordinator creating the same table at the
- * same moment: it commits, and the table is then there), a deadlock, a
- * serialization failure, a lock not available.
+ * violation on a shard, or a table or object that exists already (another
+ * coordinator, or a session, creating the same table at the same moment:
+ * it commits, and the table is then there; which of the two errors comes
+ * depends on whether the DDL was waiting for it or started after), a
+ * deadlock, a serialization failure, a lock not available.
  */
 static bool
 transient(int sqlerrcode, const char *id)
@@ -801,6 +803,8 @@ transient(int sqlerrcode, const char *id)
 	if (sqlerrcode == 0 || id == NULL ||
 		!(ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION ||
 		  sqlerrcode == ERRCODE_UNIQUE_VIOLATION ||
+		  sqlerrcode == ERRCODE_DUPLICATE_TABLE ||
+		  sqlerrcode == ERRCODE_DUPLICATE_OBJECT ||
 		  sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
 		  sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
 		  sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE))
