@@ -794,7 +794,8 @@ op_switch(Operation *op)
 
 /*
  * narrow_table makes the source's table refuse the moved tenants by itself,
- * in one transaction: the range constraint says what the source keeps (NOT
+ * in one transaction that locks it once and sends the rest in one pipeline
+ * with its commit: the range constraint says what the source keeps (NOT
  * VALID: the moved rows are still there), its moved rows are guarded, and
  * the fence's row triggers go (its TRUNCATE trigger stays until the
  * replication is gone).
@@ -802,11 +803,25 @@ op_switch(Operation *op)
 static void
 narrow_table(Operation *op, LogicalTableRow *table)
 {
+	char	   *qualname = ShardTableName(table->relid);
+
+	if (qualname == NULL)
+		return;
 	op->narrowed = true;
 	ShardConnBegin(op->source_conn, SHARD_WRITE);
-	ShardFenceUntable(op->source_conn, op->name, table, true, false);
-	ShardSetOwnership(op->source_conn, table, op->source_after, false);
-	ShardGuardMovedRows(op->source_conn, table, op->source_after);
+	/* the table locked once, its changes in one pipeline with the commit */
+	ShardDdlBatchBegin(op->source_conn, qualname);
+	PG_TRY();
+	{
+		ShardFenceUntable(op->source_conn, op->name, table, true, false);
+		ShardSetOwnership(op->source_conn, table, op->source_after, false);
+		ShardGuardMovedRows(op->source_conn, table, op->source_after);
+	}
+	PG_FINALLY();
+	{
+		ShardDdlBatchEnd();
+	}
+	PG_END_TRY();
 }
 
 static bool

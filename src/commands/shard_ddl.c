@@ -52,11 +52,44 @@
 /* advisory lock key under which coordinators change a shard's tables */
 #define SHARD_DDL_LOCK "7481029373"
 
+/*
+ * The connection whose table this transaction holds locked already
+ * (ShardDdlBatchBegin): its commands and DDL wait for nothing, so they are
+ * queued and go to the shard in one pipeline, with the next statement (the
+ * remote COMMIT at the latest), instead of one round trip each while the
+ * lock holds back every query on the table.
+ */
+static ShardConn *batch_conn = NULL;
+
 /* ShardRemoteCommand runs a statement on the shard, discarding its result. */
 void
 ShardRemoteCommand(ShardConn *sc, const char *sql)
 {
-	PQclear(ShardConnExec(sc, sql, 0, NULL, NULL));
+	if (sc == batch_conn)
+		ShardConnQueue(sc, sql);
+	else
+		PQclear(ShardConnExec(sc, sql, 0, NULL, NULL));
+}
+
+/*
+ * ShardDdlBatchBegin locks the shard's table (qualname) in ACCESS EXCLUSIVE
+ * mode for sc's remote transaction, waiting as ShardRemoteDdl does, then
+ * queues sc's commands and DDL until ShardDdlBatchEnd: a change of several
+ * statements to a table holds its lock for one round trip instead of one
+ * each.  Errors of the queued statements come with the next statement.
+ */
+void
+ShardDdlBatchBegin(ShardConn *sc, const char *qualname)
+{
+	Assert(batch_conn == NULL && ShardConnInTransaction(sc));
+	ShardRemoteDdl(sc, psprintf("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", qualname));
+	batch_conn = sc;
+}
+
+void
+ShardDdlBatchEnd(void)
+{
+	batch_conn = NULL;
 }
 
 /* ddl_context names the lock wait that tenant_router.shard_lock_timeout bounds */
@@ -86,6 +119,11 @@ ShardRemoteDdl(ShardConn *sc, const char *sql)
 	bool		in_xact = ShardConnInTransaction(sc);
 	int			waited = 0;
 
+	if (sc == batch_conn)
+	{
+		ShardConnQueue(sc, sql);	/* the table is locked already */
+		return;
+	}
 	callback.callback = ddl_context;
 	callback.arg = sc;
 	callback.previous = error_context_stack;

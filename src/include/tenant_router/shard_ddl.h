@@ -14,6 +14,8 @@
 extern void ShardRemoteCommand(ShardConn *sc, const char *sql);
 extern void ShardRemoteDdl(ShardConn *sc, const char *sql);
 extern char *ShardRemoteValue(ShardConn *sc, const char *sql, const char *param);
+extern void ShardDdlBatchBegin(ShardConn *sc, const char *qualname);
+extern void ShardDdlBatchEnd(void);
 extern char *ShardTableName(Oid relid);
 
 extern void ShardSyncTable(ShardConn *sc, LogicalTableRow *table,
