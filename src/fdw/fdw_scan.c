@@ -110,7 +110,6 @@ typedef struct ScanShard
 	TupleTableSlot *head;		/* merge: this shard's next row */
 	StatsStatement stats;		/* the scan on this shard, for the statistics */
 	OwnedTable *owned;			/* asked of its range constraint, or NULL */
-	char	   *owns_comment;	/* the comment that says the table is whole */
 	bool		whole;			/* declared without the condition on tenants */
 	Oid			whole_conoid;	/* ... because of this constraint */
 	char	   *declare;		/* the DECLARE with the condition */
