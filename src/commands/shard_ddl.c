@@ -101,23 +101,76 @@ ddl_context(void *arg)
 }
 
 /*
+ * ddl_attempts runs sql, which takes locks on a shard's table, waiting for
+ * them at most budget_ms in all (0: no limit) in attempts of at most
+ * DDL_ATTEMPT_MS, DDL_PAUSE_MS apart, each in a remote savepoint when in a
+ * remote transaction and when it may fail: a lock request that waits holds
+ * back every later query on the table, so the other tenants' queries wait
+ * at most one attempt, then go on while it pauses.  Once the budget is
+ * spent, it returns false with may_fail (nothing done), else raises the
+ * 55P03; any other error is raised.
+ */
+static bool
+ddl_attempts(ShardConn *sc, const char *sql, int budget_ms, bool may_fail)
+{
+	bool		in_xact = ShardConnInTransaction(sc);
+	int			waited = 0;
+
+	for (;;)
+	{
+		int			attempt = DDL_ATTEMPT_MS;
+		bool		last;
+		bool		savepoint;
+		PGresult   *res;
+		const char *state;
+
+		if (budget_ms > 0)
+			attempt = Min(attempt, Max(budget_ms - waited, 1));
+		last = budget_ms > 0 && waited + attempt >= budget_ms;
+		savepoint = in_xact && (!last || may_fail);
+		if (savepoint)
+			ShardConnQueue(sc, "SAVEPOINT tenant_router_ddl");
+		ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
+									attempt));
+		ShardConnSend(sc, sql, 0, NULL, NULL);
+		res = ShardConnResult(sc, false);
+		if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK)
+		{
+			PQclear(res);
+			if (savepoint)
+				ShardRemoteCommand(sc, "RELEASE SAVEPOINT tenant_router_ddl");
+			return true;
+		}
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state == NULL || strcmp(state, "55P03") != 0 || (last && !may_fail))
+			ShardConnRaise(sc, res, sql);
+		PQclear(res);
+		if (savepoint)
+			ShardRemoteCommand(sc, "ROLLBACK TO SAVEPOINT tenant_router_ddl");
+		if (last)
+			return false;
+		waited += attempt;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 DDL_PAUSE_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		waited += DDL_PAUSE_MS;
+	}
+}
+
+/*
  * ShardRemoteDdl runs a statement that takes locks on a shard's table (DDL,
  * LOCK, the cleanup's DELETE), waiting for them at most
- * tenant_router.shard_lock_timeout in all: a session idle in a transaction
- * on the shard makes it fail with 55P03 instead of hanging.  It waits in
- * attempts of at most DDL_ATTEMPT_MS, DDL_PAUSE_MS apart (in a remote
- * savepoint when in a remote transaction): a lock request that waits holds
- * back every later query on the table, so the other tenants' writes wait
- * at most one attempt, then go on while it pauses, instead of waiting for
- * the whole timeout behind it.  The setting travels in the same pipeline,
- * for the statement's transaction only.
+ * tenant_router.shard_lock_timeout in all, in short attempts (ddl_attempts):
+ * a session idle in a transaction on the shard makes it fail with 55P03
+ * instead of hanging, and the other queries on the table never queue behind
+ * it for long.  The setting travels in the same pipeline, for the
+ * statement's transaction only.
  */
 void
 ShardRemoteDdl(ShardConn *sc, const char *sql)
 {
 	ErrorContextCallback callback;
-	bool		in_xact = ShardConnInTransaction(sc);
-	int			waited = 0;
 
 	if (sc == batch_conn)
 	{
@@ -128,42 +181,7 @@ ShardRemoteDdl(ShardConn *sc, const char *sql)
 	callback.arg = sc;
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
-	for (;;)
-	{
-		int			attempt = DDL_ATTEMPT_MS;
-		bool		last;
-		PGresult   *res;
-		const char *state;
-
-		if (TenantRouterShardLockTimeout > 0)
-			attempt = Min(attempt, Max(TenantRouterShardLockTimeout - waited, 1));
-		last = TenantRouterShardLockTimeout > 0 && waited + attempt >= TenantRouterShardLockTimeout;
-		if (in_xact && !last)
-			ShardConnQueue(sc, "SAVEPOINT tenant_router_ddl");
-		ShardConnQueue(sc, psprintf("SELECT pg_catalog.set_config('lock_timeout', '%d', true)",
-									attempt));
-		ShardConnSend(sc, sql, 0, NULL, NULL);
-		res = ShardConnResult(sc, false);
-		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK)
-		{
-			PQclear(res);
-			if (in_xact && !last)
-				ShardRemoteCommand(sc, "RELEASE SAVEPOINT tenant_router_ddl");
-			break;
-		}
-		if (last || state == NULL || strcmp(state, "55P03") != 0)
-			ShardConnRaise(sc, res, sql);
-		PQclear(res);
-		if (in_xact)
-			ShardRemoteCommand(sc, "ROLLBACK TO SAVEPOINT tenant_router_ddl");
-		waited += attempt;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 DDL_PAUSE_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		waited += DDL_PAUSE_MS;
-	}
+	(void) ddl_attempts(sc, sql, TenantRouterShardLockTimeout, false);
 	error_context_stack = callback.previous;
 }
 
@@ -543,10 +561,11 @@ ShardRestoreOwnership(ShardConn *sc, LogicalTableRow *table, const ShardRow *own
 /*
  * ShardDeleteNotOwned deletes the table's rows that owner does not own, and
  * returns how many, past their guard (its function lets the transaction's
- * cleanup through; a guard made by an older version gets that function
- * first) and without a lock that holds back the other tenants' writes.  Run
- * it in a remote transaction with ShardValidateOwnership, then
- * ShardDropGuard.
+ * cleanup through, a setting that stays on for the rest of the remote
+ * transaction, which only cleans up; a guard made by an older version gets
+ * that function first) and without a lock that holds back the other
+ * tenants' writes.  Run it in a remote transaction with
+ * ShardValidateOwnership, then ShardDropGuard.
  */
 int64
 ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner)
@@ -569,7 +588,6 @@ ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
 						0, NULL, NULL);
 	deleted = strtoi64(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
-	ShardRemoteCommand(sc, "SELECT pg_catalog.set_config('" CLEANUP_SETTING "', 'off', true)");
 	return deleted;
 }
 
@@ -580,31 +598,16 @@ ShardDeleteNotOwned(ShardConn *sc, LogicalTableRow *table, const ShardRow *owner
  * behind it while it waits: so it comes last, just before the remote
  * transaction commits, and waits little (a session holding the table, e.g.
  * idle in a transaction, makes the cleanup try again later; the guard has
- * nothing left to guard meanwhile).  Not in a remote savepoint of the
- * caller's.
+ * nothing left to guard meanwhile).
  */
 bool
 ShardDropGuard(ShardConn *sc, LogicalTableRow *table)
 {
 	char	   *qualname = ShardTableName(table->relid);
-	PGresult   *res;
-	bool		dropped;
 
-	if (qualname == NULL)
-		return true;
-	ShardRemoteCommand(sc, "SAVEPOINT tenant_router_guard");
-	ShardRemoteCommand(sc, "SELECT pg_catalog.set_config('lock_timeout', '" CppAsString2(GUARD_DROP_LOCK_MS) "', true)");
-	ShardConnSend(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname),
-				  0, NULL, NULL);
-	res = ShardConnResult(sc, false);
-	dropped = PQresultStatus(res) == PGRES_COMMAND_OK;
-	if (!dropped && strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE) ?
-						   PQresultErrorField(res, PG_DIAG_SQLSTATE) : "", "55P03") != 0)
-		ShardConnRaise(sc, res, "DROP TRIGGER " MOVED_TRIGGER);
-	PQclear(res);
-	ShardRemoteCommand(sc, dropped ? "RELEASE SAVEPOINT tenant_router_guard" :
-					   "ROLLBACK TO SAVEPOINT tenant_router_guard");
-	return dropped;
+	return qualname == NULL ||
+		ddl_attempts(sc, psprintf("DROP TRIGGER IF EXISTS " MOVED_TRIGGER " ON %s", qualname),
+					 GUARD_DROP_LOCK_MS, true);
 }
 
 /*

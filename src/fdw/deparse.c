@@ -358,24 +358,32 @@ DeparseTruncate(List *tables, bool cascade)
 }
 
 /*
- * for_shard returns sql, built above with nparams shipped parameters, for
- * one shard: its range condition (on $nparams+1 and $nparams+2) replaced by
- * cond, or by what the shard owns with cond NULL; *owns receives that (on
- * the column as the range condition names it).  SQL without a range
- * condition (a reference table's) is returned as it is, *owns NULL.
+ * DeparseForShard returns sql, built above with nparams shipped parameters,
+ * for one shard: its range condition (on $nparams+1 and $nparams+2) becomes
+ * the condition on the tenants the shard owns now, ShardOwnsSql(), which may
+ * leave out pinned tenants, add tenants pinned to it, or take one remainder
+ * of a range shared by modulo.  The tenant column is read from the range
+ * condition itself.  The two range parameters are still sent, unused.  SQL
+ * without a range condition (a reference table's) is returned as it is.
+ * With whole, *whole receives the same SQL without any condition on the
+ * tenants (for a table that holds only what the shard owns) and
+ * *owns_comment the comment of the range constraint of such a table
+ * (ShardSetOwnership); both NULL for SQL without a range condition.
  */
-static char *
-for_shard(const char *sql, int nparams, const ShardRow *shard, const char *cond,
-		  char **owns)
+char *
+DeparseForShard(const char *sql, int nparams, const ShardRow *shard, char **whole,
+				char **owns_comment)
 {
 	char	   *lower = psprintf(" >= $%d AND ", nparams + 1);
 	char	   *upper = psprintf(" <= $%d", nparams + 2);
 	const char *at = strstr(sql, lower);
 	const char *column;
 	const char *end;
+	char	   *owns;
 	int			len;
 
-	*owns = NULL;
+	if (whole)
+		*whole = *owns_comment = NULL;
 	if (at == NULL)
 		return (char *) sql;	/* a reference table: every shard has it all */
 	column = at + strlen(lower);
@@ -385,41 +393,11 @@ for_shard(const char *sql, int nparams, const ShardRow *shard, const char *cond,
 	len = end - column;
 	if (at - sql < len || strncmp(at - len, column, len) != 0)
 		elog(ERROR, "tenant_router: remote SQL without its range condition");
-	*owns = ShardOwnsSql(shard, pnstrdup(column, len));
-	return psprintf("%.*s%s%s", (int) (at - len - sql), sql, cond ? cond : *owns,
-					end + strlen(upper));
-}
-
-/*
- * DeparseForShard returns sql, built above with nparams shipped parameters,
- * for one shard: its range condition (on $nparams+1 and $nparams+2) becomes
- * the condition on the tenants the shard owns now, ShardOwnsSql(), which may
- * leave out pinned tenants, add tenants pinned to it, or take one remainder
- * of a range shared by modulo.  The tenant column is read from the range
- * condition itself.  The two range parameters are still sent, unused.  SQL
- * without a range condition (a reference table's) is returned as it is.
- */
-char *
-DeparseForShard(const char *sql, int nparams, const ShardRow *shard)
-{
-	char	   *owns;
-
-	return for_shard(sql, nparams, shard, NULL, &owns);
-}
-
-/*
- * DeparseForWholeShard returns sql for one shard without any condition on
- * its tenants (for a table that holds only what the shard owns), and in
- * *owns_comment the comment of the range constraint of such a table
- * (ShardSetOwnership); NULL for SQL without a range condition.
- */
-char *
-DeparseForWholeShard(const char *sql, int nparams, const ShardRow *shard,
-					 char **owns_comment)
-{
-	char	   *owns;
-	char	   *whole = for_shard(sql, nparams, shard, "true", &owns);
-
-	*owns_comment = owns ? psprintf("tenant_router owns %s", owns) : NULL;
-	return owns ? whole : NULL;
+	owns = ShardOwnsSql(shard, pnstrdup(column, len));
+	if (whole)
+	{
+		*whole = psprintf("%.*strue%s", (int) (at - len - sql), sql, end + strlen(upper));
+		*owns_comment = psprintf("tenant_router owns %s", owns);
+	}
+	return psprintf("%.*s%s%s", (int) (at - len - sql), sql, owns, end + strlen(upper));
 }

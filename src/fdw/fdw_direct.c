@@ -473,7 +473,7 @@ send_all(ForeignScanState *node, DirectState *state)
 		RemoteParamsFill(&state->params, values, nulls);
 		StatsStatementBegin(&ds->stats, ds->shard->shard_id, NULL, state->cxt);
 		ds->sc = ShardConnGet(ds->shard->shard_id, ds->shard->dsn);
-		ds->sql = DeparseForShard(state->sql, state->nparams, ds->shard);
+		ds->sql = DeparseForShard(state->sql, state->nparams, ds->shard, NULL, NULL);
 		ShardConnBegin(ds->sc, SHARD_WRITE);
 		ShardConnSend(ds->sc, ds->sql, state->params.n, state->params.types,
 					  state->params.values);

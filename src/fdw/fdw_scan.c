@@ -347,17 +347,16 @@ owned_entry(const char *shard_id, const char *table)
 }
 
 /*
- * choose_whole returns the SQL of the shard's cursor: without the condition
- * on its tenants when its table was seen whole (the header above), else
- * filtered; ss->owned is set when the shard is to be asked about its table
+ * choose_whole returns the SQL of the shard's cursor: whole (without the
+ * condition on its tenants, DeparseForShard) when its table was seen whole
+ * (the header above) with the range constraint comment, else filtered; ss->owned is set when the shard is to be asked about its table
  * in the cursor's pipeline (always for a whole read, else at most once per
  * OWNED_RECHECK_MS, so that a constraint validated since is noticed).
  */
 static char *
-choose_whole(ScanShard *ss, TrScanState *state, char *filtered)
+choose_whole(ScanShard *ss, TrScanState *state, char *filtered, char *whole,
+			 const char *comment)
 {
-	char	   *comment;
-	char	   *whole = DeparseForWholeShard(state->sql, state->nparams, ss->shard, &comment);
 	OwnedTable *entry;
 
 	if (whole == NULL || (entry = owned_entry(ss->shard->shard_id, state->remote_table)) == NULL)
@@ -556,9 +555,16 @@ open_shards(ForeignScanState *node, TrScanState *state, List *shards)
 		snprintf(ss->cursor, sizeof(ss->cursor), "tenant_router_c%u", ++cursor_number);
 		snprintf(ss->fetch_sql, sizeof(ss->fetch_sql), "FETCH %d FROM %s", FETCH_SIZE,
 				 ss->cursor);
-		filtered = DeparseForShard(state->sql, state->nparams, ss->shard);
-		sql = state->nshards > 1 && !state->reference ?
-			choose_whole(ss, state, filtered) : filtered;
+		if (state->nshards > 1 && !state->reference)
+		{
+			char	   *whole;
+			char	   *comment;
+
+			filtered = DeparseForShard(state->sql, state->nparams, ss->shard, &whole, &comment);
+			sql = choose_whole(ss, state, filtered, whole, comment);
+		}
+		else
+			sql = filtered = DeparseForShard(state->sql, state->nparams, ss->shard, NULL, NULL);
 		declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor, sql);
 		if (ss->whole)
 			ss->declare = psprintf("DECLARE %s NO SCROLL CURSOR FOR %s", ss->cursor, filtered);

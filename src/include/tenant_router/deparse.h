@@ -40,8 +40,7 @@ extern char *DeparseDirectModify(Relation rel, LogicalTable *table, Index varno,
 								 CmdType operation, List *attrs, List *exprs, List *conds,
 								 int nparams, List *returning);
 extern char *DeparseTruncate(List *tables, bool cascade);
-extern char *DeparseForShard(const char *sql, int nparams, const ShardRow *shard);
-extern char *DeparseForWholeShard(const char *sql, int nparams, const ShardRow *shard,
-								  char **owns_comment);
+extern char *DeparseForShard(const char *sql, int nparams, const ShardRow *shard,
+							  char **whole, char **owns_comment);
 
 #endif
